@@ -1,0 +1,94 @@
+# dsm5_hpo — one command per habit. `make` (or `make help`) lists them.
+#
+# Versions come from poetry.lock only. `make install` installs them with pip, which is fast here:
+# torch first (the CPU build on a machine without a GPU when pip is configured with one, e.g. a
+# local wheel directory or TORCH_PIP_ARGS; the CUDA build where nvidia-smi exists), then every
+# other locked package with --no-deps, then this project in editable mode, then `pip check`.
+
+SHELL := /bin/sh
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+ARGS ?=
+MLFLOW_PORT ?= 5000
+# Extra pip options for the torch step only, e.g. a CPU-only index on a machine without a GPU.
+TORCH_PIP_ARGS ?=
+# Poetry for `make lock`: the project's wrapper (../shared/tools/poetry) run by a Python that has
+# Poetry installed (POETRY_PYTHON), or any plain `poetry`: make lock POETRY=poetry
+POETRY_PYTHON ?= python3
+POETRY_WRAPPER ?= ../shared/tools/poetry
+POETRY ?= $(if $(wildcard $(POETRY_WRAPPER)),$(POETRY_PYTHON) $(POETRY_WRAPPER),poetry)
+
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+LOCK_TOOL := scripts/lock_requirements.py
+LINT_PATHS := $(wildcard src tests scripts benchmarks)
+
+.PHONY: help install train evaluate mlflow-ui test test-fast lint format lock clean clean-all
+
+help: ## List the targets
+	@echo "usage: make <target> [ARGS='hydra.overrides or --flags']"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create the venv (VENV=.venv) and install the locked versions, unless up to date
+
+$(STAMP): pyproject.toml poetry.lock $(LOCK_TOOL)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; assert (3, 11) <= sys.version_info[:2] < (3, 13), f"Python 3.11 or 3.12 needed, not {sys.version.split()[0]}"'
+	$(PY) $(LOCK_TOOL) --groups main,dev > $(VENV)/requirements-all.txt
+	$(PY) $(LOCK_TOOL) --groups main,dev --without-torch > $(VENV)/requirements-no-torch.txt
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		echo ">>> nvidia-smi found: installing the CUDA build of $$($(PY) $(LOCK_TOOL) --only torch)"; \
+	else \
+		echo ">>> no GPU: installing the CPU build of $$($(PY) $(LOCK_TOOL) --only torch) if pip offers one"; \
+	fi
+	$(PIP) install $(TORCH_PIP_ARGS) -c $(VENV)/requirements-all.txt "$$($(PY) $(LOCK_TOOL) --only torch)"
+	$(PIP) install --quiet --no-deps -r $(VENV)/requirements-no-torch.txt
+	$(PIP) install --quiet --no-deps -e .
+	$(PIP) check
+	@$(PY) -c 'import torch; print(">>> torch", torch.__version__, "cuda available:", torch.cuda.is_available())'
+	@touch $@
+
+train: $(STAMP) ## Start a study with configs/hpo_study.yaml (ARGS: Hydra overrides)
+	$(PY) -m dsm5_hpo.cli.train --config configs/hpo_study.yaml $(ARGS)
+
+evaluate: $(STAMP) ## Evaluate the study's best model on the test split (JSON report)
+	$(PY) -m dsm5_hpo.cli.evaluate $(ARGS)
+
+mlflow-ui: $(STAMP) ## Browse every trial's metrics in the MLflow UI (experiments/mlflow_db)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///experiments/mlflow_db/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) $(ARGS)
+
+# The core packages must stay at >= 80 % line+branch coverage (the seed's target).
+CORE_COVERAGE := */dsm5_hpo/training/*,*/dsm5_hpo/models/*,*/dsm5_hpo/data/*,*/dsm5_hpo/hpo/*
+
+test: $(STAMP) ## Run the whole suite with coverage, as CI does (fails when no test runs or core coverage < 80 %)
+	$(PY) -m pytest --cov=dsm5_hpo --cov-report=term-missing --cov-report=xml $(ARGS)
+	@echo ">>> coverage of training, models, data and hpo (must be >= 80 %):"
+	$(PY) -m coverage report --include='$(CORE_COVERAGE)' --fail-under=80 | tail -n 1
+
+test-fast: $(STAMP) ## Unit, property and contract tests only (no integration)
+	$(PY) -m pytest -m "not integration" $(ARGS)
+
+lint: $(STAMP) ## ruff check + ruff format --check + mypy (strict on src)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy src
+
+format: $(STAMP) ## Format the code and apply ruff's safe fixes
+	$(BIN)/ruff format $(LINT_PATHS)
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+
+lock: ## Re-resolve poetry.lock (needs Poetry: POETRY_PYTHON=<python with poetry> or POETRY=poetry)
+	$(POETRY) lock
+
+clean: ## Remove caches and build output (keeps experiments/ and the venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis htmlcov coverage.xml .coverage .coverage.* \
+		build dist src/*.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+clean-all: clean ## clean, and remove the venv too
+	rm -rf $(VENV)

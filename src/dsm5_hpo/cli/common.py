@@ -1,0 +1,65 @@
+"""What every CLI shares: composing the Hydra config, and turning errors into exit codes.
+
+This is the only place that sees Hydra's ``DictConfig``: it is resolved to a plain mapping
+and handed to the typed schema in ``config.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dsm5_hpo.config import StudyConfig, study_config_from_mapping
+from dsm5_hpo.errors import ConfigError, PipelineError
+from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker, Tracker
+from dsm5_hpo.utils.logging import redact, setup_logging
+
+DEFAULT_CONFIG = Path("configs") / "hpo_study.yaml"
+
+
+def compose_config(config_file: Path, overrides: Sequence[str]) -> StudyConfig:
+    """Compose ``config_file`` with Hydra overrides (``key=value``, ``group=option``) and validate it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not config_file.is_file():
+        raise ConfigError(f"config file {config_file} not found; pass --config configs/hpo_study.yaml")
+    try:
+        with initialize_config_dir(config_dir=str(config_file.resolve().parent), version_base="1.3"):
+            composed = compose(config_name=config_file.stem, overrides=list(overrides))
+        mapping = OmegaConf.to_container(composed, resolve=True)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"cannot compose {config_file} with overrides {list(overrides)}: {first_line}"
+        ) from error
+    assert isinstance(mapping, dict)
+    return study_config_from_mapping({str(k): v for k, v in mapping.items()})
+
+
+def build_tracker(config: StudyConfig) -> Tracker:
+    if config.tracking.backend == "none":
+        return NullTracker()
+    experiments = config.paths.experiments
+    return MlflowTracker(
+        config.tracking.resolved_uri(experiments),
+        config.tracking.experiment_name,
+        artifact_root=experiments / "mlflow_db" / "artifacts",
+    )
+
+
+def run_cli(main: Callable[[], int]) -> int:
+    """Run ``main``; expected errors become one line on stderr and their exit code, no traceback."""
+    setup_logging(os.environ.get("DSM5_LOG_LEVEL", "INFO"))
+    try:
+        return main()
+    except PipelineError as error:
+        print(f"error: {redact(str(error))}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,134 @@
+"""Evaluate a study's best model (or one trial's best weights) on the test split.
+
+    python -m dsm5_hpo.cli.evaluate                      # newest finished study
+    python -m dsm5_hpo.cli.evaluate --study-id ID        # evaluation_report.json in study_ID/
+    python -m dsm5_hpo.cli.evaluate --trial-id ID        # evaluation_report.json in trial_ID/
+    make evaluate ARGS="--study-id ID"
+
+The data, split and thresholds come from the trial's saved config, so the test split is the
+one the study held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dsm5_hpo.cli.common import run_cli
+from dsm5_hpo.config import StudyConfig, study_config_from_mapping
+from dsm5_hpo.data.prepare import prepare_data
+from dsm5_hpo.errors import ConfigError, StorageError
+from dsm5_hpo.hpo.objective import BEST_WEIGHTS_DIR
+from dsm5_hpo.hpo.report import build_report, evaluate_checkpoint_on_test, write_report
+from dsm5_hpo.hpo.study import STUDY_FILE
+from dsm5_hpo.models.loading import load_tokenizer, resolve_model
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path} not found; check the id and --experiments-dir") from error
+    except (OSError, json.JSONDecodeError) as error:
+        raise StorageError(f"{path} cannot be read ({error}); the file is damaged") from error
+    return data
+
+
+def _newest_study(experiments: Path) -> Path:
+    studies = [p for p in experiments.glob("study_*") if (p / STUDY_FILE).is_file()]
+    finished = [p for p in studies if _read_json(p / STUDY_FILE).get("best_trial_id")]
+    if not finished:
+        raise ConfigError(
+            f"no finished study under {experiments}; run `make train` first, or pass --experiments-dir"
+        )
+    return max(finished, key=lambda p: str(_read_json(p / STUDY_FILE).get("created_at", "")))
+
+
+def _trial_config(trial_dir: Path) -> StudyConfig:
+    path = trial_dir / "config.yaml"
+    try:
+        mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path} not found; is {trial_dir.name} a trial folder?") from error
+    except (OSError, yaml.YAMLError) as error:
+        raise StorageError(f"{path} cannot be read ({error})") from error
+    return study_config_from_mapping(mapping)
+
+
+def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> Path:
+    """Test-evaluate the best weights of ``trial_dir`` and write the report into ``output_dir``."""
+    config = _trial_config(trial_dir)
+    trial = _read_json(trial_dir / "trial.json")
+    validation = _read_json(trial_dir / "validation_report.json")
+    resolved = resolve_model(config.model, cache_dir=config.paths.cache)
+    data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
+    checkpoint = trial_dir / BEST_WEIGHTS_DIR
+    result, metadata = evaluate_checkpoint_on_test(config, data, resolved.path, checkpoint)
+    report = build_report(
+        config=config,
+        study_id=study_id,
+        trial_id=str(trial["trial_id"]),
+        trial_number=int(trial["number"]),
+        validation_value=float(validation["value"]),
+        result=result,
+        checkpoint=checkpoint,
+        checkpoint_metadata=metadata,
+        data=data,
+        model_origin=resolved.origin,
+    )
+    return write_report(report, output_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m dsm5_hpo.cli.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--study-id", help="study uuid (default: the newest finished study)")
+    which.add_argument("--trial-id", help="trial uuid: evaluate that trial's best weights")
+    parser.add_argument(
+        "--experiments-dir",
+        type=Path,
+        default=Path("experiments"),
+        help="where study_*/ and trial_*/ live (paths.experiments_dir)",
+    )
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        experiments: Path = args.experiments_dir
+        if args.trial_id:
+            trial_dir = experiments / f"trial_{args.trial_id}"
+            study_id = str(_read_json(trial_dir / "trial.json")["study_id"])
+            path = evaluate_trial(trial_dir, study_id=study_id, output_dir=trial_dir)
+        else:
+            study_dir = (
+                experiments / f"study_{args.study_id}" if args.study_id else _newest_study(experiments)
+            )
+            study = _read_json(study_dir / STUDY_FILE)
+            if not study.get("best_trial_id"):
+                raise ConfigError(
+                    f"study {study['study_id']} has no finished best trial (state {study.get('state')})"
+                )
+            trial_dir = experiments / f"trial_{study['best_trial_id']}"
+            path = evaluate_trial(trial_dir, study_id=str(study["study_id"]), output_dir=study_dir)
+        report = _read_json(path)
+        metric = report["optimization_metric"]
+        print(
+            f"test {metric['name']} = {metric['test_value']:.4f} (validation {metric['validation_value']:.4f})\n"
+            f"report: {path}"
+        )
+        return 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,451 @@
+"""Typed schema of the whole configuration, validated on construction.
+
+Only ``cli/`` sees Hydra's ``DictConfig``; it turns it into a plain mapping and calls
+:func:`study_config_from_mapping`. Every error names the config key (``train.max_epochs``)
+so the user knows which line of which YAML file, or which override, to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from dsm5_hpo.data.criteria import CRITERIA, SPECIAL_CASE
+from dsm5_hpo.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _fail(key: str, message: str) -> typing.NoReturn:
+    raise ConfigError(f"config key '{key}': {message}")
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        _fail(key, message)
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    experiments_dir: str = "experiments"
+    """Root of every run output: mlflow_db/, study_<uuid>/, trial_<uuid>/."""
+    cache_dir: str = ""
+    """Built artifacts reused across studies (tiny model, ...); empty = <experiments_dir>/.cache."""
+
+    @property
+    def experiments(self) -> Path:
+        return Path(self.experiments_dir)
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else self.experiments / ".cache"
+
+    def __post_init__(self) -> None:
+        _require(bool(self.experiments_dir.strip()), "paths.experiments_dir", "must not be empty")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train: float = 0.7
+    """Share of posts in the training split."""
+    validation: float = 0.15
+    """Share of posts in the validation split (used by every trial)."""
+    test: float = 0.15
+    """Share of posts in the test split (used once, for the study's best model)."""
+
+    def __post_init__(self) -> None:
+        for name in ("train", "validation", "test"):
+            value = getattr(self, name)
+            _require(0.0 < value < 1.0, f"data.split.{name}", f"must be between 0 and 1, got {value}")
+        total = self.train + self.validation + self.test
+        _require(abs(total - 1.0) < 1e-6, "data.split", f"train + validation + test must be 1.0, got {total}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "redsm5_sample"
+    """Short name recorded in reports."""
+    source: Literal["local", "hub"] = "local"
+    """'local' reads the CSVs in local_dir; 'hub' tries the Hugging Face dataset first, then local_dir."""
+    local_dir: str = "Data/redsm5_sample"
+    """Folder holding redsm5_posts.csv and redsm5_annotations.csv."""
+    hub_id: str = "irlab-udc/redsm5"
+    """Hugging Face dataset id (gated: needs an accepted licence and a token)."""
+    revision: str = ""
+    """Dataset revision (commit sha or tag) to pin for source=hub; empty = 'main'."""
+    synthetic: bool = False
+    """True for the bundled generated sample: every report says so."""
+    include_special_case: bool = False
+    """Treat SPECIAL_CASE as a tenth criterion (it is outside DSM-5, so off by default)."""
+    split: SplitConfig = field(default_factory=SplitConfig)
+    """Post-disjoint split shares; the split is derived from post_id and train.seed."""
+    max_length: int = 256
+    """Tokens per window (question + post + special tokens)."""
+    doc_stride: int = 64
+    """Tokens shared by consecutive windows of a long post."""
+    max_answer_tokens: int = 64
+    """Longest evidence span, in tokens, the decoder may predict."""
+    max_posts: int = 0
+    """Use only this many posts (0 = all); for smoke runs and tests."""
+
+    @property
+    def criteria(self) -> tuple[str, ...]:
+        return (*CRITERIA, SPECIAL_CASE) if self.include_special_case else CRITERIA
+
+    def __post_init__(self) -> None:
+        _require(
+            self.source in ("local", "hub"), "data.source", f"must be 'local' or 'hub', got {self.source!r}"
+        )
+        _require(bool(self.local_dir.strip()), "data.local_dir", "must not be empty")
+        _require(self.max_length >= 32, "data.max_length", f"must be >= 32, got {self.max_length}")
+        _require(
+            0 <= self.doc_stride < self.max_length // 2,
+            "data.doc_stride",
+            f"must be >= 0 and < max_length/2 ({self.max_length // 2}), got {self.doc_stride}",
+        )
+        _require(self.max_answer_tokens >= 1, "data.max_answer_tokens", "must be >= 1")
+        _require(self.max_posts >= 0, "data.max_posts", "must be >= 0 (0 = all posts)")
+
+
+@dataclass(frozen=True)
+class TinyModelConfig:
+    hidden_size: int = 32
+    """Width of the random BERT built locally for tests and smoke runs."""
+    num_hidden_layers: int = 2
+    """Transformer layers of the tiny BERT."""
+    num_attention_heads: int = 2
+    """Attention heads; must divide hidden_size."""
+    intermediate_size: int = 64
+    """Feed-forward width."""
+
+    def __post_init__(self) -> None:
+        _require(self.hidden_size > 0, "model.tiny.hidden_size", "must be > 0")
+        _require(self.num_hidden_layers > 0, "model.tiny.num_hidden_layers", "must be > 0")
+        _require(
+            self.num_attention_heads > 0 and self.hidden_size % self.num_attention_heads == 0,
+            "model.tiny.num_attention_heads",
+            "must be > 0 and divide model.tiny.hidden_size",
+        )
+        _require(self.intermediate_size > 0, "model.tiny.intermediate_size", "must be > 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "minilm"
+    """Short name recorded in reports and MLflow."""
+    pretrained: str = "sentence-transformers/all-MiniLM-L6-v2"
+    """Hub id of the encoder; used for the HF cache and the hub when local_path is not usable."""
+    revision: str = ""
+    """Hub revision (commit sha) to pin; empty = 'main'."""
+    local_path: str = ""
+    """Folder with the encoder, 'package:<module>' for a model shipped in a Python package, 'tiny'
+    to build the small random BERT, or empty to go to the HF cache and hub."""
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    """Shape of the tiny random BERT (only with local_path: tiny)."""
+    hub_attempts: int = 5
+    """Download attempts (backoff 1, 2, 4, 8, 16 s) before giving up on the hub."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name.strip()), "model.name", "must not be empty")
+        _require(
+            bool(self.pretrained.strip()) or bool(self.local_path.strip()),
+            "model.pretrained",
+            "set model.pretrained (hub id) or model.local_path",
+        )
+        _require(self.hub_attempts >= 1, "model.hub_attempts", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 42
+    """Seeds Python, NumPy, torch and the data split; the same seed gives the same metrics on CPU."""
+    max_epochs: int = 2
+    """Epochs per trial (the pruner may stop a trial earlier)."""
+    batch_size: int = 16
+    """Windows per optimizer micro-batch."""
+    eval_batch_size: int = 64
+    """Windows per forward pass at evaluation (no gradients, so larger)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step (effective batch = batch_size x this)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 = off)."""
+    learning_rate_encoder: float = 5e-5
+    """AdamW learning rate of the shared encoder."""
+    learning_rate_heads: float = 1e-3
+    """AdamW learning rate of the two heads (fresh weights learn faster)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (not applied to biases and LayerNorm)."""
+    warmup_ratio: float = 0.1
+    """Share of optimizer steps with a linear warmup, then linear decay to 0."""
+    dropout: float = 0.1
+    """Dropout before both heads."""
+    loss_weight_criteria: float = 1.0
+    """Weight of the criteria-matching BCE loss in the joint loss."""
+    loss_weight_evidence: float = 1.0
+    """Weight of the evidence-span cross-entropy loss in the joint loss."""
+    device: str = "auto"
+    """'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast dtype; fp16 uses a gradient scaler and needs CUDA."""
+    log_every_n_steps: int = 10
+    """Optimizer steps between per-step metric logs."""
+    match_threshold: float = 0.5
+    """Probability at or above which a pair counts as matching the criterion."""
+    null_score_margin: float = 0.0
+    """Predict 'no evidence' when null score - best span score exceeds this (SQuAD 2 rule)."""
+    negative_sampling: float = 1.0
+    """Share of non-matching pairs' windows trained on each epoch (re-drawn per epoch; 1.0 = all).
+    Most (post, criterion) pairs do not match; evaluation always uses every pair."""
+
+    def __post_init__(self) -> None:
+        positive_ints = (
+            "max_epochs",
+            "batch_size",
+            "eval_batch_size",
+            "gradient_accumulation_steps",
+            "log_every_n_steps",
+        )
+        for name in positive_ints:
+            value = getattr(self, name)
+            _require(value >= 1, f"train.{name}", f"must be >= 1, got {value}")
+        for name in ("learning_rate_encoder", "learning_rate_heads"):
+            value = getattr(self, name)
+            _require(0.0 < value < 1.0, f"train.{name}", f"must be in (0, 1), got {value}")
+        _require(self.weight_decay >= 0.0, "train.weight_decay", "must be >= 0")
+        _require(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
+        _require(0.0 <= self.dropout < 1.0, "train.dropout", "must be in [0, 1)")
+        _require(self.max_grad_norm >= 0.0, "train.max_grad_norm", "must be >= 0 (0 = no clipping)")
+        for name in ("loss_weight_criteria", "loss_weight_evidence"):
+            _require(getattr(self, name) >= 0.0, f"train.{name}", "must be >= 0")
+        _require(
+            self.loss_weight_criteria + self.loss_weight_evidence > 0,
+            "train.loss_weight_criteria",
+            "both loss weights are 0: nothing would be trained",
+        )
+        _require(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            "train.device",
+            f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}",
+        )
+        _require(self.precision in ("fp32", "bf16", "fp16"), "train.precision", "must be fp32, bf16 or fp16")
+        _require(0.0 < self.match_threshold < 1.0, "train.match_threshold", "must be in (0, 1)")
+        _require(0.0 < self.negative_sampling <= 1.0, "train.negative_sampling", "must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    type: Literal["float", "int", "categorical"]
+    """Kind of Optuna distribution."""
+    low: float | None = None
+    """Lower bound (float/int)."""
+    high: float | None = None
+    """Upper bound (float/int)."""
+    log: bool = False
+    """Sample on a log scale (float/int with low > 0)."""
+    choices: tuple[Any, ...] = ()
+    """Values of a categorical parameter."""
+
+
+@dataclass(frozen=True)
+class HPOConfig:
+    n_trials: int = 3
+    """Trials the study runs in total (a resumed study only runs the missing ones)."""
+    metric: str = "joint_score"
+    """Validation metric the study maximizes; one of the evaluator's METRIC_NAMES."""
+    sampler: Literal["tpe", "random"] = "tpe"
+    """Optuna sampler; seeded with train.seed."""
+    pruner: Literal["median", "none"] = "median"
+    """Optuna pruner, asked after every epoch."""
+    pruner_startup_trials: int = 2
+    """Trials that always complete before the median pruner may stop one."""
+    pruner_warmup_epochs: int = 1
+    """Epochs of each trial before it may be pruned."""
+    timeout_s: float = 0.0
+    """Stop starting new trials after this many seconds (0 = no limit)."""
+    search_space: dict[str, ParamSpec] = field(default_factory=dict)
+    """train.<field> -> distribution; each trial's train config takes the sampled values."""
+
+    def __post_init__(self) -> None:
+        _require(self.n_trials >= 1, "hpo.n_trials", f"must be >= 1, got {self.n_trials}")
+        _require(self.sampler in ("tpe", "random"), "hpo.sampler", "must be 'tpe' or 'random'")
+        _require(self.pruner in ("median", "none"), "hpo.pruner", "must be 'median' or 'none'")
+        _require(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")
+        _require(self.pruner_warmup_epochs >= 0, "hpo.pruner_warmup_epochs", "must be >= 0")
+        _require(self.timeout_s >= 0, "hpo.timeout_s", "must be >= 0 (0 = no limit)")
+        # Imported here: the evaluator is pure and cheap, but config must not import training at load.
+        from dsm5_hpo.training.evaluator import METRIC_NAMES
+
+        _require(
+            self.metric in METRIC_NAMES,
+            "hpo.metric",
+            f"unknown metric {self.metric!r}; choose one of {', '.join(METRIC_NAMES)}",
+        )
+        train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+        for name, spec in self.search_space.items():
+            key = f"search_space.{name}"
+            _require(name in train_fields, key, f"is not a train.* setting; known: {', '.join(train_fields)}")
+            if spec.type == "categorical":
+                _require(len(spec.choices) >= 1, key, "categorical needs at least one value in 'choices'")
+            else:
+                _require(spec.low is not None and spec.high is not None, key, "needs 'low' and 'high'")
+                assert spec.low is not None and spec.high is not None
+                _require(spec.low <= spec.high, key, f"low ({spec.low}) must be <= high ({spec.high})")
+                _require(not spec.log or spec.low > 0, key, "log scale needs low > 0")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    backend: Literal["mlflow", "none"] = "mlflow"
+    """'mlflow' logs every run; 'none' disables tracking (tests, dry runs)."""
+    uri: str = ""
+    """MLflow tracking URI; empty = sqlite:///<experiments_dir>/mlflow_db/mlflow.db."""
+    experiment_name: str = "dsm5_hpo"
+    """MLflow experiment holding the study and trial runs."""
+
+    def __post_init__(self) -> None:
+        _require(self.backend in ("mlflow", "none"), "tracking.backend", "must be 'mlflow' or 'none'")
+        _require(bool(self.experiment_name.strip()), "tracking.experiment_name", "must not be empty")
+
+    def resolved_uri(self, experiments_dir: Path) -> str:
+        if self.uri:
+            return self.uri
+        db = (experiments_dir / "mlflow_db" / "mlflow.db").resolve()
+        return f"sqlite:///{db}"
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    """Minimum level on stdout and in the JSON-lines files."""
+    max_bytes: int = 10_000_000
+    """Size at which a JSON-lines log file is rotated."""
+    backup_count: int = 5
+    """Rotated files kept per log."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+            "logging.level",
+            f"must be DEBUG, INFO, WARNING or ERROR, got {self.level!r}",
+        )
+        _require(self.max_bytes >= 10_000, "logging.max_bytes", "must be >= 10000")
+        _require(self.backup_count >= 1, "logging.backup_count", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """The whole configuration of a study, as composed from configs/hpo_study.yaml."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    hpo: HPOConfig = field(default_factory=HPOConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON/YAML-serializable form (the 'resolved config' in reports and trials)."""
+        plain: dict[str, Any] = _to_plain(dataclasses.asdict(self))
+        return plain
+
+    def with_train(self, **changes: Any) -> StudyConfig:
+        """A copy whose train section has ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# --- construction from a mapping -------------------------------------------------------------
+
+
+def _convert(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` to ``annotation`` or raise a ConfigError naming ``key``."""
+    origin = get_origin(annotation)
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if not isinstance(value, Mapping):
+            _fail(key, f"must be a mapping, got {type(value).__name__}")
+        return _build(annotation, value, key)
+    if origin is Literal:
+        allowed = get_args(annotation)
+        if value not in allowed:
+            _fail(key, f"must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key)
+    if origin is dict:
+        _, value_type = get_args(annotation)
+        if not isinstance(value, Mapping):
+            _fail(key, f"must be a mapping, got {type(value).__name__}")
+        return {str(k): _convert(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            _fail(key, f"must be a list, got {type(value).__name__}")
+        return tuple(value)
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            _fail(key, f"must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, f"must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            _fail(key, f"must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            _fail(key, f"must be a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported annotation {annotation!r} for {key}")  # a bug in this module
+
+
+def _build(cls: type[T], mapping: Mapping[str, Any], prefix: str) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(mapping) - fields)
+    if unknown:
+        where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        _fail(where, f"unknown setting; known settings here: {', '.join(sorted(fields))}")
+    kwargs = {
+        name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in mapping.items()
+    }
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a missing required field
+        _fail(prefix or "<root>", str(error))
+
+
+def study_config_from_mapping(mapping: Mapping[str, Any]) -> StudyConfig:
+    """Build and validate the study config from a plain mapping (Hydra's resolved config).
+
+    The Hydra group ``search_space`` sits at the top level of the YAML; it is moved into
+    ``hpo.search_space`` here so the typed config keeps the search space with the study.
+    """
+    data = dict(mapping)
+    space = data.pop("search_space", None)
+    if space is not None:
+        hpo = dict(data.get("hpo") or {})
+        hpo["search_space"] = space
+        data["hpo"] = hpo
+    return _build(StudyConfig, data, "")

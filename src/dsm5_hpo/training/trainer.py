@@ -1,0 +1,381 @@
+"""The training loop of one trial: epochs of AdamW steps, validation after each epoch.
+
+Collaborators are injected: the run tracker (metrics), an epoch callback (Optuna's
+report/should_prune), and the best-weights sink. The data order of epoch ``e`` depends only
+on (seed, e), so the same config and seed give the same metrics run after run on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from dsm5_hpo.config import TrainConfig
+from dsm5_hpo.data.features import WindowFeatures, collate
+from dsm5_hpo.data.pairs import PairExample
+from dsm5_hpo.errors import ConfigError, TrainingError
+from dsm5_hpo.models.multi_task import DualAgentModel, joint_loss
+from dsm5_hpo.tracking.tracker import NullRunTracker, RunTracker
+from dsm5_hpo.training.best_weights import BestWeightsSink, NullBestWeights
+from dsm5_hpo.training.decoding import WindowOutputs, decode_predictions
+from dsm5_hpo.training.evaluator import EvaluationResult, PairPrediction, evaluate
+from dsm5_hpo.utils.logging import set_log_context
+from dsm5_hpo.utils.seeding import torch_generator
+
+logger = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, float | None]], None]
+"""Called with (epoch, validation metrics) after each epoch; may raise to stop the trial."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"config key 'train.device': {name!r} requested but CUDA is not available; use auto or cpu"
+        )
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("config key 'train.precision': fp16 needs a CUDA device; use bf16 or fp32 on CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class EvaluationData:
+    examples: Sequence[PairExample]
+    features: WindowFeatures
+
+
+@dataclass
+class FitResult:
+    best_value: float
+    best_epoch: int
+    best_metrics: dict[str, float | None]
+    history: list[dict[str, float | None]] = field(default_factory=list)
+    epochs_run: int = 0
+
+
+def _batches(indices: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(indices), size):
+        yield list(indices[start : start + size])
+
+
+@torch.inference_mode()
+def predict(
+    model: DualAgentModel,
+    data: EvaluationData,
+    *,
+    device: torch.device,
+    precision: str,
+    batch_size: int,
+    max_answer_tokens: int,
+    null_score_margin: float,
+) -> list[PairPrediction]:
+    """Post-level predictions of ``model`` on every pair of ``data``."""
+    model.eval()
+    features = data.features
+    # Sorting by length keeps padding small; outputs go back to feature order below.
+    order = sorted(range(len(features)), key=lambda i: len(features.input_ids[i]))
+    criteria = np.zeros(len(features), dtype=np.float32)
+    starts: list[np.ndarray] = [np.empty(0)] * len(features)
+    ends: list[np.ndarray] = [np.empty(0)] * len(features)
+    for batch_indices in _batches(order, batch_size):
+        batch = collate(features, batch_indices)
+        with autocast(device, precision):
+            output = model(
+                batch["input_ids"].to(device),
+                batch["attention_mask"].to(device),
+                batch["answer_mask"].to(device),
+                batch["token_type_ids"].to(device),
+            )
+        crit = output.criteria_logits.float().cpu().numpy()
+        start = output.start_logits.float().cpu().numpy()
+        end = output.end_logits.float().cpu().numpy()
+        for row, index in enumerate(batch_indices):
+            n = len(features.input_ids[index])
+            criteria[index] = crit[row]
+            starts[index], ends[index] = start[row, :n], end[row, :n]
+    return decode_predictions(
+        data.examples,
+        features,
+        WindowOutputs(criteria, starts, ends),
+        max_answer_tokens=max_answer_tokens,
+        null_score_margin=null_score_margin,
+    )
+
+
+def evaluate_model(
+    model: DualAgentModel,
+    data: EvaluationData,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    criteria: Sequence[str],
+    max_answer_tokens: int,
+) -> EvaluationResult:
+    predictions = predict(
+        model,
+        data,
+        device=device,
+        precision=config.precision,
+        batch_size=config.eval_batch_size,
+        max_answer_tokens=max_answer_tokens,
+        null_score_margin=config.null_score_margin,
+    )
+    return evaluate(predictions, criteria, threshold=config.match_threshold)
+
+
+def epoch_order(train: WindowFeatures, *, seed: int, epoch: int, negative_sampling: float) -> list[int]:
+    """Shuffled window indices of one epoch, keeping a fresh random share of non-matching windows.
+
+    Depends only on (seed, epoch): a resumed or repeated run sees the same batches.
+    """
+    generator = torch_generator(seed * 1000 + epoch)
+    order = torch.randperm(len(train), generator=generator)
+    if negative_sampling < 1.0:
+        keep = torch.rand(len(train), generator=generator) < negative_sampling
+        keep |= torch.tensor(train.labels, dtype=torch.bool)
+        order = order[keep[order]]
+    return [int(i) for i in order]
+
+
+def _optimizer_steps(epoch_sizes: Sequence[int], config: TrainConfig) -> int:
+    """Exact optimizer steps of a run: each epoch's batches, grouped by accumulation (last group partial)."""
+    return sum(
+        math.ceil(math.ceil(size / config.batch_size) / config.gradient_accumulation_steps)
+        for size in epoch_sizes
+    )
+
+
+def _optimizer(model: DualAgentModel, config: TrainConfig) -> torch.optim.Optimizer:
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        part = "encoder" if name.startswith("encoder.") else "heads"
+        # No decay on biases and normalization weights: decaying them only hurts (BERT recipe).
+        decay = not (
+            name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name or parameter.ndim == 1
+        )
+        groups.setdefault((part, decay), []).append(parameter)
+    lr = {"encoder": config.learning_rate_encoder, "heads": config.learning_rate_heads}
+    param_groups = [
+        {"params": params, "lr": lr[part], "weight_decay": config.weight_decay if decay else 0.0}
+        for (part, decay), params in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups)
+
+
+def _linear_schedule(
+    optimizer: torch.optim.Optimizer, warmup: int, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: DualAgentModel,
+        config: TrainConfig,
+        *,
+        criteria: Sequence[str],
+        metric: str,
+        max_answer_tokens: int,
+        tracker: RunTracker | None = None,
+        epoch_callback: EpochCallback | None = None,
+        best_weights: BestWeightsSink | None = None,
+        progress: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        autocast(self.device, config.precision)  # refuses fp16 without CUDA before any work is done
+        self.model = model.to(self.device)
+        self.criteria = tuple(criteria)
+        self.metric = metric
+        self.max_answer_tokens = max_answer_tokens
+        self.tracker: RunTracker = tracker or NullRunTracker()
+        self.epoch_callback = epoch_callback
+        self.best_weights: BestWeightsSink = best_weights or NullBestWeights()
+        self.progress = sys.stdout.isatty() if progress is None else progress
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+
+    def fit(self, train: WindowFeatures, validation: EvaluationData) -> FitResult:
+        config = self.config
+        if len(train) == 0:
+            raise TrainingError("the training split has no windows; check data.split and data.max_posts")
+        # Epoch orders depend only on (seed, epoch), so the schedule's length is known exactly up front
+        # even with negative sampling.
+        orders = [
+            epoch_order(train, seed=config.seed, epoch=e, negative_sampling=config.negative_sampling)
+            for e in range(config.max_epochs)
+        ]
+        total_steps = _optimizer_steps([len(order) for order in orders], config)
+        optimizer = _optimizer(self.model, config)
+        scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+        result = FitResult(best_value=-math.inf, best_epoch=-1, best_metrics={})
+        global_step = 0
+        for epoch in range(config.max_epochs):
+            set_log_context(epoch=epoch)
+            started = time.perf_counter()
+            epoch_loss, global_step = self._train_epoch(
+                train, orders[epoch], epoch, optimizer, scheduler, global_step
+            )
+            train_seconds = time.perf_counter() - started
+            evaluation = evaluate_model(
+                self.model,
+                validation,
+                config,
+                device=self.device,
+                criteria=self.criteria,
+                max_answer_tokens=self.max_answer_tokens,
+            )
+            metrics = dict(evaluation.metrics)
+            value = metrics.get(self.metric)
+            if value is None or not math.isfinite(value):
+                raise TrainingError(f"validation metric {self.metric!r} is undefined after epoch {epoch}")
+            logged: dict[str, float | None] = {f"val_{k}": v for k, v in metrics.items()}
+            logged.update(
+                {"train_loss_epoch": epoch_loss, "epoch_seconds": train_seconds, "epoch": float(epoch)}
+            )
+            self.tracker.log_metrics(logged, step=epoch)
+            result.history.append(metrics)
+            result.epochs_run = epoch + 1
+            logger.info(
+                "epoch %d: train loss %.4f, val %s %.4f (%.1f s)",
+                epoch,
+                epoch_loss,
+                self.metric,
+                value,
+                train_seconds,
+            )
+            if value > result.best_value:
+                result.best_value, result.best_epoch, result.best_metrics = value, epoch, metrics
+                self.best_weights.save(
+                    self.model,
+                    epoch=epoch,
+                    step=global_step,
+                    metric=self.metric,
+                    value=value,
+                    metrics=metrics,
+                )
+            if self.epoch_callback is not None:
+                self.epoch_callback(epoch, metrics)  # may raise optuna.TrialPruned
+        set_log_context(epoch=None, step=None)
+        return result
+
+    def _train_epoch(
+        self,
+        train: WindowFeatures,
+        order: list[int],
+        epoch: int,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LambdaLR,
+        global_step: int,
+    ) -> tuple[float, int]:
+        config = self.config
+        self.model.train()
+        batches = list(_batches(order, config.batch_size))
+        accumulation = config.gradient_accumulation_steps
+        total_loss, n_batches = 0.0, 0
+        window_loss = torch.zeros((), device=self.device)
+        parts = {
+            "criteria": torch.zeros((), device=self.device),
+            "evidence": torch.zeros((), device=self.device),
+        }
+        steps_in_window = 0
+        optimizer.zero_grad(set_to_none=True)
+        iterator = self._progress(batches, epoch)
+        for batch_number, indices in enumerate(iterator):
+            batch = {k: v.to(self.device) for k, v in collate(train, indices).items()}
+            with autocast(self.device, config.precision):
+                output = self.model(
+                    batch["input_ids"], batch["attention_mask"], batch["answer_mask"], batch["token_type_ids"]
+                )
+            loss = joint_loss(
+                output,
+                batch["labels"],
+                batch["start_positions"],
+                batch["end_positions"],
+                criteria_weight=config.loss_weight_criteria,
+                evidence_weight=config.loss_weight_evidence,
+            )
+            scaled = loss.total / accumulation
+            if self.scaler is not None:
+                self.scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+            # Detached accumulators on the device: no host sync until a logging step.
+            window_loss += loss.total.detach()
+            parts["criteria"] += loss.criteria.detach()
+            parts["evidence"] += loss.evidence.detach()
+            steps_in_window += 1
+            last = batch_number == len(batches) - 1
+            if (batch_number + 1) % accumulation and not last:
+                continue
+            self._optimizer_step(optimizer)
+            scheduler.step()
+            global_step += 1
+            if global_step % config.log_every_n_steps == 0 or last:
+                mean_loss = float(window_loss) / steps_in_window
+                if not math.isfinite(mean_loss):
+                    raise TrainingError(
+                        f"loss became {mean_loss} at step {global_step}; lower train.learning_rate_encoder/"
+                        "learning_rate_heads or use train.precision=fp32"
+                    )
+                set_log_context(step=global_step)
+                self.tracker.log_metrics(
+                    {
+                        "train_loss": mean_loss,
+                        "train_loss_criteria": float(parts["criteria"]) / steps_in_window,
+                        "train_loss_evidence": float(parts["evidence"]) / steps_in_window,
+                        "learning_rate_encoder": float(scheduler.get_last_lr()[0]),
+                    },
+                    step=global_step,
+                )
+                total_loss += float(window_loss)
+                n_batches += steps_in_window
+                window_loss.zero_()
+                parts["criteria"].zero_()
+                parts["evidence"].zero_()
+                steps_in_window = 0
+        return total_loss / max(1, n_batches), global_step
+
+    def _optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        if self.config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def _progress(self, batches: list[list[int]], epoch: int) -> Iterator[list[int]]:
+        if not self.progress:
+            return iter(batches)
+        from tqdm import tqdm
+
+        return iter(tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, dynamic_ncols=True))

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real config, shrunk (tiny model, few posts, short windows, tmp dirs).
+
+Like lightning-hydra-template, tests compose configs/hpo_study.yaml through the same code
+as the CLI and only override what makes them fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dsm5_hpo.cli.common import compose_config
+from dsm5_hpo.config import StudyConfig
+from dsm5_hpo.utils.logging import setup_logging
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_FILE = REPO_ROOT / "configs" / "hpo_study.yaml"
+SAMPLE_DIR = REPO_ROOT / "Data" / "redsm5_sample"
+
+# Nothing in the suite may reach the hub (it is unreachable here, and CI must not hang on it).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+TINY_OVERRIDES = (
+    "model=tiny",
+    "tracking=none",
+    f"data.local_dir={SAMPLE_DIR}",
+    "data.max_posts=24",
+    "data.max_length=64",
+    "data.doc_stride=16",
+    "train.max_epochs=2",
+    "train.eval_batch_size=128",
+    "train.log_every_n_steps=2",
+    "hpo.n_trials=2",
+    "hpo.pruner=none",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging() -> None:
+    setup_logging("INFO")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the whole session, so the tiny model is built once."""
+    return tmp_path_factory.mktemp("model_cache")
+
+
+def compose_tiny(experiments: Path, cache: Path, *extra: str) -> StudyConfig:
+    """The real study config, shrunk for tests; ``extra`` overrides win."""
+    overrides = [*TINY_OVERRIDES, f"paths.experiments_dir={experiments}", f"paths.cache_dir={cache}", *extra]
+    return compose_config(CONFIG_FILE, overrides)
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path, model_cache: Path) -> StudyConfig:
+    return compose_tiny(tmp_path / "experiments", model_cache)
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):  # type: ignore[no-untyped-def]
+    """A real 2-trial tiny study run once per session through the train CLI (MLflow on SQLite)."""
+    from integration_helpers import run_study
+
+    return run_study(tmp_path_factory.mktemp("study") / "experiments", model_cache)

@@ -1,0 +1,114 @@
+"""End to end: `python -m dsm5_hpo.cli.train` runs a 2-trial tiny study; layout, MLflow, report, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from dsm5_hpo.cli import evaluate
+from dsm5_hpo.hpo.report import validate_report
+from integration_helpers import FinishedStudy, run_study
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def finished(finished_study: FinishedStudy) -> FinishedStudy:
+    return finished_study
+
+
+def test_directory_layout(finished: FinishedStudy) -> None:
+    experiments, study_dir = finished.experiments, finished.study_dir
+    assert (experiments / "mlflow_db" / "mlflow.db").is_file()
+    for name in ("optuna.db", "study.json", "evaluation_report.json", "logs/study.jsonl"):
+        assert (study_dir / name).is_file(), name
+    trials = sorted(experiments.glob("trial_*"))
+    assert len(trials) == 2
+    for trial_dir in trials:
+        for name in (
+            "config.yaml",
+            "trial.json",
+            "validation_report.json",
+            "logs/trial.jsonl",
+            "checkpoints/best/model.safetensors",
+            "checkpoints/best/metadata.json",
+        ):
+            assert (trial_dir / name).is_file(), f"{trial_dir.name}/{name}"
+        resolved = yaml.safe_load((trial_dir / "config.yaml").read_text())
+        assert resolved["model"]["local_path"] == "tiny"
+        assert json.loads((trial_dir / "trial.json").read_text())["state"] == "COMPLETE"
+    assert finished.study["state"] == "COMPLETE"
+
+
+def test_report_is_valid_and_complete(finished: FinishedStudy) -> None:
+    report = finished.report
+    validate_report(report)
+    assert report["study_id"] == finished.study["study_id"]
+    assert report["best_trial_id"] == finished.study["best_trial_id"]
+    assert report["synthetic_data"] is True and "SYNTHETIC" in report["note"]
+    assert report["data"]["revision"].startswith("sha256:")
+    assert set(report["per_criterion"]) == set(report["data"]["criteria"])
+    assert Path(report["checkpoints"][0]["path"]).is_file()
+    assert "report: " in finished.stdout and "best trial" in finished.stdout
+
+
+def test_mlflow_holds_the_study_and_trial_runs(finished: FinishedStudy) -> None:
+    client = MlflowClient(tracking_uri=f"sqlite:///{finished.experiments / 'mlflow_db' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("dsm5_hpo")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("role") == "study"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["progress"] == "trial 2/2"
+    assert "test_joint_score" in parent.data.metrics
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert "hp.learning_rate_encoder" in child.data.params
+        val = client.get_metric_history(child.info.run_id, "val_joint_score")
+        assert sorted(m.step for m in val) == [0, 1]  # one value per epoch, no duplicates
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+        assert steps and len(steps) == len(set(steps))
+
+
+def test_evaluate_cli_reproduces_the_test_metrics(
+    finished: FinishedStudy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = finished.report["test_metrics"]
+    code = evaluate.main(
+        ["--experiments-dir", str(finished.experiments), "--study-id", finished.study["study_id"]]
+    )
+    assert code == 0
+    assert "report:" in capsys.readouterr().out
+    after = json.loads((finished.study_dir / "evaluation_report.json").read_text())
+    assert after["test_metrics"] == before
+
+
+def test_evaluate_cli_trial_mode_writes_into_the_trial(finished: FinishedStudy) -> None:
+    trial_id = finished.study["best_trial_id"]
+    assert evaluate.main(["--experiments-dir", str(finished.experiments), "--trial-id", trial_id]) == 0
+    report = json.loads((finished.experiments / f"trial_{trial_id}" / "evaluation_report.json").read_text())
+    assert report["test_metrics"] == finished.report["test_metrics"]
+
+
+def test_same_config_and_seed_give_the_same_metrics(
+    finished: FinishedStudy, tmp_path: Path, model_cache: Path
+) -> None:
+    again = run_study(tmp_path / "experiments", model_cache)
+
+    def validation_metrics(f: FinishedStudy) -> list[dict[str, float]]:
+        reports = [
+            json.loads((t / "validation_report.json").read_text()) for t in f.experiments.glob("trial_*")
+        ]
+        return [r["metrics"] for r in reports]
+
+    first = sorted(json.dumps(m, sort_keys=True) for m in validation_metrics(finished))
+    second = sorted(json.dumps(m, sort_keys=True) for m in validation_metrics(again))
+    assert first == second
+    assert again.report["test_metrics"] == finished.report["test_metrics"]

