@@ -27,7 +27,7 @@ STAMP := $(VENV)/.installed
 LOCK_TOOL := scripts/lock_requirements.py
 LINT_PATHS := $(wildcard src tests scripts benchmarks)
 
-.PHONY: help install train evaluate mlflow-ui test test-fast lint format lock clean clean-all
+.PHONY: help install train resume evaluate mlflow-ui test test-fast lint format lock clean clean-all
 
 help: ## List the targets
 	@echo "usage: make <target> [ARGS='hydra.overrides or --flags']"
@@ -56,6 +56,9 @@ $(STAMP): pyproject.toml poetry.lock $(LOCK_TOOL)
 train: $(STAMP) ## Start a study with configs/hpo_study.yaml (ARGS: Hydra overrides)
 	$(PY) -m dsm5_hpo.cli.train --config configs/hpo_study.yaml $(ARGS)
 
+resume: $(STAMP) ## Continue the newest interrupted study (ARGS="--study-id ID" for another one)
+	$(PY) -m dsm5_hpo.cli.train --resume $(ARGS)
+
 evaluate: $(STAMP) ## Evaluate the study's best model on the test split (JSON report)
 	$(PY) -m dsm5_hpo.cli.evaluate $(ARGS)
 
@@ -68,7 +71,7 @@ CORE_COVERAGE := */dsm5_hpo/training/*,*/dsm5_hpo/models/*,*/dsm5_hpo/data/*,*/d
 test: $(STAMP) ## Run the whole suite with coverage, as CI does (fails when no test runs or core coverage < 80 %)
 	$(PY) -m pytest --cov=dsm5_hpo --cov-report=term-missing --cov-report=xml $(ARGS)
 	@echo ">>> coverage of training, models, data and hpo (must be >= 80 %):"
-	$(PY) -m coverage report --include='$(CORE_COVERAGE)' --fail-under=80 | tail -n 1
+	$(PY) -m coverage report --include='$(CORE_COVERAGE)' --fail-under=80 | grep -E '^TOTAL'
 
 test-fast: $(STAMP) ## Unit, property and contract tests only (no integration)
 	$(PY) -m pytest -m "not integration" $(ARGS)

@@ -194,6 +194,8 @@ class TrainConfig:
     """Autocast dtype; fp16 uses a gradient scaler and needs CUDA."""
     log_every_n_steps: int = 10
     """Optimizer steps between per-step metric logs."""
+    checkpoint_interval_epochs: int = 1
+    """Write a checkpoint every N epochs (and always after the last one); resume starts from the newest."""
     match_threshold: float = 0.5
     """Probability at or above which a pair counts as matching the criterion."""
     null_score_margin: float = 0.0
@@ -209,6 +211,7 @@ class TrainConfig:
             "eval_batch_size",
             "gradient_accumulation_steps",
             "log_every_n_steps",
+            "checkpoint_interval_epochs",
         )
         for name in positive_ints:
             value = getattr(self, name)

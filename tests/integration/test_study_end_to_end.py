@@ -29,15 +29,13 @@ def test_directory_layout(finished: FinishedStudy) -> None:
     trials = sorted(experiments.glob("trial_*"))
     assert len(trials) == 2
     for trial_dir in trials:
-        for name in (
-            "config.yaml",
-            "trial.json",
-            "validation_report.json",
-            "logs/trial.jsonl",
-            "checkpoints/best/model.safetensors",
-            "checkpoints/best/metadata.json",
-        ):
+        for name in ("config.yaml", "trial.json", "validation_report.json", "logs/trial.jsonl"):
             assert (trial_dir / name).is_file(), f"{trial_dir.name}/{name}"
+        checkpoints = sorted(p.name for p in (trial_dir / "checkpoints").glob("epoch_*"))
+        assert checkpoints and len(checkpoints) <= 2  # the newest and the best
+        for checkpoint in checkpoints:
+            for name in ("model.safetensors", "training_state.pt", "metadata.json", ".hash"):
+                assert (trial_dir / "checkpoints" / checkpoint / name).is_file(), f"{checkpoint}/{name}"
         resolved = yaml.safe_load((trial_dir / "config.yaml").read_text())
         assert resolved["model"]["local_path"] == "tiny"
         assert json.loads((trial_dir / "trial.json").read_text())["state"] == "COMPLETE"
@@ -52,7 +50,7 @@ def test_report_is_valid_and_complete(finished: FinishedStudy) -> None:
     assert report["synthetic_data"] is True and "SYNTHETIC" in report["note"]
     assert report["data"]["revision"].startswith("sha256:")
     assert set(report["per_criterion"]) == set(report["data"]["criteria"])
-    assert Path(report["checkpoints"][0]["path"]).is_file()
+    assert (Path(report["checkpoints"][0]["path"]) / "model.safetensors").is_file()
     assert "report: " in finished.stdout and "best trial" in finished.stdout
 
 

@@ -24,8 +24,7 @@ from dsm5_hpo.cli.common import run_cli
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.data.prepare import prepare_data
 from dsm5_hpo.errors import ConfigError, StorageError
-from dsm5_hpo.hpo.objective import BEST_WEIGHTS_DIR
-from dsm5_hpo.hpo.report import build_report, evaluate_checkpoint_on_test, write_report
+from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
 from dsm5_hpo.hpo.study import STUDY_FILE
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
 
@@ -68,8 +67,9 @@ def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> Path:
     validation = _read_json(trial_dir / "validation_report.json")
     resolved = resolve_model(config.model, cache_dir=config.paths.cache)
     data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
-    checkpoint = trial_dir / BEST_WEIGHTS_DIR
-    result, metadata = evaluate_checkpoint_on_test(config, data, resolved.path, checkpoint)
+    result, checkpoints = evaluate_trial_on_test(
+        config, data, resolved.path, trial_dir, str(trial["trial_id"])
+    )
     report = build_report(
         config=config,
         study_id=study_id,
@@ -77,8 +77,7 @@ def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> Path:
         trial_number=int(trial["number"]),
         validation_value=float(validation["value"]),
         result=result,
-        checkpoint=checkpoint,
-        checkpoint_metadata=metadata,
+        checkpoints=checkpoints,
         data=data,
         model_origin=resolved.origin,
     )

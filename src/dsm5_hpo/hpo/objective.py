@@ -24,14 +24,27 @@ from dsm5_hpo.models.loading import load_encoder
 from dsm5_hpo.models.multi_task import DualAgentModel
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.tracking.tracker import RunTracker, Tracker
-from dsm5_hpo.training.best_weights import BestWeightsWriter
+from dsm5_hpo.training.checkpoint_manager import CheckpointManager, architecture_signature
 from dsm5_hpo.training.trainer import EvaluationData, Trainer
 from dsm5_hpo.utils.logging import json_log_file, log_context
 from dsm5_hpo.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
 
-BEST_WEIGHTS_DIR = Path("checkpoints") / "best"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def checkpoint_manager(
+    trial_dir: Path, model: DualAgentModel, trial_id: str, config: StudyConfig
+) -> CheckpointManager:
+    """The trial's checkpoints, tied to this model's architecture and heads."""
+    return CheckpointManager(
+        trial_dir / CHECKPOINTS_DIR,
+        trial_id=trial_id,
+        architecture_signature=architecture_signature(model),
+        head_config=model.head_config(),
+        interval_epochs=config.train.checkpoint_interval_epochs,
+    )
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -59,16 +72,29 @@ class Objective:
     tracker: Tracker
     study_run: RunTracker
     progress: bool | None = None
+    checkpointing: bool = True
+    """False for --no-checkpoint: trials write no weights (metrics are still logged)."""
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial, reported: set[int] | None = None) -> float:
+        """Run ``trial``; a trial re-attached after a crash (its folder exists) continues in place.
+
+        ``reported`` are the epochs Optuna already holds intermediate values for (re-attached trials).
+        """
         params = suggest_params(trial, self.config.hpo.search_space)
         config = self.config.with_train(**params)
-        trial_uuid = str(uuid.uuid4())
-        trial_dir = self.config.paths.experiments / f"trial_{trial_uuid}"
-        trial_dir.mkdir(parents=True, exist_ok=False)
-        trial.set_user_attr("trial_uuid", trial_uuid)
-        trial.set_user_attr("trial_dir", str(trial_dir))
-        atomic_write_text(trial_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        # Ids are stored in Optuna before anything is created, so a crash at any point leaves a trial
+        # that the resumed study finds again (folder, MLflow run) instead of orphaned copies.
+        resumed = "trial_uuid" in trial.user_attrs
+        if resumed:
+            trial_uuid = str(trial.user_attrs["trial_uuid"])
+        else:
+            trial_uuid = str(uuid.uuid4())
+            trial.set_user_attr("trial_uuid", trial_uuid)
+            trial.set_user_attr("trial_dir", str(self.config.paths.experiments / f"trial_{trial_uuid}"))
+        trial_dir = trial_dir_of(trial)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        if not (trial_dir / "config.yaml").is_file():
+            atomic_write_text(trial_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         record: dict[str, Any] = {
             "trial_id": trial_uuid,
             "study_id": self.study_id,
@@ -76,6 +102,7 @@ class Objective:
             "params": params,
             "state": "RUNNING",
             "started_at": datetime.now(UTC).isoformat(),
+            "resumed": resumed,
         }
         atomic_write_json(trial_dir / "trial.json", record)
 
@@ -87,16 +114,16 @@ class Objective:
                 backup_count=self.config.logging.backup_count,
             ),
         ):
-            run = self.tracker.start_run(
-                f"trial-{trial.number}",
-                parent=self.study_run,
-                tags={"study_id": self.study_id, "trial_id": trial_uuid, "trial_number": trial.number},
+            run = self._run_tracker(trial, trial_uuid, config, params)
+            logger.info(
+                "trial %d of %d %s: %s",
+                trial.number + 1,
+                self.config.hpo.n_trials,
+                "resumed" if resumed else "started",
+                params,
             )
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-            run.log_params({**flatten(config.to_dict()), **{f"hp.{k}": v for k, v in params.items()}})
-            logger.info("trial %d of %d started: %s", trial.number + 1, self.config.hpo.n_trials, params)
             try:
-                value = self._train(trial, config, trial_dir, run)
+                value = self._train(trial, config, trial_dir, run, set(reported or ()))
             except optuna.TrialPruned:
                 self._finish(trial_dir, record, run, "PRUNED", "KILLED")
                 raise
@@ -106,14 +133,35 @@ class Objective:
             self._finish(trial_dir, record, run, "COMPLETE", "FINISHED")
             return value
 
-    def _train(self, trial: optuna.Trial, config: StudyConfig, trial_dir: Path, run: RunTracker) -> float:
+    def _run_tracker(
+        self, trial: optuna.Trial, trial_uuid: str, config: StudyConfig, params: dict[str, Any]
+    ) -> RunTracker:
+        """The trial's MLflow run: the same run again when the trial is resumed."""
+        run_id = trial.user_attrs.get("mlflow_run_id") or self.tracker.find_run({"trial_id": trial_uuid})
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+            return self.tracker.resume_run(str(run_id))
+        run = self.tracker.start_run(
+            f"trial-{trial.number}",
+            parent=self.study_run,
+            tags={"study_id": self.study_id, "trial_id": trial_uuid, "trial_number": trial.number},
+        )
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+        run.log_params({**flatten(config.to_dict()), **{f"hp.{k}": v for k, v in params.items()}})
+        return run
+
+    def _train(
+        self, trial: optuna.Trial, config: StudyConfig, trial_dir: Path, run: RunTracker, reported: set[int]
+    ) -> float:
         seed_everything(config.train.seed)
         model = DualAgentModel(load_encoder(self.model_path), dropout=config.train.dropout)
 
         def report(epoch: int, metrics: dict[str, float | None]) -> None:
             value = metrics[self.config.hpo.metric]
             assert value is not None and math.isfinite(value)
-            trial.report(value, epoch)
+            if epoch not in reported:  # Optuna keeps the first value of a step; don't report it twice
+                trial.report(value, epoch)
+                reported.add(epoch)
             if trial.should_prune():
                 logger.info(
                     "trial %d pruned after epoch %d (%s=%.4f)",
@@ -132,7 +180,9 @@ class Objective:
             max_answer_tokens=config.data.max_answer_tokens,
             tracker=run,
             epoch_callback=report,
-            best_weights=BestWeightsWriter(trial_dir / BEST_WEIGHTS_DIR),
+            checkpoints=checkpoint_manager(trial_dir, model, str(trial.user_attrs["trial_uuid"]), config)
+            if self.checkpointing
+            else None,
             progress=self.progress,
         )
         validation = self.data.splits["validation"]

@@ -13,15 +13,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import dsm5_hpo
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.prepare import PreparedData
+from dsm5_hpo.errors import DataError, StorageError
+from dsm5_hpo.hpo.objective import checkpoint_manager
 from dsm5_hpo.models.loading import load_encoder
 from dsm5_hpo.models.multi_task import DualAgentModel
 from dsm5_hpo.storage.atomic import atomic_write_json
-from dsm5_hpo.training.best_weights import WEIGHTS_FILE, load_best_weights
+from dsm5_hpo.training.checkpoint_manager import CheckpointInfo
 from dsm5_hpo.training.evaluator import EvaluationResult
 from dsm5_hpo.training.trainer import EvaluationData, evaluate_model, resolve_device
 
@@ -51,30 +51,37 @@ def code_version() -> str:
     return f"{version}+g{sha}" if sha else version
 
 
-def evaluate_checkpoint_on_test(
-    config: StudyConfig, data: PreparedData, model_path: Path, checkpoint: Path
-) -> tuple[EvaluationResult, dict[str, Any]]:
-    """Test metrics of the weights in ``checkpoint`` (hash-verified before loading)."""
-    # Fresh weights are overwritten by the checkpoint; dropout is off in eval mode.
+def evaluate_trial_on_test(
+    config: StudyConfig, data: PreparedData, model_path: Path, trial_dir: Path, trial_id: str
+) -> tuple[EvaluationResult, list[CheckpointInfo]]:
+    """Test metrics of the trial's best checkpoint (hash-verified before loading).
+
+    Returns the metrics and every co-best checkpoint (same optimization-metric value).
+    """
     model = DualAgentModel(load_encoder(model_path), dropout=config.train.dropout)
-    metadata = load_best_weights(model, checkpoint)
+    manager = checkpoint_manager(trial_dir, model, trial_id, config)
+    best = manager.best()
+    if best is None:
+        raise StorageError(
+            f"trial {trial_id} has no valid checkpoint under {trial_dir / 'checkpoints'} (see its ERROR log); "
+            "the test evaluation needs one: rerun the study, or evaluate another trial with --trial-id"
+        )
+    model.load_state_dict(manager.load_weights(best))
+    co_best = [info for info in manager.valid_checkpoints() if info.metric_value == best.metric_value]
     device = resolve_device(config.train.device)
     model.to(device)
     test = data.splits["test"]
     if not test.examples:
-        from dsm5_hpo.errors import DataError
-
         raise DataError("the test split is empty; use more posts or a larger data.split.test")
-    with torch.inference_mode():
-        result = evaluate_model(
-            model,
-            EvaluationData(test.examples, test.features),
-            config.train,
-            device=device,
-            criteria=data.criteria,
-            max_answer_tokens=config.data.max_answer_tokens,
-        )
-    return result, metadata
+    result = evaluate_model(
+        model,
+        EvaluationData(test.examples, test.features),
+        config.train,
+        device=device,
+        criteria=data.criteria,
+        max_answer_tokens=config.data.max_answer_tokens,
+    )
+    return result, co_best
 
 
 def build_report(
@@ -85,12 +92,10 @@ def build_report(
     trial_number: int,
     validation_value: float,
     result: EvaluationResult,
-    checkpoint: Path,
-    checkpoint_metadata: dict[str, Any],
+    checkpoints: list[CheckpointInfo],
     data: PreparedData,
     model_origin: str,
 ) -> dict[str, Any]:
-    weights = checkpoint_metadata["files"][WEIGHTS_FILE]
     report: dict[str, Any] = {
         "schema_version": "1.0",
         "study_id": study_id,
@@ -106,12 +111,8 @@ def build_report(
         "per_criterion": result.per_criterion,
         "n_pairs": result.n_pairs,
         "checkpoints": [
-            {
-                "path": str(checkpoint / WEIGHTS_FILE),
-                "sha256": weights["sha256"],
-                "epoch": int(checkpoint_metadata["epoch"]),
-                "bytes": int(weights["bytes"]),
-            }
+            {"path": str(info.path), "sha256": info.sha256, "epoch": info.epoch, "bytes": info.bytes}
+            for info in checkpoints
         ],
         "data": {"name": config.data.name, "synthetic": config.data.synthetic, **data.summary()},
         "model": {"name": config.model.name, "pretrained": config.model.pretrained, "origin": model_origin},

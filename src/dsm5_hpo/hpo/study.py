@@ -1,11 +1,17 @@
 """Run a whole study: prepare data once, run trials one after another, evaluate the best on test.
 
-Layout (DESIGN.md): ``experiments/study_<uuid>/`` holds optuna.db, study.json, logs/ and
-evaluation_report.json; each trial writes ``experiments/trial_<uuid>/``.
+Layout (DESIGN.md): ``experiments/study_<uuid>/`` holds optuna.db, study.json, study.lock,
+logs/ and evaluation_report.json; each trial writes ``experiments/trial_<uuid>/``.
+
+A study interrupted at any moment is continued by :meth:`StudyRunner.resume`: trials that
+finished are kept, the trial that was running is re-attached (Optuna 5:
+``optuna.trial.Trial(study, trial_id)``) and continues from its last valid checkpoint in the
+same folder and MLflow run, and the study still ends with ``hpo.n_trials`` trials.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -15,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
-from dsm5_hpo.config import StudyConfig
+from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.data.prepare import PreparedData, prepare_data
-from dsm5_hpo.errors import TrainingError
-from dsm5_hpo.hpo.objective import BEST_WEIGHTS_DIR, Objective, flatten, trial_dir_of
-from dsm5_hpo.hpo.report import build_report, evaluate_checkpoint_on_test, write_report
+from dsm5_hpo.errors import ConfigError, StorageError, TrainingError
+from dsm5_hpo.hpo.lock import study_lock
+from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
+from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
+from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
 from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.tracking.tracker import RunTracker, Tracker
@@ -39,38 +48,93 @@ class StudyOutcome:
     best_trial_number: int
     best_trial_id: str
     best_value: float
-    report_path: Path
-    report: dict[str, Any]
+    report_path: Path | None
+    report: dict[str, Any] | None
     n_complete: int
     n_pruned: int
     n_failed: int
 
 
-def _sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    if config.hpo.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=config.train.seed)
-    return optuna.samplers.TPESampler(seed=config.train.seed, n_startup_trials=min(10, config.hpo.n_trials))
+def read_study_record(study_dir: Path) -> dict[str, Any]:
+    path = study_dir / STUDY_FILE
+    try:
+        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path} not found: {study_dir} is not a study folder") from error
+    except (OSError, ValueError) as error:
+        raise StorageError(f"{path} cannot be read ({error}); the study record is damaged") from error
+    return record
 
 
-def _pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
-    if config.hpo.pruner == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=config.hpo.pruner_startup_trials, n_warmup_steps=config.hpo.pruner_warmup_epochs
-    )
+def newest_unfinished_study(experiments: Path) -> Path:
+    """The most recently created study that did not complete."""
+    candidates = []
+    for study_dir in experiments.glob("study_*"):
+        if (study_dir / STUDY_FILE).is_file():
+            record = read_study_record(study_dir)
+            if record.get("state") != "COMPLETE":
+                candidates.append((str(record.get("created_at", "")), study_dir))
+    if not candidates:
+        raise ConfigError(f"no unfinished study under {experiments} to resume; start one with `make train`")
+    return max(candidates)[1]
 
 
 class StudyRunner:
-    def __init__(self, config: StudyConfig, tracker: Tracker, *, progress: bool | None = None) -> None:
+    def __init__(
+        self,
+        config: StudyConfig,
+        tracker: Tracker,
+        *,
+        progress: bool | None = None,
+        checkpointing: bool = True,
+    ) -> None:
         self.config = config
         self.tracker = tracker
         self.progress = progress
+        self.checkpointing = checkpointing
 
     def run(self) -> StudyOutcome:
-        config = self.config
+        """Start a new study."""
         study_id = str(uuid.uuid4())
-        study_dir = config.paths.experiments / f"study_{study_id}"
+        study_dir = self.config.paths.experiments / f"study_{study_id}"
         study_dir.mkdir(parents=True, exist_ok=False)
+        record: dict[str, Any] = {
+            "study_id": study_id,
+            "state": "RUNNING",
+            "created_at": datetime.now(UTC).isoformat(),
+            "optuna_storage": f"sqlite:///{(study_dir / OPTUNA_DB).resolve()}",
+            "study_name": f"study_{study_id}",
+            "config": self.config.to_dict(),
+            "synthetic_data": self.config.data.synthetic,
+            "checkpointing": self.checkpointing,
+        }
+        atomic_write_json(study_dir / STUDY_FILE, record)
+        return self._drive(study_dir, record)
+
+    @classmethod
+    def for_resume(
+        cls, study_dir: Path, tracker_factory: Any, *, progress: bool | None = None
+    ) -> tuple[StudyRunner, dict[str, Any]]:
+        """A runner with the study's own saved config (not today's YAML), and its record."""
+        record = read_study_record(study_dir)
+        config = study_config_from_mapping(record["config"])
+        runner = cls(
+            config,
+            tracker_factory(config),
+            progress=progress,
+            checkpointing=bool(record.get("checkpointing", True)),
+        )
+        return runner, record
+
+    def resume(self, study_dir: Path, record: dict[str, Any]) -> StudyOutcome:
+        """Continue an interrupted study in place."""
+        if record.get("state") == "COMPLETE":
+            raise ConfigError(f"study {record['study_id']} is already complete; nothing to resume")
+        return self._drive(study_dir, record)
+
+    def _drive(self, study_dir: Path, record: dict[str, Any]) -> StudyOutcome:
+        study_id = str(record["study_id"])
+        config = self.config
         with (
             log_context(study=study_id),
             json_log_file(
@@ -78,35 +142,30 @@ class StudyRunner:
                 max_bytes=config.logging.max_bytes,
                 backup_count=config.logging.backup_count,
             ),
+            study_lock(study_dir),
         ):
-            logger.info("study %s started in %s", study_id, study_dir)
+            resuming = "mlflow_run_id" in record or (study_dir / OPTUNA_DB).exists()
+            logger.info("study %s %s in %s", study_id, "resumed" if resuming else "started", study_dir)
             try:
-                return self._run(study_id, study_dir)
+                return self._run(study_id, study_dir, record)
             except Exception as error:
                 # Into the study's JSON log too: stdout scrolls away, the log file stays with the study.
                 logger.error("study %s stopped: %s: %s", study_id, type(error).__name__, error)
+                record.update(state="FAILED", error=str(error), finished_at=datetime.now(UTC).isoformat())
+                atomic_write_json(study_dir / STUDY_FILE, record)
                 raise
 
-    def _run(self, study_id: str, study_dir: Path) -> StudyOutcome:
+    def _study_run(
+        self, study_id: str, study_dir: Path, record: dict[str, Any], data: PreparedData
+    ) -> RunTracker:
+        run_id = record.get("mlflow_run_id") or self.tracker.find_run({"study_id": study_id, "role": "study"})
+        if run_id:
+            if not record.get("mlflow_run_id"):
+                record["mlflow_run_id"] = run_id
+                atomic_write_json(study_dir / STUDY_FILE, record)
+            return self.tracker.resume_run(str(run_id))
         config = self.config
-        started = time.monotonic()
-        resolved = resolve_model(config.model, cache_dir=config.paths.cache)
-        logger.info("encoder %s from %s (%s)", config.model.name, resolved.path, resolved.origin)
-        data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
-        record: dict[str, Any] = {
-            "study_id": study_id,
-            "state": "RUNNING",
-            "created_at": datetime.now(UTC).isoformat(),
-            "optuna_storage": f"sqlite:///{(study_dir / OPTUNA_DB).resolve()}",
-            "study_name": f"study_{study_id}",
-            "config": config.to_dict(),
-            "data": data.summary(),
-            "synthetic_data": config.data.synthetic,
-            "model_origin": resolved.origin,
-        }
-        atomic_write_json(study_dir / STUDY_FILE, record)
-
-        study_run = self.tracker.start_run(
+        run = self.tracker.start_run(
             f"study-{study_id[:8]}",
             tags={
                 "study_id": study_id,
@@ -114,17 +173,26 @@ class StudyRunner:
                 "data_source": data.dataset.source,
                 "data_revision": data.dataset.revision,
                 "synthetic_data": config.data.synthetic,
+                "seed": config.train.seed,
             },
         )
-        record["mlflow_run_id"] = study_run.run_id
+        run.log_params(flatten(config.to_dict()))
+        run.log_dict(config.to_dict(), "resolved_config.json")
+        record["mlflow_run_id"] = run.run_id
         atomic_write_json(study_dir / STUDY_FILE, record)
-        study_run.log_params(flatten(config.to_dict()))
-        study_run.log_dict(config.to_dict(), "resolved_config.json")
+        return run
+
+    def _run(self, study_id: str, study_dir: Path, record: dict[str, Any]) -> StudyOutcome:
+        config = self.config
+        resolved = resolve_model(config.model, cache_dir=config.paths.cache)
+        logger.info("encoder %s from %s (%s)", config.model.name, resolved.path, resolved.origin)
+        data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
+        record.update(state="RUNNING", data=data.summary(), model_origin=resolved.origin)
+        atomic_write_json(study_dir / STUDY_FILE, record)
+        study_run = self._study_run(study_id, study_dir, record, data)
         try:
-            outcome = self._optimize(study_id, study_dir, data, resolved, study_run, record, started)
-        except BaseException as error:
-            record.update(state="FAILED", error=str(error), finished_at=datetime.now(UTC).isoformat())
-            atomic_write_json(study_dir / STUDY_FILE, record)
+            outcome = self._optimize(study_id, study_dir, data, resolved, study_run, record)
+        except BaseException:
             study_run.finish("FAILED")
             raise
         record.update(
@@ -132,8 +200,9 @@ class StudyRunner:
             finished_at=datetime.now(UTC).isoformat(),
             best_trial_id=outcome.best_trial_id,
             best_value=outcome.best_value,
-            report=str(outcome.report_path),
+            report=str(outcome.report_path) if outcome.report_path else None,
         )
+        record.pop("error", None)
         atomic_write_json(study_dir / STUDY_FILE, record)
         study_run.finish("FINISHED")
         return outcome
@@ -146,22 +215,27 @@ class StudyRunner:
         resolved: ResolvedModel,
         study_run: RunTracker,
         record: dict[str, Any],
-        started: float,
     ) -> StudyOutcome:
         config = self.config
+        started = time.monotonic()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(
-            study_name=f"study_{study_id}",
-            storage=record["optuna_storage"],
+            study_name=str(record["study_name"]),
+            storage=str(record["optuna_storage"]),
             direction="maximize",
-            sampler=_sampler(config),
-            pruner=_pruner(config),
+            sampler=make_sampler(config),
+            pruner=make_pruner(config),
+            load_if_exists=True,
         )
-        objective = Objective(config, data, resolved.path, study_id, self.tracker, study_run, self.progress)
+        objective = Objective(
+            config, data, resolved.path, study_id, self.tracker, study_run, self.progress, self.checkpointing
+        )
+        done_before = len([t for t in study.trials if t.state.is_finished()])
 
-        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            done = len(study.trials)
-            elapsed = time.monotonic() - started
-            eta = elapsed / done * (config.hpo.n_trials - done)
+        def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+            done = len([t for t in study.trials if t.state.is_finished()])
+            rate = (done - done_before) / max(1e-9, time.monotonic() - started)
+            eta = (config.hpo.n_trials - done) / rate if rate > 0 else 0.0
             best = _best_or_none(study)
             logger.info(
                 "trial %d of %d %s%s; best so far: %s; ETA %.0f s",
@@ -178,67 +252,101 @@ class StudyRunner:
                 study_run.log_metrics({f"best_{config.hpo.metric}": best.value}, step=done)
             study_run.set_tags(tags)
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study.optimize(
-            objective,
-            n_trials=config.hpo.n_trials,
-            n_jobs=1,
-            timeout=config.hpo.timeout_s or None,
-            catch=(TrainingError,),
-            callbacks=[after_trial],
-            gc_after_trial=True,
-        )
+        # Trials a dead process left RUNNING continue first, in trial-number order.
+        for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):
+            self._continue_trial(study, frozen, objective)
+            after_trial(study, study.trials[frozen.number])
+        remaining = config.hpo.n_trials - len(study.trials)
+        if remaining > 0:
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                n_jobs=1,
+                timeout=config.hpo.timeout_s or None,
+                catch=(TrainingError,),
+                callbacks=[after_trial],
+                gc_after_trial=True,
+            )
+        return self._finish(study, study_id, study_dir, data, resolved, study_run)
+
+    def _continue_trial(self, study: optuna.Study, frozen: FrozenTrial, objective: Objective) -> None:
+        logger.info("trial %d was running when the study stopped: continuing it", frozen.number)
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        try:
+            value = objective(trial, reported=set(frozen.intermediate_values))
+        except optuna.TrialPruned:
+            study.tell(trial, state=TrialState.PRUNED)
+        except TrainingError as error:
+            logger.error("trial %d failed: %s", frozen.number, error)
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, value)
+
+    def _finish(
+        self,
+        study: optuna.Study,
+        study_id: str,
+        study_dir: Path,
+        data: PreparedData,
+        resolved: ResolvedModel,
+        study_run: RunTracker,
+    ) -> StudyOutcome:
+        config = self.config
         states = [t.state for t in study.trials]
-        n_complete = states.count(optuna.trial.TrialState.COMPLETE)
-        n_pruned = states.count(optuna.trial.TrialState.PRUNED)
-        n_failed = states.count(optuna.trial.TrialState.FAIL)
+        counts = {s: states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         best = _best_or_none(study)
         if best is None:
             raise TrainingError(
-                f"no trial completed ({n_pruned} pruned, {n_failed} failed); see the trial logs in "
-                f"{config.paths.experiments}/trial_*/logs"
+                f"no trial completed ({counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed); "
+                f"see the trial logs in {config.paths.experiments}/trial_*/logs"
             )
+        assert best.value is not None
+        outcome = StudyOutcome(
+            study_id=study_id,
+            study_dir=study_dir,
+            best_trial_number=best.number,
+            best_trial_id=str(best.user_attrs["trial_uuid"]),
+            best_value=best.value,
+            report_path=None,
+            report=None,
+            n_complete=counts[TrialState.COMPLETE],
+            n_pruned=counts[TrialState.PRUNED],
+            n_failed=counts[TrialState.FAIL],
+        )
+        if not self.checkpointing:
+            logger.warning(
+                "checkpointing was off (--no-checkpoint): no weights to evaluate on the test split"
+            )
+            return outcome
         logger.info(
             "best trial %d: validation %s=%.4f; evaluating it on the test split",
             best.number,
             config.hpo.metric,
             best.value,
         )
-        checkpoint = trial_dir_of(best) / BEST_WEIGHTS_DIR
-        result, metadata = evaluate_checkpoint_on_test(
-            config.with_train(**best.params), data, resolved.path, checkpoint
+        trial_config = config.with_train(**best.params)
+        result, checkpoints = evaluate_trial_on_test(
+            trial_config, data, resolved.path, trial_dir_of(best), outcome.best_trial_id
         )
-        assert best.value is not None
         report = build_report(
-            config=config.with_train(**best.params),
+            config=trial_config,
             study_id=study_id,
-            trial_id=str(best.user_attrs["trial_uuid"]),
+            trial_id=outcome.best_trial_id,
             trial_number=best.number,
             validation_value=best.value,
             result=result,
-            checkpoint=checkpoint,
-            checkpoint_metadata=metadata,
+            checkpoints=checkpoints,
             data=data,
             model_origin=resolved.origin,
         )
-        report_path = write_report(report, study_dir)
+        outcome.report_path = write_report(report, study_dir)
+        outcome.report = report
         study_run.log_metrics({f"test_{k}": v for k, v in result.metrics.items()}, step=0)
         study_run.log_dict(report, "evaluation_report.json")
-        return StudyOutcome(
-            study_id=study_id,
-            study_dir=study_dir,
-            best_trial_number=best.number,
-            best_trial_id=str(best.user_attrs["trial_uuid"]),
-            best_value=best.value,
-            report_path=report_path,
-            report=report,
-            n_complete=n_complete,
-            n_pruned=n_pruned,
-            n_failed=n_failed,
-        )
+        return outcome
 
 
-def _best_or_none(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+def _best_or_none(study: optuna.Study) -> FrozenTrial | None:
     try:
         return study.best_trial
     except ValueError:  # no completed trial yet

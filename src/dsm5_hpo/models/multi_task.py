@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,15 @@ class DualAgentModel(nn.Module):
         hidden: int = getattr(encoder, "config").hidden_size  # noqa: B009 - nn.Module has no typed config
         self.criteria_head = CriteriaHead(hidden, dropout)
         self.evidence_head = EvidenceHead(hidden, dropout)
+        self.hidden_size = hidden
+
+    def head_config(self) -> dict[str, Any]:
+        """What a checkpoint's heads must match to be loaded into this model (recorded in its metadata)."""
+        return {
+            "criteria_head": "linear_cls",
+            "evidence_head": "start_end_linear",
+            "hidden_size": self.hidden_size,
+        }
 
     def forward(
         self,

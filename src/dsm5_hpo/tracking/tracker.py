@@ -38,6 +38,8 @@ class Tracker(Protocol):
     def start_run(
         self, name: str, *, parent: RunTracker | None = None, tags: Mapping[str, Any] | None = None
     ) -> RunTracker: ...
+    def resume_run(self, run_id: str) -> RunTracker: ...
+    def find_run(self, tags: Mapping[str, str]) -> str | None: ...
     def describe(self) -> str: ...
 
 
@@ -79,6 +81,21 @@ class NullTracker:
         self.runs.append(run)
         return run
 
+    def resume_run(self, run_id: str) -> NullRunTracker:
+        for run in self.runs:
+            if run.run_id == run_id:
+                run.status = "RUNNING"
+                return run
+        run = NullRunTracker(run_id=run_id)
+        self.runs.append(run)
+        return run
+
+    def find_run(self, tags: Mapping[str, str]) -> str | None:
+        for run in self.runs:
+            if all(str(run.tags.get(k)) == v for k, v in tags.items()):
+                return run.run_id
+        return None
+
     def describe(self) -> str:
         return "tracking disabled"
 
@@ -88,10 +105,23 @@ def _finite(value: float | None) -> bool:
 
 
 class MlflowRunTracker:
-    def __init__(self, client: Any, run_id: str, clock: Callable[[], float] = time.time) -> None:
+    """Logs to one MLflow run; ``logged`` holds (key, step) pairs the run already has, never sent again.
+
+    A resumed trial re-runs the steps after its checkpoint and produces the same values (training
+    is deterministic), so skipping them keeps every metric series free of duplicate steps.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        run_id: str,
+        clock: Callable[[], float] = time.time,
+        logged: set[tuple[str, int]] | None = None,
+    ) -> None:
         self._client = client
         self.run_id = run_id
         self._clock = clock
+        self._logged = logged if logged is not None else set()
 
     def _call(self, what: str, func: Callable[[], Any]) -> None:
         try:
@@ -109,7 +139,13 @@ class MlflowRunTracker:
         from mlflow.entities import Metric
 
         now = int(self._clock() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)]  # type: ignore[arg-type]
+        batch = [
+            Metric(k, float(v), now, step)  # type: ignore[arg-type]
+            for k, v in metrics.items()
+            if _finite(v) and (k, step) not in self._logged
+        ]
+        if not batch:
+            return
         for i in range(0, len(batch), _BATCH):
             self._send("log metrics", metrics=batch[i : i + _BATCH])
 
@@ -170,6 +206,29 @@ class MlflowTracker:
         except Exception as error:
             raise TrackingError(f"MLflow cannot create run {name!r}: {redact(str(error))}") from error
         return MlflowRunTracker(self._client, run.info.run_id)
+
+    def resume_run(self, run_id: str) -> MlflowRunTracker:
+        """Re-open a run of an interrupted process: status back to RUNNING, logged steps remembered."""
+        try:
+            run = self._client.get_run(run_id)
+            logged = {
+                (key, metric.step)
+                for key in run.data.metrics
+                for metric in self._client.get_metric_history(run_id, key)
+            }
+            self._client.update_run(run_id, status="RUNNING")
+        except Exception as error:
+            raise TrackingError(f"MLflow cannot re-open run {run_id}: {redact(str(error))}") from error
+        return MlflowRunTracker(self._client, run_id, logged=logged)
+
+    def find_run(self, tags: Mapping[str, str]) -> str | None:
+        """The run carrying all these tags (a run created just before a crash, before its id was saved)."""
+        query = " and ".join(f"tags.{k} = '{v}'" for k, v in tags.items())
+        try:
+            runs = self._client.search_runs([self.experiment_id], filter_string=query, max_results=1)
+        except Exception as error:
+            raise TrackingError(f"MLflow cannot search runs ({redact(str(error))})") from error
+        return str(runs[0].info.run_id) if runs else None
 
     def describe(self) -> str:
         return f"MLflow at {redact(self.uri)} (experiment {self.experiment_id})"

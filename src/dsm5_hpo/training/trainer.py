@@ -25,7 +25,14 @@ from dsm5_hpo.data.pairs import PairExample
 from dsm5_hpo.errors import ConfigError, TrainingError
 from dsm5_hpo.models.multi_task import DualAgentModel, joint_loss
 from dsm5_hpo.tracking.tracker import NullRunTracker, RunTracker
-from dsm5_hpo.training.best_weights import BestWeightsSink, NullBestWeights
+from dsm5_hpo.training.checkpoint_manager import (
+    CheckpointInfo,
+    CheckpointManager,
+    NullCheckpointManager,
+    TrainingState,
+    capture_rng_state,
+    restore_rng_state,
+)
 from dsm5_hpo.training.decoding import WindowOutputs, decode_predictions
 from dsm5_hpo.training.evaluator import EvaluationResult, PairPrediction, evaluate
 from dsm5_hpo.utils.logging import set_log_context
@@ -33,6 +40,7 @@ from dsm5_hpo.utils.seeding import torch_generator
 
 logger = logging.getLogger(__name__)
 
+CheckpointStore = CheckpointManager | NullCheckpointManager
 EpochCallback = Callable[[int, dict[str, float | None]], None]
 """Called with (epoch, validation metrics) after each epoch; may raise to stop the trial."""
 
@@ -204,7 +212,7 @@ class Trainer:
         max_answer_tokens: int,
         tracker: RunTracker | None = None,
         epoch_callback: EpochCallback | None = None,
-        best_weights: BestWeightsSink | None = None,
+        checkpoints: CheckpointStore | None = None,
         progress: bool | None = None,
     ) -> None:
         self.config = config
@@ -216,16 +224,18 @@ class Trainer:
         self.max_answer_tokens = max_answer_tokens
         self.tracker: RunTracker = tracker or NullRunTracker()
         self.epoch_callback = epoch_callback
-        self.best_weights: BestWeightsSink = best_weights or NullBestWeights()
+        self.checkpoints: CheckpointStore = checkpoints or NullCheckpointManager()
+        self.resumed_from: CheckpointInfo | None = None
         self.progress = sys.stdout.isatty() if progress is None else progress
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
 
     def fit(self, train: WindowFeatures, validation: EvaluationData) -> FitResult:
+        """Train from the latest valid checkpoint (or from scratch) to ``max_epochs``."""
         config = self.config
         if len(train) == 0:
             raise TrainingError("the training split has no windows; check data.split and data.max_posts")
         # Epoch orders depend only on (seed, epoch), so the schedule's length is known exactly up front
-        # even with negative sampling.
+        # even with negative sampling, and a resumed run sees the same batches.
         orders = [
             epoch_order(train, seed=config.seed, epoch=e, negative_sampling=config.negative_sampling)
             for e in range(config.max_epochs)
@@ -234,8 +244,8 @@ class Trainer:
         optimizer = _optimizer(self.model, config)
         scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
         result = FitResult(best_value=-math.inf, best_epoch=-1, best_metrics={})
-        global_step = 0
-        for epoch in range(config.max_epochs):
+        start_epoch, global_step = self._resume(optimizer, scheduler, result)
+        for epoch in range(start_epoch, config.max_epochs):
             set_log_context(epoch=epoch)
             started = time.perf_counter()
             epoch_loss, global_step = self._train_epoch(
@@ -271,18 +281,67 @@ class Trainer:
             )
             if value > result.best_value:
                 result.best_value, result.best_epoch, result.best_metrics = value, epoch, metrics
-                self.best_weights.save(
-                    self.model,
-                    epoch=epoch,
-                    step=global_step,
-                    metric=self.metric,
-                    value=value,
-                    metrics=metrics,
+            if self.checkpoints.should_save(epoch) or epoch == config.max_epochs - 1:
+                self.checkpoints.save(
+                    self._state(epoch, global_step, optimizer, scheduler, result, metrics, value)
                 )
             if self.epoch_callback is not None:
                 self.epoch_callback(epoch, metrics)  # may raise optuna.TrialPruned
         set_log_context(epoch=None, step=None)
         return result
+
+    def _state(
+        self,
+        epoch: int,
+        step: int,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LambdaLR,
+        result: FitResult,
+        metrics: dict[str, float | None],
+        value: float,
+    ) -> TrainingState:
+        return TrainingState(
+            epoch=epoch,
+            step=step,
+            model_state={k: v.detach().to("cpu") for k, v in self.model.state_dict().items()},
+            optimizer_state=optimizer.state_dict(),
+            scheduler_state=scheduler.state_dict(),
+            rng_state=capture_rng_state(),
+            best_value=result.best_value,
+            best_epoch=result.best_epoch,
+            history=list(result.history),
+            metrics=metrics,
+            metric_name=self.metric,
+            metric_value=value,
+        )
+
+    def _resume(
+        self,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LambdaLR,
+        result: FitResult,
+    ) -> tuple[int, int]:
+        """Restore the latest valid checkpoint; returns (first epoch to run, global step)."""
+        loaded = self.checkpoints.load_latest()
+        if loaded is None:
+            return 0, 0
+        state = loaded.state
+        self.model.load_state_dict(state.model_state)
+        optimizer.load_state_dict(state.optimizer_state)
+        scheduler.load_state_dict(state.scheduler_state)
+        restore_rng_state(state.rng_state)
+        result.history = list(state.history)
+        result.epochs_run = state.epoch + 1
+        result.best_value, result.best_epoch = state.best_value, state.best_epoch
+        if 0 <= state.best_epoch < len(state.history):
+            result.best_metrics = dict(state.history[state.best_epoch])
+        self.resumed_from = loaded.info
+        logger.info("resuming from %s: epoch %d done, step %d", loaded.info.path, state.epoch, state.step)
+        if self.epoch_callback is not None:
+            # The process may have died between this checkpoint and reporting its epoch: report again
+            # (the callback ignores epochs it already reported) so pruning decisions stay the same.
+            self.epoch_callback(state.epoch, dict(state.metrics))
+        return state.epoch + 1, state.step
 
     def _train_epoch(
         self,

@@ -103,3 +103,25 @@ def test_unreachable_tracking_server_exits_5(tmp_path: Path) -> None:
         "dsm5_hpo.cli.train", *tiny_args(tmp_path, "tracking=mlflow_sqlite", "tracking.uri=bogus://x")
     )
     assert_one_line_error(result, 5, "tracking.uri")
+
+
+def test_resume_without_any_study_exits_2(tmp_path: Path) -> None:
+    result = run_module("dsm5_hpo.cli.train", "--resume", f"paths.experiments_dir={tmp_path}")
+    assert_one_line_error(result, 2, "no unfinished study", "make train")
+
+
+def test_resume_refuses_config_overrides(tmp_path: Path) -> None:
+    result = run_module("dsm5_hpo.cli.train", "--resume", "train.seed=3")
+    assert_one_line_error(result, 2, "saved config", "train.seed=3")
+
+
+def test_study_id_needs_resume() -> None:
+    result = run_module("dsm5_hpo.cli.train", "--study-id", "abc")
+    assert_one_line_error(result, 2, "--resume")
+
+
+def test_dry_run_checks_everything_and_writes_no_study(tmp_path: Path) -> None:
+    result = run_module("dsm5_hpo.cli.train", "--dry-run", *tiny_args(tmp_path)[2:])
+    assert result.returncode == 0, result.stderr
+    assert "dry run ok" in result.stdout
+    assert not list((tmp_path / "exp").glob("study_*"))

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import torch
-from torch import nn
 
 import dsm5_hpo.training.trainer as trainer_module
 from conftest import compose_tiny
@@ -21,7 +20,12 @@ from dsm5_hpo.errors import ConfigError, TrainingError
 from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
 from dsm5_hpo.models.multi_task import DualAgentModel
 from dsm5_hpo.tracking.tracker import NullRunTracker
-from dsm5_hpo.training.best_weights import BestWeightsWriter, NullBestWeights, load_best_weights
+from dsm5_hpo.training.checkpoint_manager import (
+    CheckpointInfo,
+    CheckpointManager,
+    TrainingState,
+    architecture_signature,
+)
 from dsm5_hpo.training.trainer import (
     EvaluationData,
     FitResult,
@@ -104,16 +108,24 @@ def setup(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Setup:
     return Setup(config, path, data)
 
 
-class SnapshotSink:
-    """Writes through BestWeightsWriter and keeps a copy of what it wrote."""
+def manager_for(folder: Path, model: DualAgentModel, **kwargs: Any) -> CheckpointManager:
+    return CheckpointManager(
+        folder,
+        trial_id="t-1",
+        architecture_signature=architecture_signature(model),
+        head_config=model.head_config(),
+        **kwargs,
+    )
 
-    def __init__(self, folder: Path) -> None:
-        self.writer = BestWeightsWriter(folder)
-        self.saved: list[tuple[int, dict[str, torch.Tensor]]] = []
 
-    def save(self, model: nn.Module, **kwargs: Any) -> None:
-        self.writer.save(model, **kwargs)
-        self.saved.append((kwargs["epoch"], {k: v.detach().clone() for k, v in model.state_dict().items()}))
+class SnapshotManager(CheckpointManager):
+    """A real CheckpointManager that also keeps a copy of every state it saved."""
+
+    saved: list[TrainingState]
+
+    def save(self, state: TrainingState) -> CheckpointInfo:
+        self.saved = [*getattr(self, "saved", []), state]
+        return super().save(state)
 
 
 @dataclass
@@ -121,7 +133,7 @@ class Fitted:
     result: FitResult
     tracker: NullRunTracker
     calls: list[tuple[int, dict[str, float | None]]]
-    sink: SnapshotSink
+    sink: SnapshotManager
     folder: Path
     trainer: Trainer
     metrics_by_key: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
@@ -136,14 +148,20 @@ def _by_key(tracker: NullRunTracker) -> dict[str, list[tuple[int, float]]]:
 
 @pytest.fixture(scope="module")
 def fitted(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
-    folder = tmp_path_factory.mktemp("trial") / "checkpoints" / "best"
+    folder = tmp_path_factory.mktemp("trial") / "checkpoints"
     tracker = NullRunTracker()
     calls: list[tuple[int, dict[str, float | None]]] = []
-    sink = SnapshotSink(folder)
+    model = setup.model()
+    sink = SnapshotManager(
+        folder,
+        trial_id="t-1",
+        architecture_signature=architecture_signature(model),
+        head_config=model.head_config(),
+    )
     trainer = setup.trainer(
-        setup.model(),
+        model,
         tracker=tracker,
-        best_weights=sink,
+        checkpoints=sink,
         epoch_callback=lambda epoch, metrics: calls.append((epoch, metrics)),
     )
     result = trainer.fit(setup.train, setup.validation)
@@ -323,20 +341,16 @@ def test_epoch_callback_is_called_after_each_epoch(fitted: Fitted) -> None:
     assert [metrics for _, metrics in fitted.calls] == fitted.result.history
 
 
-def test_best_weights_are_saved_and_load_into_a_fresh_model(fitted: Fitted, setup: Setup) -> None:
+def test_checkpoints_are_saved_and_the_best_loads_into_a_fresh_model(fitted: Fitted, setup: Setup) -> None:
     result = fitted.result
-    saved_epochs = [epoch for epoch, _ in fitted.sink.saved]
-    assert saved_epochs[0] == 0 and saved_epochs[-1] == result.best_epoch
-    assert [p.name for p in fitted.folder.parent.iterdir()] == ["best"]
+    assert [state.epoch for state in fitted.sink.saved] == [0, 1]  # one per epoch
+    best = fitted.sink.best()
+    assert best is not None and best.epoch == result.best_epoch
+    assert best.metric_name == METRIC and best.metric_value == result.best_value
 
     fresh = setup.model(seed=123)
-    metadata = load_best_weights(fresh, fitted.folder)
-    assert metadata["epoch"] == result.best_epoch
-    assert metadata["metric"] == METRIC
-    assert metadata["value"] == result.best_value
-    assert metadata["metrics"] == result.best_metrics
-
-    best_state = fitted.sink.saved[-1][1]
+    fresh.load_state_dict(fitted.sink.load_weights(best))
+    best_state = fitted.sink.saved[result.best_epoch].model_state
     loaded = fresh.state_dict()
     assert loaded.keys() == best_state.keys()
     assert all(torch.equal(loaded[k], best_state[k]) for k in best_state)
@@ -344,6 +358,43 @@ def test_best_weights_are_saved_and_load_into_a_fresh_model(fitted: Fitted, setu
     reference = setup.model(seed=5)
     reference.load_state_dict(best_state)
     assert setup.predict(fresh) == setup.predict(reference)
+
+
+def test_interrupted_fit_resumes_from_its_checkpoint_with_identical_results(
+    fitted: Fitted, setup: Setup, tmp_path: Path
+) -> None:
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_epoch(epoch: int, metrics: dict[str, float | None]) -> None:
+        if epoch == 0:
+            raise Crash
+
+    folder = tmp_path / "checkpoints"
+    model = setup.model()
+    with pytest.raises(Crash):
+        setup.trainer(
+            model, checkpoints=manager_for(folder, model), epoch_callback=crash_after_first_epoch
+        ).fit(setup.train, setup.validation)
+    # A new process: a freshly built model (its RNG draws differ), the same checkpoint folder.
+    tracker, calls = NullRunTracker(), []
+    model = setup.model(seed=999)
+    trainer = setup.trainer(
+        model,
+        tracker=tracker,
+        checkpoints=manager_for(folder, model),
+        epoch_callback=lambda epoch, metrics: calls.append(epoch),
+    )
+    result = trainer.fit(setup.train, setup.validation)
+    assert trainer.resumed_from is not None and trainer.resumed_from.epoch == 0
+    assert calls == [0, 1]  # the restored epoch is reported again, then epoch 1 runs
+    assert [k for k, _, step in tracker.metrics if k == f"val_{METRIC}"] == [f"val_{METRIC}"]  # only epoch 1
+    assert result.history == fitted.result.history
+    assert result.best_value == fitted.result.best_value and result.best_epoch == fitted.result.best_epoch
+    resumed_losses = [(step, v) for k, v, step in tracker.metrics if k == "train_loss"]
+    first_step = resumed_losses[0][0]
+    assert first_step > fitted.metrics_by_key["train_loss"][0][0]  # epoch 0's steps were not re-run
+    assert resumed_losses == [(s, v) for s, v in fitted.metrics_by_key["train_loss"] if s >= first_step]
 
 
 def test_same_seed_gives_identical_metrics(fitted: Fitted, setup: Setup) -> None:
@@ -364,7 +415,7 @@ def test_same_seed_gives_identical_metrics(fitted: Fitted, setup: Setup) -> None
     )
 
 
-def test_exception_from_the_epoch_callback_stops_training(setup: Setup) -> None:
+def test_exception_from_the_epoch_callback_stops_training(setup: Setup, tmp_path: Path) -> None:
     class Stop(Exception):
         pass
 
@@ -374,12 +425,19 @@ def test_exception_from_the_epoch_callback_stops_training(setup: Setup) -> None:
         seen.append(epoch)
         raise Stop(f"pruned after epoch {epoch}")
 
-    tracker, sink = NullRunTracker(), NullBestWeights()
-    trainer = setup.trainer(setup.model(), tracker=tracker, best_weights=sink, epoch_callback=callback)
+    tracker = NullRunTracker()
+    model = setup.model()
+    sink = SnapshotManager(
+        tmp_path / "ckpt",
+        trial_id="t",
+        architecture_signature=architecture_signature(model),
+        head_config=model.head_config(),
+    )
+    trainer = setup.trainer(model, tracker=tracker, checkpoints=sink, epoch_callback=callback)
     with pytest.raises(Stop, match="epoch 0"):
         trainer.fit(setup.train, setup.validation)
     assert seen == [0]
-    assert sink.saved_epochs == [0]  # the epoch's weights were kept before the callback ran
+    assert [state.epoch for state in sink.saved] == [0]  # the epoch was checkpointed before the callback ran
     val_steps = [step for key, _, step in tracker.metrics if key == f"val_{METRIC}"]
     assert val_steps == [0]
 

@@ -1,0 +1,37 @@
+"""``--dry-run``: check config, data and model end to end without training or writing anything."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from dsm5_hpo.config import StudyConfig
+from dsm5_hpo.data.features import collate
+from dsm5_hpo.data.prepare import prepare_data
+from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
+from dsm5_hpo.models.multi_task import DualAgentModel
+
+logger = logging.getLogger(__name__)
+
+
+def dry_run(config: StudyConfig) -> dict[str, Any]:
+    """Resolve the model, load and window the data, run one forward pass; returns what was checked."""
+    resolved = resolve_model(config.model, cache_dir=config.paths.cache)
+    data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
+    model = DualAgentModel(load_encoder(resolved.path), dropout=config.train.dropout).eval()
+    features = data.splits["train"].features
+    batch = collate(features, list(range(min(len(features), config.train.batch_size))))
+    with torch.inference_mode():
+        output = model(
+            batch["input_ids"], batch["attention_mask"], batch["answer_mask"], batch["token_type_ids"]
+        )
+    summary = {
+        "model": f"{config.model.name} ({resolved.origin}: {resolved.path})",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": data.summary(),
+        "forward_pass": list(output.start_logits.shape),
+    }
+    logger.info("dry run ok: %s", summary)
+    return summary

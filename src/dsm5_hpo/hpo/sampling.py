@@ -1,0 +1,76 @@
+"""Samplers and pruners of the study, made resume-exact.
+
+Optuna's samplers keep one random generator for the whole study, so a study resumed in a new
+process would draw different parameters than the same study never interrupted. Here each trial
+gets a sampler seeded from (seed, trial number): the parameters of trial n depend only on the
+seed and the trials before it, whatever process runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import BaseSampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial, TrialState
+
+from dsm5_hpo.config import StudyConfig
+
+
+class PerTrialSeededSampler(BaseSampler):
+    """Delegates to ``factory(seed + trial.number)``, one inner sampler per trial number."""
+
+    def __init__(self, factory: Callable[[int], BaseSampler], seed: int) -> None:
+        self._factory = factory
+        self._seed = seed
+        self._samplers: dict[int, BaseSampler] = {}
+
+    def _for(self, trial: FrozenTrial) -> BaseSampler:
+        # Only the current trial's sampler is ever needed again; drop older ones to stay O(1) in memory.
+        if trial.number not in self._samplers:
+            self._samplers = {trial.number: self._factory(self._seed * 100_003 + trial.number)}
+        return self._samplers[trial.number]
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def after_trial(
+        self, study: Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        """Seeds are derived from trial numbers; nothing to reseed."""
+
+
+def make_sampler(config: StudyConfig) -> BaseSampler:
+    if config.hpo.sampler == "random":
+        return PerTrialSeededSampler(lambda seed: optuna.samplers.RandomSampler(seed=seed), config.train.seed)
+    startup = min(10, config.hpo.n_trials)
+    return PerTrialSeededSampler(
+        lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup), config.train.seed
+    )
+
+
+def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
+    if config.hpo.pruner == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=config.hpo.pruner_startup_trials, n_warmup_steps=config.hpo.pruner_warmup_epochs
+    )

@@ -1,0 +1,326 @@
+"""A trial's checkpoints: crash-safe commits, SHA-256 verified before loading, quarantine, pruning.
+
+Layout: ``<folder>/epoch_0003/`` holds ``model.safetensors``, ``training_state.pt``,
+``metadata.json`` and ``.hash``. A save writes a ``.tmp-*`` staging directory and renames it
+into place (``storage.checkpoint_io``), so a crash leaves the old set of checkpoints or the old
+set plus the new one. A load verifies every hash it depends on before deserializing anything;
+a checkpoint that fails is logged at ERROR, moved to ``<folder>/quarantine/`` (never deleted)
+and the previous one is tried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dsm5_hpo.errors import StorageError
+from dsm5_hpo.storage.checkpoint_io import (
+    FileDigest,
+    commit_directory,
+    delete_directory,
+    make_staging_dir,
+    quarantine_directory,
+    remove_stale_staging,
+    torch_save_hashed,
+    write_bytes_hashed,
+    write_safetensors_streaming,
+)
+from dsm5_hpo.training.checkpoint_verify import (
+    HASH_FILE,
+    METADATA_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    CheckpointInfo,
+    Invalid,
+    build_metadata,
+    info_from_metadata,
+    inspect_checkpoint,
+    normalized_head_config,
+    read_training_state,
+)
+from dsm5_hpo.training.training_state import (
+    TrainingState,
+    architecture_signature,
+    capture_rng_state,
+    restore_rng_state,
+    state_payload,
+)
+
+# The public interface; the helpers it is built from live in checkpoint_verify and training_state.
+__all__ = [
+    "HASH_FILE", "METADATA_FILE", "QUARANTINE_DIR", "STATE_FILE", "WEIGHTS_FILE", "CheckpointInfo",
+    "CheckpointManager", "LoadedCheckpoint", "NullCheckpointManager", "TrainingState",
+    "architecture_signature", "capture_rng_state", "choose_to_keep", "restore_rng_state",
+]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+QUARANTINE_DIR = "quarantine"
+_CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _size(n_bytes: int) -> str:
+    return (
+        f"{n_bytes / 1e9:.2f} GB"
+        if n_bytes >= 1e9
+        else f"{n_bytes / 1e6:.1f} MB"
+        if n_bytes >= 1e5
+        else f"{n_bytes} B"
+    )
+
+
+@dataclass
+class LoadedCheckpoint:
+    info: CheckpointInfo
+    state: TrainingState
+    """Model weights included, as CPU tensors."""
+
+
+def choose_to_keep(infos: Sequence[CheckpointInfo], keep_last: int) -> set[Path]:
+    """The ``keep_last`` newest checkpoints plus every one tied for the best metric value."""
+    if not infos:
+        return set()
+    newest = sorted(infos, key=lambda info: (info.epoch, info.step))[-keep_last:] if keep_last > 0 else []
+    top = max(info.metric_value for info in infos)
+    return {info.path for info in newest} | {info.path for info in infos if info.metric_value == top}
+
+
+class CheckpointManager:
+    """Saves, verifies, loads and prunes the checkpoints of one trial in ``folder``."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        trial_id: str,
+        architecture_signature: str,
+        head_config: Mapping[str, Any],
+        interval_epochs: int = 1,
+        keep_last: int = 1,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if interval_epochs < 1 or keep_last < 1:
+            raise ValueError(f"interval_epochs ({interval_epochs}) and keep_last ({keep_last}) must be >= 1")
+        if not _SHA256.match(architecture_signature):
+            raise ValueError(
+                f"architecture_signature must be a SHA-256 hex digest, got {architecture_signature!r}"
+            )
+        self.folder = folder
+        self.trial_id = trial_id
+        self.architecture_signature = architecture_signature
+        self.head_config = normalized_head_config(head_config)
+        self.interval_epochs = interval_epochs
+        self.keep_last = keep_last
+        self._clock = clock
+
+    def should_save(self, epoch: int) -> bool:
+        return (epoch + 1) % self.interval_epochs == 0
+
+    def save(self, state: TrainingState) -> CheckpointInfo:
+        """Write, commit, then prune; the new checkpoint is on disk and visible when this returns."""
+        started = time.perf_counter()
+        payload = state_payload(state)  # refuses unloadable state before anything is written
+        target = self.folder / f"epoch_{state.epoch:04d}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(self.folder)
+        staging = make_staging_dir(target)
+        try:
+            files: dict[str, FileDigest] = {
+                WEIGHTS_FILE: write_safetensors_streaming(state.model_state, staging / WEIGHTS_FILE),
+                STATE_FILE: torch_save_hashed(payload, staging / STATE_FILE),
+            }
+            metadata = build_metadata(self, state, files, self._clock().astimezone(UTC).isoformat())
+            text = json.dumps(metadata, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+            extra = write_bytes_hashed(staging / METADATA_FILE, text.encode("utf-8")).bytes
+            extra += write_bytes_hashed(
+                staging / HASH_FILE, f"{metadata['checkpoint_sha256']}\n".encode()
+            ).bytes
+            if target.exists():  # only when a trial re-runs an epoch it had already saved
+                self._quarantine(
+                    target, Invalid("", "superseded by a new save of the same epoch"), quiet=True
+                )
+            commit_directory(staging, target)
+        except Exception as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(error, OSError):
+                raise StorageError(f"cannot write checkpoint {target}: {error}") from error
+            raise
+        total = sum(digest.bytes for digest in files.values()) + extra
+        info = info_from_metadata(target, metadata, total)
+        logger.info(
+            "saved checkpoint %s (%s, %.2f s)", target, _size(info.bytes), time.perf_counter() - started
+        )
+        self._prune(info)
+        return info
+
+    def load_latest(self) -> LoadedCheckpoint | None:
+        """The newest valid, compatible checkpoint, deserialized; bad ones are quarantined on the way."""
+        for path in reversed(self._candidates()):
+            started = time.perf_counter()
+            try:
+                info = self._inspect(path, hashed=(WEIGHTS_FILE, STATE_FILE))
+                state = read_training_state(path, info.epoch, info.step)
+            except Invalid as problem:
+                self._quarantine(path, problem)
+                continue
+            logger.info(
+                "loaded checkpoint %s (epoch %d, step %d, %.2f s)",
+                path,
+                info.epoch,
+                info.step,
+                time.perf_counter() - started,
+            )
+            return LoadedCheckpoint(info, state)
+        logger.info("no valid checkpoint in %s: the trial starts at epoch 0", self.folder)
+        return None
+
+    def valid_checkpoints(self) -> list[CheckpointInfo]:
+        """Every checkpoint whose files all match their SHA-256, oldest first; bad ones are quarantined."""
+        return self._checked(self._candidates(), hashed=(WEIGHTS_FILE, STATE_FILE))
+
+    def best(self) -> CheckpointInfo | None:
+        """The valid checkpoint with the highest metric value (ties: the earliest); weights hash-checked."""
+        ranked = sorted(
+            self._checked(self._candidates(), hashed=()), key=lambda i: (-i.metric_value, i.epoch)
+        )
+        for info in ranked:
+            try:
+                return self._inspect(info.path, hashed=(WEIGHTS_FILE,))
+            except Invalid as problem:
+                self._quarantine(info.path, problem)
+        return None
+
+    def load_weights(self, info: CheckpointInfo) -> dict[str, torch.Tensor]:
+        """The model weights of ``info``, verified against their SHA-256 first (CPU tensors)."""
+        from safetensors.torch import load_file
+
+        if not info.path.is_dir():
+            raise StorageError(f"checkpoint {info.path} does not exist any more (pruned or quarantined)")
+        try:
+            verified = self._inspect(info.path, hashed=(WEIGHTS_FILE,))
+        except Invalid as problem:
+            self._quarantine(info.path, problem)
+            raise StorageError(
+                f"checkpoint {info.path} is invalid ({problem.file}: {problem.reason}); it was moved to "
+                f"{self.folder / QUARANTINE_DIR}: evaluate another checkpoint or rerun the trial"
+            ) from None
+        if verified.sha256 != info.sha256:
+            raise StorageError(f"checkpoint {info.path} was replaced since it was listed; list it again")
+        return load_file(str(info.path / WEIGHTS_FILE), device="cpu")
+
+    # ------------------------------------------------------------------ internals
+
+    def _candidates(self) -> list[Path]:
+        """Directories named like a checkpoint, oldest epoch first (staging and quarantine are skipped)."""
+        if not self.folder.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
+        return [path for _, path in sorted(found) if path.is_dir()]
+
+    def _inspect(self, path: Path, *, hashed: Sequence[str]) -> CheckpointInfo:
+        return inspect_checkpoint(self, path, hashed=hashed)
+
+    def _checked(self, paths: Sequence[Path], *, hashed: Sequence[str]) -> list[CheckpointInfo]:
+        infos: list[CheckpointInfo] = []
+        for path in paths:
+            try:
+                infos.append(self._inspect(path, hashed=hashed))
+            except Invalid as problem:
+                self._quarantine(path, problem)
+        return infos
+
+    def _quarantine(self, path: Path, problem: Invalid, *, quiet: bool = False) -> None:
+        """Log why ``path`` is unusable and move it under quarantine/ (never delete: it is evidence)."""
+        stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        where = path / problem.file if problem.file else path
+        if quiet:
+            logger.warning("checkpoint %s: %s; moving it to quarantine", path, problem.reason)
+        elif problem.incompatible:
+            logger.error(
+                "checkpoint %s was written by a different model architecture/head config: %s; "
+                "moving it to quarantine",
+                path,
+                problem.reason,
+            )
+        else:
+            logger.error(
+                "checkpoint %s is invalid: %s: %s; moving it to quarantine", path, where, problem.reason
+            )
+        try:
+            destination = quarantine_directory(path, self.folder / QUARANTINE_DIR, stamp)
+        except OSError as error:  # it stays where it is, and is skipped again next time
+            logger.error("cannot move checkpoint %s to quarantine: %s", path, error)
+            return
+        logger.info("checkpoint %s moved to %s", path, destination)
+
+    def _prune(self, new: CheckpointInfo) -> None:
+        """Delete what ``choose_to_keep`` does not keep; runs only after the new checkpoint is committed."""
+        infos = self._checked(self._candidates(), hashed=())
+        keep = choose_to_keep(infos, self.keep_last) | {new.path}
+        for info in infos:
+            if info.path in keep:
+                continue
+            try:
+                delete_directory(info.path)
+            except OSError as error:
+                logger.warning("cannot prune checkpoint %s: %s", info.path, error)
+                continue
+            logger.info(
+                "pruned checkpoint %s (epoch %d, %s=%.6g, %s)",
+                info.path,
+                info.epoch,
+                info.metric_name,
+                info.metric_value,
+                _size(info.bytes),
+            )
+
+
+class NullCheckpointManager:
+    """Keeps nothing: checkpointing is off (``--no-checkpoint``) or a test drives the loop."""
+
+    def __init__(self) -> None:
+        self.saved_epochs: list[int] = []
+
+    def should_save(self, epoch: int) -> bool:
+        return False
+
+    def save(self, state: TrainingState) -> CheckpointInfo:
+        self.saved_epochs.append(state.epoch)
+        return CheckpointInfo(
+            path=Path(os.devnull),
+            epoch=state.epoch,
+            step=state.step,
+            metric_name=state.metric_name,
+            metric_value=float(state.metric_value),
+            sha256="",
+            bytes=0,
+            created_at=_utc_now().isoformat(),
+        )
+
+    def load_latest(self) -> LoadedCheckpoint | None:
+        return None
+
+    def valid_checkpoints(self) -> list[CheckpointInfo]:
+        return []
+
+    def best(self) -> CheckpointInfo | None:
+        return None
+
+    def load_weights(self, info: CheckpointInfo) -> dict[str, torch.Tensor]:
+        raise StorageError("checkpointing is off (--no-checkpoint): there are no checkpoint weights to load")

@@ -1,0 +1,246 @@
+"""Checkpoint metadata: how it is built, and how a checkpoint is verified before anything is deserialized.
+
+The chain of trust: ``.hash`` holds the checkpoint's SHA-256; ``metadata.json`` holds the same
+value, the SHA-256 and size of every file, and everything else about the checkpoint. The
+checkpoint SHA-256 covers every file's SHA-256 *and* the metadata's own content, so an edit to
+any file, to the metadata (an epoch, a metric) or to ``.hash`` breaks the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Protocol
+
+from dsm5_hpo.storage.atomic import sha256_file
+from dsm5_hpo.storage.checkpoint_io import FileDigest, checkpoint_digest
+from dsm5_hpo.training.training_state import TrainingState, state_from_payload
+
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "training_state.pt"
+METADATA_FILE = "metadata.json"
+HASH_FILE = ".hash"
+REQUIRED_FILES = (WEIGHTS_FILE, STATE_FILE)
+METADATA_DIGEST_KEY = "metadata.json#canonical"
+"""Name under which the metadata's own content enters the checkpoint digest."""
+SCHEMA_FILE = Path(__file__).resolve().parents[3] / "contracts" / "checkpoint_metadata.schema.json"
+SCHEMA_VERSION = "1.0"
+_DIRECTORY_EPOCH = re.compile(r"^epoch_(\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A committed checkpoint as its metadata describes it; ``bytes`` counts every file in it."""
+
+    path: Path
+    epoch: int
+    step: int
+    metric_name: str
+    metric_value: float
+    sha256: str
+    bytes: int
+    created_at: str
+
+
+def info_from_metadata(path: Path, metadata: Mapping[str, Any], total_bytes: int) -> CheckpointInfo:
+    return CheckpointInfo(
+        path=path,
+        epoch=int(metadata["epoch"]),
+        step=int(metadata["step"]),
+        metric_name=str(metadata["metric_name"]),
+        metric_value=float(metadata["metric_value"]),
+        sha256=str(metadata["checkpoint_sha256"]),
+        bytes=total_bytes,
+        created_at=str(metadata["created_at"]),
+    )
+
+
+class Invalid(Exception):
+    """Why a checkpoint cannot be used: the file at fault (relative to it) and the reason."""
+
+    def __init__(self, file: str, reason: str, *, incompatible: bool = False) -> None:
+        super().__init__(f"{file}: {reason}")
+        self.file = file
+        self.reason = reason
+        self.incompatible = incompatible
+
+
+class CheckpointOwner(Protocol):
+    """What a checkpoint must have been written by to be loaded (a CheckpointManager)."""
+
+    trial_id: str
+    architecture_signature: str
+    head_config: dict[str, Any]
+
+
+def normalized_head_config(head_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The head config as it reads back from JSON (tuples become lists), so comparisons are exact."""
+    normalized: dict[str, Any] = json.loads(json.dumps(dict(head_config), sort_keys=True, allow_nan=False))
+    return normalized
+
+
+def _metadata_sha256(metadata: Mapping[str, Any]) -> str:
+    body = {key: value for key, value in metadata.items() if key != "checkpoint_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def checkpoint_sha256(metadata: Mapping[str, Any]) -> str:
+    """The checkpoint's SHA-256: its files' digests plus the metadata's own content."""
+    files = {name: str(entry["sha256"]) for name, entry in metadata["files"].items()}
+    return checkpoint_digest({**files, METADATA_DIGEST_KEY: _metadata_sha256(metadata)})
+
+
+@cache
+def _validator() -> Any:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def validate_metadata(metadata: Mapping[str, Any]) -> None:
+    """Raise ``jsonschema.ValidationError`` when ``metadata`` breaks contracts/checkpoint_metadata."""
+    _validator().validate(metadata)
+
+
+def build_metadata(
+    owner: CheckpointOwner, state: TrainingState, files: Mapping[str, FileDigest], created_at: str
+) -> dict[str, Any]:
+    """The complete, schema-valid metadata.json content of a checkpoint of ``state``."""
+    # Imported here: hpo.report imports the trainer, which imports the checkpoint manager.
+    from dsm5_hpo.hpo.report import code_version
+
+    metadata: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "trial_id": owner.trial_id,
+        "epoch": int(state.epoch),
+        "step": int(state.step),
+        # JSON has no NaN or infinity; the exact values stay in training_state.pt.
+        "metrics": {
+            str(k): float(v) if v is not None and math.isfinite(v) else None for k, v in state.metrics.items()
+        },
+        "metric_name": state.metric_name,
+        "metric_value": float(state.metric_value),
+        "created_at": created_at,
+        "code_version": code_version(),
+        "architecture_signature": owner.architecture_signature,
+        "head_config": owner.head_config,
+        "files": {name: {"sha256": digest.sha256, "bytes": digest.bytes} for name, digest in files.items()},
+    }
+    metadata["checkpoint_sha256"] = checkpoint_sha256(metadata)
+    validate_metadata(metadata)
+    return metadata
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    import jsonschema
+
+    try:
+        recorded = (path / HASH_FILE).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise Invalid(HASH_FILE, "missing: not a committed checkpoint") from None
+    except (OSError, ValueError) as error:
+        raise Invalid(HASH_FILE, f"unreadable ({error})") from None
+    try:
+        metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Invalid(METADATA_FILE, "missing: not a committed checkpoint") from None
+    except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
+        raise Invalid(METADATA_FILE, f"unreadable ({error})") from None
+    try:
+        validate_metadata(metadata)
+    except jsonschema.ValidationError as error:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        raise Invalid(METADATA_FILE, f"breaks the metadata contract at {where}: {error.message}") from None
+    if recorded != metadata["checkpoint_sha256"]:
+        raise Invalid(HASH_FILE, f"holds {recorded[:70]!r}, metadata says {metadata['checkpoint_sha256']}")
+    try:
+        actual = checkpoint_sha256(metadata)
+    except ValueError as error:  # NaN or infinity: never written by us
+        raise Invalid(METADATA_FILE, f"holds a value JSON cannot represent ({error})") from None
+    if actual != recorded:
+        raise Invalid(
+            METADATA_FILE, f"content does not match the checkpoint SHA-256 {recorded} (found {actual})"
+        )
+    return dict(metadata)
+
+
+def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[str]) -> CheckpointInfo:
+    """Verify ``path`` without deserializing any of it; raises Invalid naming the file and the reason.
+
+    Cheap checks always run (hash chain, file sizes, compatibility); the files named in ``hashed``
+    are also read and compared with their SHA-256.
+    """
+    metadata = _read_metadata(path)
+    match = _DIRECTORY_EPOCH.match(path.name)
+    if match is None or int(match.group(1)) != metadata["epoch"]:
+        raise Invalid(
+            METADATA_FILE, f"epoch {metadata['epoch']} does not match the directory name {path.name}"
+        )
+    if metadata["trial_id"] != owner.trial_id:
+        raise Invalid(METADATA_FILE, f"belongs to trial {metadata['trial_id']}, not {owner.trial_id}")
+    if metadata["architecture_signature"] != owner.architecture_signature:
+        raise Invalid(
+            METADATA_FILE,
+            f"its architecture signature {metadata['architecture_signature']} differs from this model's "
+            f"{owner.architecture_signature} (another encoder, or layers/shapes/dtypes changed)",
+            incompatible=True,
+        )
+    if metadata["head_config"] != owner.head_config:
+        raise Invalid(
+            METADATA_FILE,
+            f"its head config {metadata['head_config']} differs from this model's {owner.head_config}",
+            incompatible=True,
+        )
+    total = (path / METADATA_FILE).stat().st_size + (path / HASH_FILE).stat().st_size
+    for name, entry in sorted(metadata["files"].items()):
+        file = path / name
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            raise Invalid(name, "missing (listed in metadata.json)") from None
+        except OSError as error:
+            raise Invalid(name, f"unreadable ({error})") from None
+        if size != entry["bytes"]:
+            raise Invalid(
+                name, f"{size} bytes, metadata.json says {entry['bytes']} (truncated or overwritten)"
+            )
+        total += size
+    for name in hashed:
+        try:
+            actual = sha256_file(path / name)
+        except OSError as error:  # an I/O error reading it back is corruption too
+            raise Invalid(name, f"unreadable ({error})") from None
+        if actual != metadata["files"][name]["sha256"]:
+            raise Invalid(
+                name, f"SHA-256 mismatch: expected {metadata['files'][name]['sha256']}, found {actual}"
+            )
+    return info_from_metadata(path, metadata, total)
+
+
+def read_training_state(path: Path, epoch: int, step: int) -> TrainingState:
+    """Deserialize a verified checkpoint (weights with safetensors, the rest weights-only)."""
+    import torch
+    from safetensors.torch import load_file
+
+    try:
+        model_state = load_file(str(path / WEIGHTS_FILE), device="cpu")
+    except Exception as error:  # noqa: BLE001 - any parse failure makes the checkpoint unusable, not the run
+        raise Invalid(WEIGHTS_FILE, f"cannot be read as safetensors ({error})") from None
+    try:
+        payload = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        state = state_from_payload(payload, model_state)
+    except Exception as error:  # noqa: BLE001 - unpickling errors come in many types
+        raise Invalid(STATE_FILE, f"cannot be loaded ({type(error).__name__}: {error})") from None
+    if (state.epoch, state.step) != (epoch, step):
+        raise Invalid(
+            STATE_FILE, f"holds epoch {state.epoch}/step {state.step}, metadata says {epoch}/{step}"
+        )
+    return state

@@ -1,0 +1,131 @@
+"""SIGKILL the train CLI at random moments, resume each time: the study ends as if never interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
+
+pytestmark = pytest.mark.integration
+
+STUDY_OVERRIDES = (
+    *TINY_OVERRIDES,
+    "tracking=mlflow_sqlite",
+    "hpo.n_trials=3",
+    "train.max_epochs=3",
+    "hpo.pruner=median",
+    "hpo.pruner_startup_trials=1",
+    "hpo.pruner_warmup_epochs=1",
+)
+KILLS = 10
+
+
+def _command(experiments: Path, cache: Path, *, resume: bool) -> list[str]:
+    base = [sys.executable, "-m", "dsm5_hpo.cli.train"]
+    if resume:
+        return [*base, "--resume", f"paths.experiments_dir={experiments}"]
+    overrides = [*STUDY_OVERRIDES, f"paths.experiments_dir={experiments}", f"paths.cache_dir={cache}"]
+    return [*base, "--config", str(CONFIG_FILE), *overrides]
+
+
+def _start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+
+def _run_to_end(command: list[str], log: Path) -> None:
+    process = _start(command, log)
+    assert process.wait(timeout=900) == 0, log.read_text()[-3000:]
+
+
+def _summary(experiments: Path) -> dict[str, Any]:
+    (study_dir,) = experiments.glob("study_*")
+    record = json.loads((study_dir / "study.json").read_text())
+    study = optuna.load_study(study_name=record["study_name"], storage=record["optuna_storage"])
+    trials = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "params": t.params,
+            "value": t.value,
+            "intermediate": dict(sorted(t.intermediate_values.items())),
+        }
+        for t in sorted(study.trials, key=lambda t: t.number)
+    ]
+    report = json.loads((study_dir / "evaluation_report.json").read_text())
+    return {"record": record, "trials": trials, "report": report, "best": study.best_trial.number}
+
+
+def _assert_close(a: Any, b: Any, path: str = "") -> None:
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for key in a:
+            _assert_close(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert abs(a - b) <= 1e-6, f"{path}: {a} != {b}"
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tmp_path: Path, model_cache: Path) -> None:
+    reference = tmp_path / "reference"
+    _run_to_end(_command(reference, model_cache, resume=False), tmp_path / "reference.log")
+    expected = _summary(reference)
+
+    interrupted, log = tmp_path / "interrupted", tmp_path / "interrupted.log"
+    rng = random.Random(20261128)
+    kills, resume, finished = 0, False, False
+    while kills < KILLS:
+        process = _start(_command(interrupted, model_cache, resume=resume), log)
+        # Past the ~5 s of imports, into data preparation, training steps, checkpoint writes, trial ends.
+        try:
+            code = process.wait(timeout=rng.uniform(5.0, 11.0))
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+            resume = resume or any(interrupted.glob("study_*/study.json"))
+            continue
+        assert code == 0, log.read_text()[-3000:]
+        finished = True
+        break
+    if not finished:
+        _run_to_end(_command(interrupted, model_cache, resume=True), log)
+    assert kills >= KILLS or finished, "the study finished before it could be killed often enough"
+    text = log.read_text()
+    assert "Traceback" not in text, text[-3000:]
+    assert "resuming from" in text  # at least one trial continued from a checkpoint, not from epoch 0
+
+    actual = _summary(interrupted)
+    assert actual["best"] == expected["best"]
+    assert len(actual["trials"]) == len(expected["trials"]) == 3
+    for got, want in zip(actual["trials"], expected["trials"], strict=True):
+        _assert_close(got, want, f"trial {want['number']}")
+    _assert_close(actual["report"]["test_metrics"], expected["report"]["test_metrics"], "test_metrics")
+    assert actual["record"]["state"] == "COMPLETE"
+    assert not list(interrupted.glob("study_*/study.lock"))
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{interrupted / 'mlflow_db' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("dsm5_hpo")
+    runs = client.search_runs([experiment.experiment_id])
+    trial_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(trial_runs) == 3  # the resumed trial kept its run; no extra runs
+    for run in runs:
+        for key in run.data.metrics:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert len(steps) == len(set(steps)), f"duplicate steps in {key} of run {run.info.run_name}"
+    print(f"{kills} kills; {text.count('resuming from')} resumes from a checkpoint")

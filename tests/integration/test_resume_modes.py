@@ -1,0 +1,53 @@
+"""Resume edge cases and --no-checkpoint through the train CLI (in-process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIG_FILE, TINY_OVERRIDES
+from dsm5_hpo.cli import train
+
+pytestmark = pytest.mark.integration
+
+
+def _overrides(experiments: Path, cache: Path) -> list[str]:
+    return [
+        *TINY_OVERRIDES,
+        "hpo.n_trials=1",
+        f"paths.experiments_dir={experiments}",
+        f"paths.cache_dir={cache}",
+    ]
+
+
+def test_no_checkpoint_study_logs_metrics_and_writes_no_weights(
+    tmp_path: Path, model_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiments = tmp_path / "exp"
+    code = train.main(
+        ["--config", str(CONFIG_FILE), "--no-checkpoint", *_overrides(experiments, model_cache)]
+    )
+    assert code == 0
+    assert "best trial 0" in capsys.readouterr().out
+    (trial_dir,) = experiments.glob("trial_*")
+    assert not (trial_dir / "checkpoints").exists()
+    assert json.loads((trial_dir / "validation_report.json").read_text())["metrics"]
+    (study_dir,) = experiments.glob("study_*")
+    assert not (study_dir / "evaluation_report.json").exists()
+    assert json.loads((study_dir / "study.json").read_text())["state"] == "COMPLETE"
+
+
+def test_resuming_a_complete_study_is_refused(
+    tmp_path: Path, model_cache: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiments = tmp_path / "exp"
+    assert train.main(["--config", str(CONFIG_FILE), *_overrides(experiments, model_cache)]) == 0
+    (study_dir,) = experiments.glob("study_*")
+    study_id = study_dir.name.removeprefix("study_")
+    capsys.readouterr()
+    assert train.main(["--resume", "--study-id", study_id, f"paths.experiments_dir={experiments}"]) == 2
+    assert "already complete" in capsys.readouterr().err
+    assert train.main(["--resume", f"paths.experiments_dir={experiments}"]) == 2
+    assert "no unfinished study" in capsys.readouterr().err

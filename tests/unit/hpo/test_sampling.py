@@ -1,0 +1,55 @@
+"""Per-trial seeded sampling: a study continued in a new process draws what it would have drawn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from conftest import compose_tiny
+from dsm5_hpo.config import StudyConfig
+from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
+from dsm5_hpo.hpo.search_space import suggest_params
+
+
+def _objective(config: StudyConfig):  # type: ignore[no-untyped-def]
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest_params(trial, config.hpo.search_space)
+        return float(params["learning_rate_encoder"] * 1000 + params["dropout"])
+
+    return objective
+
+
+def _params(study: optuna.Study) -> list[dict[str, object]]:
+    return [t.params for t in sorted(study.trials, key=lambda t: t.number)]
+
+
+def test_interrupted_and_continued_study_samples_the_same_params(tmp_path: Path, model_cache: Path) -> None:
+    config = compose_tiny(tmp_path / "e", model_cache, "hpo.n_trials=14", "hpo.sampler=tpe")
+    objective = _objective(config)
+
+    straight = optuna.create_study(direction="maximize", sampler=make_sampler(config))
+    straight.optimize(objective, n_trials=14)
+
+    storage = f"sqlite:///{tmp_path / 'split.db'}"
+    first = optuna.create_study(
+        study_name="s", storage=storage, direction="maximize", sampler=make_sampler(config)
+    )
+    first.optimize(objective, n_trials=6)
+    # A new process: a fresh sampler object, the history from storage.
+    again = optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(config))
+    again.optimize(objective, n_trials=8)
+
+    assert _params(again) == _params(straight)  # includes TPE trials past the 10 random startup ones
+
+
+def test_random_sampler_and_pruners(tmp_path: Path, model_cache: Path) -> None:
+    config = compose_tiny(tmp_path / "e", model_cache, "hpo.sampler=random", "hpo.pruner=median")
+    a = optuna.create_study(sampler=make_sampler(config))
+    b = optuna.create_study(sampler=make_sampler(config))
+    a.optimize(_objective(config), n_trials=3)
+    b.optimize(_objective(config), n_trials=3)
+    assert _params(a) == _params(b)
+    assert isinstance(make_pruner(config), optuna.pruners.MedianPruner)
+    none = compose_tiny(tmp_path / "e", model_cache, "hpo.pruner=none")
+    assert isinstance(make_pruner(none), optuna.pruners.NopPruner)
