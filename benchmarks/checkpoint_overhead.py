@@ -37,8 +37,8 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from dsm5_hpo.storage.atomic import fsync_dir
-from dsm5_hpo.storage.checkpoint_io import HashingWriter, fsync_file
+from dsm5_hpo.storage.atomic import fsync_path
+from dsm5_hpo.storage.checkpoint_io import HashingWriter
 from dsm5_hpo.training.checkpoint_manager import (
     STATE_FILE,
     WEIGHTS_FILE,
@@ -114,9 +114,9 @@ def plain_save(state: TrainingState, folder: Path, *, durable: bool) -> None:
     safetensors.torch.save_file(state.model_state, folder / WEIGHTS_FILE)
     torch.save(state_payload(state), folder / STATE_FILE)
     if durable:
-        fsync_file(folder / WEIGHTS_FILE)
-        fsync_file(folder / STATE_FILE)
-        fsync_dir(folder)
+        fsync_path(folder / WEIGHTS_FILE)
+        fsync_path(folder / STATE_FILE)
+        fsync_path(folder)
 
 
 def manager_save(state: TrainingState, folder: Path) -> None:

@@ -25,7 +25,7 @@ from typing import IO, BinaryIO, cast
 
 import torch
 
-from dsm5_hpo.storage.atomic import fsync_dir
+from dsm5_hpo.storage.atomic import fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -218,14 +218,6 @@ def write_safetensors_streaming(
         return writer.digest()
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def make_staging_dir(target: Path) -> Path:
     """A fresh, recognizably temporary directory beside ``target`` (same filesystem, so rename works)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -244,10 +236,10 @@ def commit_directory(staging: Path, target: Path) -> None:
         raise FileExistsError(f"cannot commit {staging.name}: {target} already exists")
     for entry in sorted(staging.iterdir()):
         if entry.is_file():
-            fsync_file(entry)
-    fsync_dir(staging)
+            fsync_path(entry)
+    fsync_path(staging)
     os.replace(staging, target)
-    fsync_dir(target.parent)
+    fsync_path(target.parent)
 
 
 def remove_stale_staging(parent: Path) -> list[Path]:
@@ -276,8 +268,8 @@ def quarantine_directory(path: Path, root: Path, stamp: str) -> Path:
         destination, suffix = root / f"{path.name}-{stamp}-{suffix}", suffix + 1
     root.mkdir(parents=True, exist_ok=True)
     os.replace(path, destination)
-    fsync_dir(root)
-    fsync_dir(path.parent)
+    fsync_path(root)
+    fsync_path(path.parent)
     return destination
 
 
@@ -289,7 +281,7 @@ def delete_directory(path: Path) -> None:
     """
     trash = path.parent / f"{STAGING_PREFIX}deleted-{path.name}-{uuid.uuid4().hex[:8]}"
     os.replace(path, trash)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     shutil.rmtree(trash)
 
 
