@@ -8,6 +8,7 @@ so the user knows which line of which YAML file, or which override, to fix.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -340,6 +341,73 @@ class LoggingConfig:
         _require(self.backup_count >= 1, "logging.backup_count", "must be >= 1")
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_SIZE_UNITS.update({"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40})
+
+
+def parse_size(text: str, key: str) -> int:
+    """Bytes in '10GB', '500MB', '1.5GiB' or '123' (plain bytes); KB/MB/GB are powers of 1000."""
+    match = _SIZE.match(text)
+    if match is None:
+        _fail(key, f"must be a size like 10GB, 500MB, 1.5GiB or a number of bytes, got {text!r}")
+    number, unit = match.groups()
+    return int(float(number) * _SIZE_UNITS[(unit or "B").lower()])
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """Which checkpoints stay on disk (training/retention.py decides, the checkpoint manager deletes)."""
+
+    keep_last_n: int = 1
+    """Newest resume-capable checkpoints kept while a trial runs (the newest is always kept then,
+    even with 0: a running trial can always resume). Ignored once the trial has ended."""
+    keep_best_k: int = 1
+    """Best checkpoints (by the optimization metric) kept per trial. Checkpoints tied on the best
+    value are co-best and all kept, whatever this and keep_best_k_max say."""
+    keep_best_k_max: int = 2
+    """Most best checkpoints kept per trial: a group of checkpoints tied with each other below the
+    best value is kept whole only if the total stays within this; the co-best group is never capped."""
+    max_total_size: str = "10GB"
+    """Cap on the study's retained checkpoint bytes ('10GB', '500MB', '1.5GiB', bytes; 0 = no cap):
+    over it, the worst trials' checkpoints are deleted first, never the study's best."""
+    disk_space_threshold_percent: float = 10.0
+    """Free space (percent of the disk holding experiments/) below which pruning escalates."""
+    min_interval_epochs: int = 1
+    """Fewest epochs between two checkpoints that the policy accepts: train.checkpoint_interval_epochs
+    (the one setting that decides when a checkpoint is written) must be at least this."""
+    keep_all: bool = False
+    """Keep every checkpoint whole: no pruning, no resume-state stripping, no size cap (the
+    keep-everything baseline of benchmarks/storage.py)."""
+
+    @property
+    def max_total_bytes(self) -> int:
+        """max_total_size in bytes; 0 = no cap."""
+        return parse_size(self.max_total_size, "retention_policy.max_total_size")
+
+    def __post_init__(self) -> None:
+        for name in ("keep_last_n", "min_interval_epochs"):
+            value = getattr(self, name)
+            floor = 0 if name == "keep_last_n" else 1
+            _require(value >= floor, f"retention_policy.{name}", f"must be >= {floor}, got {value}")
+        _require(
+            self.keep_best_k >= 1,
+            "retention_policy.keep_best_k",
+            f"must be >= 1 (a trial's best checkpoint is its result), got {self.keep_best_k}",
+        )
+        _require(
+            self.keep_best_k_max >= self.keep_best_k,
+            "retention_policy.keep_best_k_max",
+            f"must be >= retention_policy.keep_best_k ({self.keep_best_k}), got {self.keep_best_k_max}",
+        )
+        self.max_total_bytes  # noqa: B018 - validates the size text, naming the key
+        _require(
+            0.0 <= self.disk_space_threshold_percent < 100.0,
+            "retention_policy.disk_space_threshold_percent",
+            f"must be in [0, 100), got {self.disk_space_threshold_percent}",
+        )
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """The whole configuration of a study, as composed from configs/hpo_study.yaml."""
@@ -351,6 +419,18 @@ class StudyConfig:
     hpo: HPOConfig = field(default_factory=HPOConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    retention_policy: RetentionConfig = field(default_factory=RetentionConfig)
+    """Hydra group retention_policy/ (default.yaml; keep_all.yaml for benchmarks)."""
+
+    def __post_init__(self) -> None:
+        # train.checkpoint_interval_epochs decides when checkpoints are written; the policy only
+        # sets a floor, so the two settings can never disagree silently.
+        _require(
+            self.train.checkpoint_interval_epochs >= self.retention_policy.min_interval_epochs,
+            "train.checkpoint_interval_epochs",
+            f"is {self.train.checkpoint_interval_epochs}, below retention_policy.min_interval_epochs "
+            f"({self.retention_policy.min_interval_epochs}): raise the interval or lower the floor",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/YAML-serializable form (the 'resolved config' in reports and trials)."""

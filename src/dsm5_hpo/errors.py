@@ -41,3 +41,14 @@ class TrackingError(PipelineError):
     """The experiment tracker cannot be reached or refused our data."""
 
     exit_code = 5
+
+
+class Interrupted(BaseException):  # a signal, not an error: no "Error" suffix
+    """SIGINT or SIGTERM: stop where we are and leave the study resumable.
+
+    A BaseException on purpose: Optuna marks a trial FAIL on any Exception (and on
+    KeyboardInterrupt), which would end it for good; this one passes through, so the trial stays
+    RUNNING in Optuna's storage and ``--resume`` continues it from its last checkpoint.
+    """
+
+    exit_code = 130

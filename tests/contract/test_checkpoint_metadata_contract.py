@@ -21,7 +21,7 @@ from dsm5_hpo.training.checkpoint_manager import (
     architecture_signature,
     capture_rng_state,
 )
-from dsm5_hpo.training.checkpoint_verify import SCHEMA_FILE, validate_metadata
+from dsm5_hpo.training.checkpoint_verify import SCHEMA_FILE, validate_metadata, weights_only_metadata
 
 
 def state(epoch: int = 0, metric_name: str = "joint_score") -> TrainingState:
@@ -80,6 +80,10 @@ BREAKAGES: list[Callable[[dict[str, Any]], object]] = [
     lambda m: m["files"]["model.safetensors"].update(bytes=-1),
     lambda m: m["files"]["model.safetensors"].pop("bytes"),
     lambda m: m["files"].pop("training_state.pt"),
+    lambda m: m.update(resume_capable=False),  # weights-only must not list training_state.pt
+    lambda m: m.update(resume_capable="yes"),
+    lambda m: m.pop("resume_capable"),
+    lambda m: m["files"].pop("model.safetensors"),
     lambda m: m["files"].update({"../escape.bin": m["files"]["model.safetensors"]}),
     lambda m: m["files"].update({"sub/dir.bin": m["files"]["model.safetensors"]}),
     lambda m: m.update(epoch=-1),
@@ -109,3 +113,10 @@ def test_metadata_breaking_the_contract_is_never_committed(tmp_path: Path) -> No
     with pytest.raises(jsonschema.ValidationError, match="metric_name"):
         manager(tmp_path).save(state(metric_name=""))
     assert list(tmp_path.iterdir()) == []  # no checkpoint, no staging directory
+
+
+def test_weights_only_metadata_meets_the_contract(metadata: dict[str, Any]) -> None:
+    stripped = weights_only_metadata(metadata)
+    validate_metadata(stripped)
+    assert stripped["resume_capable"] is False and set(stripped["files"]) == {"model.safetensors"}
+    assert stripped["checkpoint_sha256"] != metadata["checkpoint_sha256"]

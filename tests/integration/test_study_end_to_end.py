@@ -31,11 +31,17 @@ def test_directory_layout(finished: FinishedStudy) -> None:
     for trial_dir in trials:
         for name in ("config.yaml", "trial.json", "validation_report.json", "logs/trial.jsonl"):
             assert (trial_dir / name).is_file(), f"{trial_dir.name}/{name}"
-        checkpoints = sorted(p.name for p in (trial_dir / "checkpoints").glob("epoch_*"))
-        assert checkpoints and len(checkpoints) <= 2  # the newest and the best
+        # A finished trial keeps only its best checkpoint(s), as weights without resume state.
+        checkpoints = sorted((trial_dir / "checkpoints").glob("epoch_*"))
+        values = {json.loads((c / "metadata.json").read_text())["metric_value"] for c in checkpoints}
+        assert checkpoints and len(values) == 1, checkpoints
         for checkpoint in checkpoints:
-            for name in ("model.safetensors", "training_state.pt", "metadata.json", ".hash"):
-                assert (trial_dir / "checkpoints" / checkpoint / name).is_file(), f"{checkpoint}/{name}"
+            assert sorted(p.name for p in checkpoint.iterdir()) == [
+                ".hash",
+                "metadata.json",
+                "model.safetensors",
+            ]
+            assert json.loads((checkpoint / "metadata.json").read_text())["resume_capable"] is False
         resolved = yaml.safe_load((trial_dir / "config.yaml").read_text())
         assert resolved["model"]["local_path"] == "tiny"
         assert json.loads((trial_dir / "trial.json").read_text())["state"] == "COMPLETE"

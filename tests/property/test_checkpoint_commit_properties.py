@@ -23,6 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.storage.checkpoint_io import HashingWriter
 from dsm5_hpo.training.checkpoint_manager import (
@@ -32,8 +33,8 @@ from dsm5_hpo.training.checkpoint_manager import (
     TrainingState,
     architecture_signature,
     capture_rng_state,
-    choose_to_keep,
 )
+from dsm5_hpo.training.retention import choose_trial_checkpoints
 
 MODEL = nn.Linear(3, 2)
 OPTIMIZER = torch.optim.AdamW(MODEL.parameters())
@@ -101,7 +102,7 @@ def manager(folder: Path, keep_last: int) -> CheckpointManager:
         trial_id="trial-1",
         architecture_signature=architecture_signature(MODEL),
         head_config={"hidden_size": 2},
-        keep_last=keep_last,
+        retention=RetentionConfig(keep_last_n=keep_last),
     )
 
 
@@ -135,9 +136,11 @@ def check_crash_at(template: Path, work: Path, keep_last: int, new_value: float,
     with contextlib.suppress(PowerCut, StorageError, OSError), injected(steps):
         manager(work, keep_last).save(state(new_epoch, new_value))
     new_path = work / f"epoch_{new_epoch:04d}"
-    retained = choose_to_keep(
-        [*old_infos, CheckpointInfo(new_path, new_epoch, 0, "m", new_value, "", 0, "")], keep_last
-    )
+    retained = choose_trial_checkpoints(
+        [*old_infos, CheckpointInfo(new_path, new_epoch, 0, "m", new_value, "", 0, "")],
+        RetentionConfig(keep_last_n=keep_last),
+        protected={new_path},
+    ).keep
     kept = {int(p.name.split("_")[1]) for p in retained} | {new_epoch}
 
     after = valid_epochs(work, keep_last)

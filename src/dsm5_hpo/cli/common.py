@@ -7,12 +7,13 @@ and handed to the typed schema in ``config.py``.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
-from dsm5_hpo.errors import ConfigError, PipelineError
+from dsm5_hpo.errors import ConfigError, Interrupted, PipelineError
 from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker, Tracker
 from dsm5_hpo.utils.logging import redact, setup_logging
 
@@ -52,14 +53,28 @@ def build_tracker(config: StudyConfig) -> Tracker:
     )
 
 
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
 def run_cli(main: Callable[[], int]) -> int:
-    """Run ``main``; expected errors become one line on stderr and their exit code, no traceback."""
+    """Run ``main``; expected errors become one line on stderr and their exit code, no traceback.
+
+    SIGINT and SIGTERM stop the run as :class:`Interrupted`, which leaves a study resumable.
+    """
     setup_logging(os.environ.get("DSM5_LOG_LEVEL", "INFO"))
+    previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return main()
     except PipelineError as error:
         print(f"error: {redact(str(error))}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except Interrupted as stop:
+        print(
+            f"interrupted ({stop}): continue with `make resume` (python -m dsm5_hpo.cli.train --resume)",
+            file=sys.stderr,
+        )
+        return Interrupted.exit_code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

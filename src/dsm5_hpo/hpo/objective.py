@@ -19,6 +19,7 @@ import yaml
 
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.prepare import PreparedData
+from dsm5_hpo.errors import Interrupted
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.models.loading import load_encoder
 from dsm5_hpo.models.multi_task import DualAgentModel
@@ -44,7 +45,16 @@ def checkpoint_manager(
         architecture_signature=architecture_signature(model),
         head_config=model.head_config(),
         interval_epochs=config.train.checkpoint_interval_epochs,
+        retention=config.retention_policy,
     )
+
+
+def settle_checkpoints(manager: CheckpointManager) -> None:
+    """An ended trial keeps only its best weights; never let this hide the trial's own outcome."""
+    try:
+        manager.finish_trial()
+    except Exception as error:  # noqa: BLE001 - retention is housekeeping, the trial's result stands
+        logger.warning("cannot apply the retention policy to %s: %s", manager.folder, error)
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -127,6 +137,9 @@ class Objective:
             except optuna.TrialPruned:
                 self._finish(trial_dir, record, run, "PRUNED", "KILLED")
                 raise
+            except Interrupted:  # resumable: Optuna keeps the trial RUNNING
+                self._finish(trial_dir, record, run, "INTERRUPTED", "KILLED")
+                raise
             except BaseException:
                 self._finish(trial_dir, record, run, "FAILED", "FAILED")
                 raise
@@ -172,6 +185,11 @@ class Objective:
                 )
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
+        checkpoints = (
+            checkpoint_manager(trial_dir, model, str(trial.user_attrs["trial_uuid"]), config)
+            if self.checkpointing
+            else None
+        )
         trainer = Trainer(
             model,
             config.train,
@@ -180,15 +198,20 @@ class Objective:
             max_answer_tokens=config.data.max_answer_tokens,
             tracker=run,
             epoch_callback=report,
-            checkpoints=checkpoint_manager(trial_dir, model, str(trial.user_attrs["trial_uuid"]), config)
-            if self.checkpointing
-            else None,
+            checkpoints=checkpoints,
             progress=self.progress,
         )
         validation = self.data.splits["validation"]
-        result = trainer.fit(
-            self.data.splits["train"].features, EvaluationData(validation.examples, validation.features)
-        )
+        try:
+            result = trainer.fit(
+                self.data.splits["train"].features, EvaluationData(validation.examples, validation.features)
+            )
+        except Exception:  # pruned or failed: the trial has ended (a signal leaves it resumable instead)
+            if checkpoints is not None:
+                settle_checkpoints(checkpoints)
+            raise
+        if checkpoints is not None:
+            settle_checkpoints(checkpoints)
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("best_metrics", result.best_metrics)
         atomic_write_json(

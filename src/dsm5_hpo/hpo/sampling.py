@@ -2,12 +2,14 @@
 
 Optuna's samplers keep one random generator for the whole study, so a study resumed in a new
 process would draw different parameters than the same study never interrupted. Here each trial
-gets a sampler seeded from (seed, trial number): the parameters of trial n depend only on the
-seed and the trials before it, whatever process runs it.
+gets a sampler seeded from (seed, trial number), and each independently sampled parameter its own
+generator seeded from (seed, trial number, name): the parameters of trial n depend only on the seed
+and the trials before it, whatever process runs it and wherever the previous process was killed.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,7 +47,11 @@ class PerTrialSeededSampler(BaseSampler):
     def sample_independent(
         self, study: Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
     ) -> Any:
-        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+        # One generator per (trial, parameter): a trial killed after some of its parameters were stored
+        # draws the missing ones exactly as the uninterrupted trial did.
+        key = f"{self._seed}/{trial.number}/{param_name}".encode()
+        seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
+        return self._factory(seed).sample_independent(study, trial, param_name, param_distribution)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         self._for(trial).before_trial(study, trial)

@@ -25,11 +25,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.data.prepare import PreparedData, prepare_data
-from dsm5_hpo.errors import ConfigError, StorageError, TrainingError
+from dsm5_hpo.errors import ConfigError, Interrupted, StorageError, TrainingError
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
 from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
+from dsm5_hpo.hpo.study_retention import prune_study
 from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.tracking.tracker import RunTracker, Tracker
@@ -148,6 +149,11 @@ class StudyRunner:
             logger.info("study %s %s in %s", study_id, "resumed" if resuming else "started", study_dir)
             try:
                 return self._run(study_id, study_dir, record)
+            except Interrupted as stop:
+                logger.warning("study %s interrupted (%s); continue it with `make resume`", study_id, stop)
+                record.update(state="INTERRUPTED", finished_at=datetime.now(UTC).isoformat())
+                atomic_write_json(study_dir / STUDY_FILE, record)
+                raise
             except Exception as error:
                 # Into the study's JSON log too: stdout scrolls away, the log file stays with the study.
                 logger.error("study %s stopped: %s: %s", study_id, type(error).__name__, error)
@@ -192,8 +198,8 @@ class StudyRunner:
         study_run = self._study_run(study_id, study_dir, record, data)
         try:
             outcome = self._optimize(study_id, study_dir, data, resolved, study_run, record)
-        except BaseException:
-            study_run.finish("FAILED")
+        except BaseException as error:
+            study_run.finish("KILLED" if isinstance(error, Interrupted) else "FAILED")
             raise
         record.update(
             state="COMPLETE",
@@ -251,6 +257,8 @@ class StudyRunner:
                 tags.update(best_trial=str(best.number), best_value=f"{best.value:.6f}")
                 study_run.log_metrics({f"best_{config.hpo.metric}": best.value}, step=done)
             study_run.set_tags(tags)
+            if self.checkpointing:  # the trial has ended: keep the study under max_total_size
+                prune_study(study, config.retention_policy)
 
         # Trials a dead process left RUNNING continue first, in trial-number order.
         for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):

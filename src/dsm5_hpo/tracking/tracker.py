@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from dsm5_hpo.errors import TrackingError
+from dsm5_hpo.storage.atomic import fsync_path
 from dsm5_hpo.utils.logging import redact
 
 logger = logging.getLogger(__name__)
@@ -168,6 +170,30 @@ class MlflowRunTracker:
         self._call("end the run", lambda: self._client.set_terminated(self.run_id, status=status))
 
 
+def _create_sqlite_store(db: Path) -> None:
+    """Create a missing MLflow SQLite database atomically.
+
+    MLflow builds its schema in many steps; a process killed in the middle leaves a database
+    that every later start refuses ("table ... already exists"). So the schema is built in a
+    temporary file beside the target and renamed into place once complete.
+    """
+    if db.exists():
+        return
+    from mlflow import MlflowClient
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    staging = db.with_name(f".{db.name}.{os.getpid()}.init")
+    staging.unlink(missing_ok=True)
+    MlflowClient(tracking_uri=f"sqlite:///{staging}").search_experiments(max_results=1)
+    with open(staging, "rb") as handle:
+        os.fsync(handle.fileno())
+    if db.exists():  # another process finished first: keep its database
+        staging.unlink(missing_ok=True)
+        return
+    os.replace(staging, db)
+    fsync_path(db.parent)
+
+
 class MlflowTracker:
     """Creates runs in one MLflow experiment; artifacts stay beside the database by default."""
 
@@ -176,9 +202,9 @@ class MlflowTracker:
         from mlflow import MlflowClient
 
         self.uri = uri
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if uri.startswith("sqlite:///"):
+                _create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
             mlflow.set_tracking_uri(uri)
             self._client = MlflowClient(tracking_uri=uri)
             experiment = self._client.get_experiment_by_name(experiment_name)

@@ -5,7 +5,8 @@ Layout: ``<folder>/epoch_0003/`` holds ``model.safetensors``, ``training_state.p
 into place (``storage.checkpoint_io``), so a crash leaves the old set of checkpoints or the old
 set plus the new one. A load verifies every hash it depends on before deserializing anything;
 a checkpoint that fails is logged at ERROR, moved to ``<folder>/quarantine/`` (never deleted)
-and the previous one is tried.
+and the previous one is tried. What stays on disk is decided by ``training.retention`` after each
+commit and when the trial ends (``finish_trial``: best weights only, no resume state).
 """
 
 from __future__ import annotations
@@ -24,17 +25,24 @@ from typing import Any
 
 import torch
 
+from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.storage.checkpoint_io import (
     FileDigest,
     commit_directory,
-    delete_directory,
     make_staging_dir,
     quarantine_directory,
     remove_stale_staging,
     torch_save_hashed,
     write_bytes_hashed,
     write_safetensors_streaming,
+)
+from dsm5_hpo.training.checkpoint_pruning import (
+    apply_deletions,
+    checkpoint_directories,
+    recover_interrupted_strips,
+    size_text,
+    strip_resume_state,
 )
 from dsm5_hpo.training.checkpoint_verify import (
     HASH_FILE,
@@ -49,6 +57,7 @@ from dsm5_hpo.training.checkpoint_verify import (
     normalized_head_config,
     read_training_state,
 )
+from dsm5_hpo.training.retention import RetentionDecision, choose_trial_checkpoints
 from dsm5_hpo.training.training_state import (
     TrainingState,
     architecture_signature,
@@ -61,13 +70,12 @@ from dsm5_hpo.training.training_state import (
 __all__ = [
     "HASH_FILE", "METADATA_FILE", "QUARANTINE_DIR", "STATE_FILE", "WEIGHTS_FILE", "CheckpointInfo",
     "CheckpointManager", "LoadedCheckpoint", "NullCheckpointManager", "TrainingState",
-    "architecture_signature", "capture_rng_state", "choose_to_keep", "restore_rng_state",
+    "architecture_signature", "capture_rng_state", "restore_rng_state",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 QUARANTINE_DIR = "quarantine"
-_CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -75,30 +83,11 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _size(n_bytes: int) -> str:
-    return (
-        f"{n_bytes / 1e9:.2f} GB"
-        if n_bytes >= 1e9
-        else f"{n_bytes / 1e6:.1f} MB"
-        if n_bytes >= 1e5
-        else f"{n_bytes} B"
-    )
-
-
 @dataclass
 class LoadedCheckpoint:
     info: CheckpointInfo
     state: TrainingState
     """Model weights included, as CPU tensors."""
-
-
-def choose_to_keep(infos: Sequence[CheckpointInfo], keep_last: int) -> set[Path]:
-    """The ``keep_last`` newest checkpoints plus every one tied for the best metric value."""
-    if not infos:
-        return set()
-    newest = sorted(infos, key=lambda info: (info.epoch, info.step))[-keep_last:] if keep_last > 0 else []
-    top = max(info.metric_value for info in infos)
-    return {info.path for info in newest} | {info.path for info in infos if info.metric_value == top}
 
 
 class CheckpointManager:
@@ -112,11 +101,11 @@ class CheckpointManager:
         architecture_signature: str,
         head_config: Mapping[str, Any],
         interval_epochs: int = 1,
-        keep_last: int = 1,
+        retention: RetentionConfig | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        if interval_epochs < 1 or keep_last < 1:
-            raise ValueError(f"interval_epochs ({interval_epochs}) and keep_last ({keep_last}) must be >= 1")
+        if interval_epochs < 1:
+            raise ValueError(f"interval_epochs ({interval_epochs}) must be >= 1")
         if not _SHA256.match(architecture_signature):
             raise ValueError(
                 f"architecture_signature must be a SHA-256 hex digest, got {architecture_signature!r}"
@@ -126,8 +115,10 @@ class CheckpointManager:
         self.architecture_signature = architecture_signature
         self.head_config = normalized_head_config(head_config)
         self.interval_epochs = interval_epochs
-        self.keep_last = keep_last
+        self.retention = retention or RetentionConfig()
         self._clock = clock
+        self._resumed_from: CheckpointInfo | None = None
+        """The checkpoint load_latest returned: not pruned until a newer one is committed."""
 
     def should_save(self, epoch: int) -> bool:
         return (epoch + 1) % self.interval_epochs == 0
@@ -164,7 +155,7 @@ class CheckpointManager:
         total = sum(digest.bytes for digest in files.values()) + extra
         info = info_from_metadata(target, metadata, total)
         logger.info(
-            "saved checkpoint %s (%s, %.2f s)", target, _size(info.bytes), time.perf_counter() - started
+            "saved checkpoint %s (%s, %.2f s)", target, size_text(info.bytes), time.perf_counter() - started
         )
         self._prune(info)
         return info
@@ -174,6 +165,11 @@ class CheckpointManager:
         for path in reversed(self._candidates()):
             started = time.perf_counter()
             try:
+                if not self._inspect(path, hashed=()).resume_capable:
+                    logger.info(
+                        "checkpoint %s holds weights only (its trial ended): not a resume point", path
+                    )
+                    continue
                 info = self._inspect(path, hashed=(WEIGHTS_FILE, STATE_FILE))
                 state = read_training_state(path, info.epoch, info.step)
             except Invalid as problem:
@@ -186,9 +182,33 @@ class CheckpointManager:
                 info.step,
                 time.perf_counter() - started,
             )
+            self._resumed_from = info
             return LoadedCheckpoint(info, state)
         logger.info("no valid checkpoint in %s: the trial starts at epoch 0", self.folder)
         return None
+
+    def finish_trial(self) -> RetentionDecision:
+        """The trial has ended: keep only its best checkpoint(s), as weights without resume state."""
+        infos = self._checked(self._candidates(), hashed=())
+        decision = choose_trial_checkpoints(infos, self.retention, trial_running=False)
+        self._apply(decision, infos)
+        return decision
+
+    def strip_resume_state(self, info: CheckpointInfo) -> bool:
+        """Drop ``info``'s training_state.pt; it stays valid for best()/load_weights, not for resume.
+
+        Returns False (logged) when it could not: the checkpoint is then left whole or quarantined.
+        """
+        try:
+            strip_resume_state(info)
+        except Invalid as problem:
+            self._quarantine(info.path, problem)
+            return False
+        except OSError as error:  # e.g. a full disk: the whole checkpoint stays, which is safe
+            logger.warning("cannot drop the resume state of checkpoint %s: %s", info.path, error)
+            return False
+        logger.info("dropped the resume state of checkpoint %s (trial ended; weights kept)", info.path)
+        return True
 
     def valid_checkpoints(self) -> list[CheckpointInfo]:
         """Every checkpoint whose files all match their SHA-256, oldest first; bad ones are quarantined."""
@@ -228,10 +248,8 @@ class CheckpointManager:
 
     def _candidates(self) -> list[Path]:
         """Directories named like a checkpoint, oldest epoch first (staging and quarantine are skipped)."""
-        if not self.folder.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
-        return [path for _, path in sorted(found) if path.is_dir()]
+        recover_interrupted_strips(self.folder)
+        return checkpoint_directories(self.folder)
 
     def _inspect(self, path: Path, *, hashed: Sequence[str]) -> CheckpointInfo:
         return inspect_checkpoint(self, path, hashed=hashed)
@@ -270,25 +288,19 @@ class CheckpointManager:
         logger.info("checkpoint %s moved to %s", path, destination)
 
     def _prune(self, new: CheckpointInfo) -> None:
-        """Delete what ``choose_to_keep`` does not keep; runs only after the new checkpoint is committed."""
+        """Apply the retention policy; runs only after the new checkpoint is committed."""
         infos = self._checked(self._candidates(), hashed=())
-        keep = choose_to_keep(infos, self.keep_last) | {new.path}
-        for info in infos:
-            if info.path in keep:
-                continue
-            try:
-                delete_directory(info.path)
-            except OSError as error:
-                logger.warning("cannot prune checkpoint %s: %s", info.path, error)
-                continue
-            logger.info(
-                "pruned checkpoint %s (epoch %d, %s=%.6g, %s)",
-                info.path,
-                info.epoch,
-                info.metric_name,
-                info.metric_value,
-                _size(info.bytes),
-            )
+        resumed = self._resumed_from
+        protected = {new.path} | ({resumed.path} if resumed else set())
+        self._apply(choose_trial_checkpoints(infos, self.retention, protected=protected), infos)
+        if resumed is not None and new.epoch > resumed.epoch:
+            self._resumed_from = None  # a newer resume point is committed: the policy decides from now on
+
+    def _apply(self, decision: RetentionDecision, infos: Sequence[CheckpointInfo]) -> None:
+        apply_deletions(decision.delete, infos, logger)
+        by_path = {info.path: info for info in infos}
+        for path in decision.strip_resume_state:
+            self.strip_resume_state(by_path[path])
 
 
 class NullCheckpointManager:
@@ -321,6 +333,9 @@ class NullCheckpointManager:
 
     def best(self) -> CheckpointInfo | None:
         return None
+
+    def finish_trial(self) -> RetentionDecision:
+        return RetentionDecision()
 
     def load_weights(self, info: CheckpointInfo) -> dict[str, torch.Tensor]:
         raise StorageError("checkpointing is off (--no-checkpoint): there are no checkpoint weights to load")

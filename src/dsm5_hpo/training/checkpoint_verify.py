@@ -26,7 +26,8 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 METADATA_FILE = "metadata.json"
 HASH_FILE = ".hash"
-REQUIRED_FILES = (WEIGHTS_FILE, STATE_FILE)
+REQUIRED_FILES = (WEIGHTS_FILE,)
+"""A weights-only checkpoint (an ended trial's) has no STATE_FILE: it can be evaluated, not resumed."""
 METADATA_DIGEST_KEY = "metadata.json#canonical"
 """Name under which the metadata's own content enters the checkpoint digest."""
 SCHEMA_FILE = Path(__file__).resolve().parents[3] / "contracts" / "checkpoint_metadata.schema.json"
@@ -46,6 +47,8 @@ class CheckpointInfo:
     sha256: str
     bytes: int
     created_at: str
+    resume_capable: bool = True
+    """False once training_state.pt was dropped (an ended trial): weights can load, a trial can't resume."""
 
 
 def info_from_metadata(path: Path, metadata: Mapping[str, Any], total_bytes: int) -> CheckpointInfo:
@@ -58,6 +61,7 @@ def info_from_metadata(path: Path, metadata: Mapping[str, Any], total_bytes: int
         sha256=str(metadata["checkpoint_sha256"]),
         bytes=total_bytes,
         created_at=str(metadata["created_at"]),
+        resume_capable=bool(metadata["resume_capable"]),
     )
 
 
@@ -133,10 +137,21 @@ def build_metadata(
         "architecture_signature": owner.architecture_signature,
         "head_config": owner.head_config,
         "files": {name: {"sha256": digest.sha256, "bytes": digest.bytes} for name, digest in files.items()},
+        "resume_capable": STATE_FILE in files,
     }
     metadata["checkpoint_sha256"] = checkpoint_sha256(metadata)
     validate_metadata(metadata)
     return metadata
+
+
+def weights_only_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """``metadata`` of the same checkpoint once training_state.pt is gone (re-hashed, schema-valid)."""
+    stripped = {key: value for key, value in metadata.items() if key != "checkpoint_sha256"}
+    stripped["files"] = {name: entry for name, entry in metadata["files"].items() if name != STATE_FILE}
+    stripped["resume_capable"] = False
+    stripped["checkpoint_sha256"] = checkpoint_sha256(stripped)
+    validate_metadata(stripped)
+    return stripped
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
@@ -172,32 +187,14 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return dict(metadata)
 
 
-def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[str]) -> CheckpointInfo:
-    """Verify ``path`` without deserializing any of it; raises Invalid naming the file and the reason.
-
-    Cheap checks always run (hash chain, file sizes, compatibility); the files named in ``hashed``
-    are also read and compared with their SHA-256.
-    """
+def read_checkpoint_metadata(path: Path) -> tuple[dict[str, Any], int]:
+    """The verified metadata of ``path`` and the bytes of all its files, reading no file but the
+    metadata and ``.hash`` (hash chain, directory name, file sizes); raises Invalid."""
     metadata = _read_metadata(path)
     match = _DIRECTORY_EPOCH.match(path.name)
     if match is None or int(match.group(1)) != metadata["epoch"]:
         raise Invalid(
             METADATA_FILE, f"epoch {metadata['epoch']} does not match the directory name {path.name}"
-        )
-    if metadata["trial_id"] != owner.trial_id:
-        raise Invalid(METADATA_FILE, f"belongs to trial {metadata['trial_id']}, not {owner.trial_id}")
-    if metadata["architecture_signature"] != owner.architecture_signature:
-        raise Invalid(
-            METADATA_FILE,
-            f"its architecture signature {metadata['architecture_signature']} differs from this model's "
-            f"{owner.architecture_signature} (another encoder, or layers/shapes/dtypes changed)",
-            incompatible=True,
-        )
-    if metadata["head_config"] != owner.head_config:
-        raise Invalid(
-            METADATA_FILE,
-            f"its head config {metadata['head_config']} differs from this model's {owner.head_config}",
-            incompatible=True,
         )
     total = (path / METADATA_FILE).stat().st_size + (path / HASH_FILE).stat().st_size
     for name, entry in sorted(metadata["files"].items()):
@@ -213,7 +210,39 @@ def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[s
                 name, f"{size} bytes, metadata.json says {entry['bytes']} (truncated or overwritten)"
             )
         total += size
-    for name in hashed:
+    return metadata, total
+
+
+def peek_checkpoint(path: Path) -> CheckpointInfo:
+    """A checkpoint's info from its metadata alone (no weights hashed, no owner to compare with)."""
+    metadata, total = read_checkpoint_metadata(path)
+    return info_from_metadata(path, metadata, total)
+
+
+def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[str]) -> CheckpointInfo:
+    """Verify ``path`` without deserializing any of it; raises Invalid naming the file and the reason.
+
+    Cheap checks always run (hash chain, file sizes, compatibility); the files named in ``hashed``
+    that the checkpoint lists (a weights-only one has no training_state.pt) are also read and
+    compared with their SHA-256.
+    """
+    metadata, total = read_checkpoint_metadata(path)
+    if metadata["trial_id"] != owner.trial_id:
+        raise Invalid(METADATA_FILE, f"belongs to trial {metadata['trial_id']}, not {owner.trial_id}")
+    if metadata["architecture_signature"] != owner.architecture_signature:
+        raise Invalid(
+            METADATA_FILE,
+            f"its architecture signature {metadata['architecture_signature']} differs from this model's "
+            f"{owner.architecture_signature} (another encoder, or layers/shapes/dtypes changed)",
+            incompatible=True,
+        )
+    if metadata["head_config"] != owner.head_config:
+        raise Invalid(
+            METADATA_FILE,
+            f"its head config {metadata['head_config']} differs from this model's {owner.head_config}",
+            incompatible=True,
+        )
+    for name in (name for name in hashed if name in metadata["files"]):
         try:
             actual = sha256_file(path / name)
         except OSError as error:  # an I/O error reading it back is corruption too

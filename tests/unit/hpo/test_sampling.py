@@ -53,3 +53,31 @@ def test_random_sampler_and_pruners(tmp_path: Path, model_cache: Path) -> None:
     assert isinstance(make_pruner(config), optuna.pruners.MedianPruner)
     none = compose_tiny(tmp_path / "e", model_cache, "hpo.pruner=none")
     assert isinstance(make_pruner(none), optuna.pruners.NopPruner)
+
+
+def test_a_trial_killed_between_two_stored_params_draws_the_rest_the_same(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    config = compose_tiny(tmp_path / "e", model_cache, "hpo.n_trials=3")
+    objective = _objective(config)
+    straight = optuna.create_study(direction="maximize", sampler=make_sampler(config))
+    straight.optimize(objective, n_trials=2)
+
+    storage = f"sqlite:///{tmp_path / 'partial.db'}"
+    study = optuna.create_study(
+        study_name="p", storage=storage, direction="maximize", sampler=make_sampler(config)
+    )
+    study.optimize(objective, n_trials=1)
+    trial = study.ask()
+    names = list(config.hpo.search_space)
+    trial.suggest_float(
+        names[0],
+        config.hpo.search_space[names[0]].low,
+        config.hpo.search_space[names[0]].high,
+        log=config.hpo.search_space[names[0]].log,
+    )  # only the first param reached storage
+    # A new process re-attaches the RUNNING trial with a fresh sampler and suggests everything again.
+    again = optuna.load_study(study_name="p", storage=storage, sampler=make_sampler(config))
+    (frozen,) = again.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    reattached = optuna.trial.Trial(again, frozen._trial_id)
+    assert suggest_params(reattached, config.hpo.search_space) == _params(straight)[1]

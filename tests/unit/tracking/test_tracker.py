@@ -67,3 +67,13 @@ def test_null_tracker_keeps_metrics_in_memory() -> None:
     assert run.metrics == [("a", 1.0, 3)]
     assert run.tags == {"name": "r", "k": "v"}
     assert run.status == "KILLED"
+
+
+def test_a_new_sqlite_database_appears_complete_or_not_at_all(tmp_path: Path) -> None:
+    db = tmp_path / "mlflow_db" / "mlflow.db"
+    MlflowTracker(f"sqlite:///{db}", "tests", artifact_root=tmp_path / "artifacts")
+    assert db.is_file()
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]  # no staging file left behind
+    before = db.stat().st_mtime_ns
+    MlflowTracker(f"sqlite:///{db}", "tests", artifact_root=tmp_path / "artifacts")  # existing db is kept
+    assert db.stat().st_mtime_ns == before

@@ -17,6 +17,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.storage.atomic import sha256_file
 from dsm5_hpo.training.checkpoint_manager import (
@@ -31,10 +32,10 @@ from dsm5_hpo.training.checkpoint_manager import (
     TrainingState,
     architecture_signature,
     capture_rng_state,
-    choose_to_keep,
     restore_rng_state,
 )
 from dsm5_hpo.training.checkpoint_verify import validate_metadata
+from dsm5_hpo.training.retention import choose_trial_checkpoints
 from dsm5_hpo.training.training_state import check_weights_only
 
 HEADS = {"criteria_head": "linear_cls", "hidden_size": 8}
@@ -82,6 +83,8 @@ def fixed_clock() -> Callable[[], datetime]:
 
 
 def manager_for(folder: Path, run: Run | None = None, **kwargs: Any) -> CheckpointManager:
+    if "keep_last" in kwargs:  # the newest-N rule of the retention policy, the rest at defaults
+        kwargs["retention"] = RetentionConfig(keep_last_n=kwargs.pop("keep_last"))
     options: dict[str, Any] = {
         "trial_id": "trial-1",
         "architecture_signature": architecture_signature((run or Run()).model),
@@ -257,7 +260,7 @@ def test_should_save_every_interval_epochs(folder: Path, interval: int, saved: l
 
 
 def test_constructor_refuses_bad_settings(folder: Path) -> None:
-    for kwargs in ({"interval_epochs": 0}, {"keep_last": 0}, {"architecture_signature": "abc"}):
+    for kwargs in ({"interval_epochs": 0}, {"architecture_signature": "abc"}):
         with pytest.raises(ValueError):
             manager_for(folder, **kwargs)
 
@@ -407,16 +410,20 @@ def test_stale_staging_is_ignored_on_load_and_removed_by_the_next_save(folder: P
 # ---------------------------------------------------------------------------- pruning and best
 
 
-def test_choose_to_keep_is_last_plus_best_with_ties() -> None:
+def test_retention_keeps_last_plus_best_with_ties() -> None:
     infos = [
         CheckpointInfo(Path(f"e{e}"), e, e, "m", v, "", 0, "")
         for e, v in enumerate([0.1, 0.5, 0.3, 0.5, 0.2])
     ]
-    assert choose_to_keep(infos, 1) == {Path("e4"), Path("e1"), Path("e3")}
-    assert choose_to_keep(infos, 2) == {Path("e4"), Path("e3"), Path("e1")}
-    assert choose_to_keep(infos, 3) == {Path("e4"), Path("e3"), Path("e2"), Path("e1")}
-    assert choose_to_keep(infos, 10) == {i.path for i in infos}
-    assert choose_to_keep([], 1) == set()
+
+    def keep(n: int) -> set[Path]:
+        return choose_trial_checkpoints(infos, RetentionConfig(keep_last_n=n)).keep
+
+    assert keep(1) == {Path("e4"), Path("e1"), Path("e3")}
+    assert keep(2) == {Path("e4"), Path("e3"), Path("e1")}
+    assert keep(3) == {Path("e4"), Path("e3"), Path("e2"), Path("e1")}
+    assert keep(10) == {i.path for i in infos}
+    assert choose_trial_checkpoints([], RetentionConfig()).keep == set()
 
 
 def test_pruning_keeps_last_and_best_after_each_commit(

@@ -1,0 +1,194 @@
+"""Storage exhaustion: checkpoint size estimate, largest artifacts, the report and its error."""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from dsm5_hpo.errors import StorageError
+from dsm5_hpo.storage.exhaustion import (
+    StorageExhaustedError,
+    estimate_checkpoint_bytes,
+    exhaustion_report_dict,
+    format_exhaustion_report,
+    largest_artifacts,
+)
+from dsm5_hpo.storage.monitor import DiskStatus, format_bytes
+
+METADATA = 64_000
+
+
+def saved_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """What a checkpoint really takes: safetensors weights + torch.save'd optimizer state."""
+    buffer = io.BytesIO()
+    torch.save(optimizer.state_dict(), buffer)
+    return len(safetensors.torch.save(model.state_dict())) + len(buffer.getvalue())
+
+
+def take_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    model(torch.randn(4, 256)).sum().backward()
+    optimizer.step()
+
+
+def test_estimate_adamw_before_and_after_first_step() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(256, 256)
+    weights = (256 * 256 + 256) * 4
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = estimate_checkpoint_bytes(model, optimizer, metadata_bytes=0)
+    assert before == weights + 2 * weights + 2 * 8  # two moments + a step scalar per parameter
+    take_step(model, optimizer)
+    after = estimate_checkpoint_bytes(model, optimizer, metadata_bytes=0)
+    assert after == weights + 2 * weights + 2 * 4  # real state: step is a float32 scalar
+    assert 0 <= before - after <= 16
+    real = saved_bytes(model, optimizer)
+    estimate = estimate_checkpoint_bytes(model, optimizer)
+    assert real <= estimate <= real + METADATA, "within the metadata slack"
+
+
+def test_estimate_counts_buffers_and_skips_frozen_parameters() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4))
+    model[0].weight.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    state_dict = (8 * 4 + 4) * 4 + (4 + 4) * 4 + (4 + 4) * 4 + 8  # linear, bn affine, running stats, count
+    trainable = (4 + 4 + 4) * 4  # linear bias + bn weight and bias
+    assert estimate_checkpoint_bytes(model, None, metadata_bytes=0) == state_dict
+    assert estimate_checkpoint_bytes(model, optimizer, metadata_bytes=10) == (
+        state_dict + 2 * trainable + 3 * 8 + 10
+    )
+
+
+@pytest.mark.parametrize(
+    ("make_optimizer", "slots"),
+    [
+        (lambda p: torch.optim.SGD(p, lr=0.1), 0),
+        (lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), 1),
+        (lambda p: torch.optim.Adam(p, amsgrad=True), 3),
+    ],
+)
+def test_estimate_other_optimizers_before_first_step(make_optimizer: object, slots: int) -> None:
+    model = torch.nn.Linear(16, 16)
+    optimizer = make_optimizer(model.parameters())  # type: ignore[operator]
+    weights = (16 * 16 + 16) * 4
+    expected = weights + slots * weights + (2 * 8 if slots else 0)
+    assert estimate_checkpoint_bytes(model, optimizer, metadata_bytes=0) == expected
+
+
+def write(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    return path
+
+
+@pytest.fixture
+def experiments(tmp_path: Path) -> Path:
+    root = tmp_path / "experiments"
+    checkpoints = root / "trial_a" / "checkpoints"
+    write(checkpoints / "epoch_0001" / "weights.safetensors", 3000)
+    write(checkpoints / "epoch_0001" / "training_state.pt", 2000)
+    write(checkpoints / "epoch_0001" / "metadata.json", 100)
+    write(checkpoints / "epoch_0001" / ".hash", 65)
+    write(checkpoints / "epoch_0002" / "weights.safetensors", 1000)
+    write(checkpoints / "epoch_0002" / ".hash", 65)  # a .hash alone marks a checkpoint
+    write(checkpoints / ".tmp-epoch_0003-x1" / "weights.safetensors", 700)  # stale staging dir
+    write(root / "trial_a" / "logs" / "train.jsonl", 4000)
+    write(root / "study_s" / "optuna.db", 1500)
+    write(root / "mlflow_db" / "mlflow.db", 2500)
+    write(root / "study_s" / "study.json", 10)
+    outside = tmp_path / "elsewhere"
+    write(outside / "huge.bin", 100_000)
+    (root / "link_to_file").symlink_to(outside / "huge.bin")
+    (root / "link_to_dir").symlink_to(outside, target_is_directory=True)
+    (checkpoints / "epoch_0001" / "extra").symlink_to(outside / "huge.bin")  # not counted in the dir
+    return root
+
+
+def test_largest_artifacts_groups_checkpoints_and_ignores_symlinks(experiments: Path) -> None:
+    checkpoints = experiments / "trial_a" / "checkpoints"
+    assert largest_artifacts(experiments) == [
+        (5165, checkpoints / "epoch_0001"),
+        (4000, experiments / "trial_a" / "logs" / "train.jsonl"),
+        (2500, experiments / "mlflow_db" / "mlflow.db"),
+        (1500, experiments / "study_s" / "optuna.db"),
+        (1065, checkpoints / "epoch_0002"),
+        (700, checkpoints / ".tmp-epoch_0003-x1"),
+        (10, experiments / "study_s" / "study.json"),
+    ]
+    assert [size for size, _ in largest_artifacts(experiments, n=2)] == [5165, 4000]
+
+
+def test_largest_artifacts_of_a_missing_dir_or_a_checkpoint(tmp_path: Path, experiments: Path) -> None:
+    assert largest_artifacts(tmp_path / "nope") == []
+    epoch = experiments / "trial_a" / "checkpoints" / "epoch_0002"
+    assert largest_artifacts(epoch) == [(1065, epoch)]
+
+
+def status() -> DiskStatus:
+    total, free = 20 * 1024**3, 300 * 1024**2
+    return DiskStatus(Path("/mnt/exp"), total=total, used=total - free, free=free, checked_at=1.0)
+
+
+def test_report_text_has_every_required_item(experiments: Path) -> None:
+    artifacts = largest_artifacts(experiments)
+    needed = 2 * 1024**3
+    disk = status()
+    text = format_exhaustion_report(disk, needed, artifacts, experiments_dir=experiments, study_id="abc123")
+    for value in (disk.total, disk.used, disk.free, needed):
+        assert format_bytes(value) in text and f"{value:,} bytes" in text
+    assert "20.0 GiB" in text and "300.0 MiB" in text and "2.0 GiB" in text
+    assert "1.5% free" in text and "abc123" in text and str(experiments) in text
+    for size, path in artifacts:
+        assert any(str(path) in line and format_bytes(size) in line for line in text.splitlines())
+    lines = [line.strip() for line in text.splitlines()]
+    for command in (
+        "make cleanup",
+        "make cleanup APPLY=1",
+        "python -m dsm5_hpo.cli.cleanup --study-id abc123 --apply",
+        'make resume ARGS="--study-id abc123"',
+        'make train ARGS="retention_policy.max_total_size=5GB paths.experiments_dir=/bigger/disk/experiments"',
+    ):
+        assert command in lines, command
+
+
+def test_report_without_study_or_artifacts() -> None:
+    text = format_exhaustion_report(status(), 10, [], experiments_dir=Path("/e"), study_id=None)
+    assert "(none found)" in text
+    assert "make resume" in [line.strip() for line in text.splitlines()] and "--study-id" not in text
+    assert "retention_policy.max_total_size=1GB" in text  # never a 0GB cap
+
+
+def test_report_dict_is_json_serializable_and_matches(experiments: Path) -> None:
+    artifacts = largest_artifacts(experiments, n=3)
+    report = exhaustion_report_dict(
+        status(), 2 * 1024**3, artifacts, experiments_dir=experiments, study_id="abc123"
+    )
+    assert json.loads(json.dumps(report)) == report
+    assert report["disk"]["free_bytes"] == 300 * 1024**2 and report["disk"]["level"] == "critical"
+    assert report["next_checkpoint_bytes"] == 2 * 1024**3
+    assert report["shortfall_bytes"] == 2 * 1024**3 - 300 * 1024**2
+    assert report["largest_artifacts"][0] == {
+        "bytes": 5165,
+        "path": str(experiments / "trial_a" / "checkpoints" / "epoch_0001"),
+    }
+    commands = [c["command"] for c in report["commands"]]
+    assert commands[:2] == ["make cleanup", "make cleanup APPLY=1"]
+
+
+def test_storage_exhausted_error(experiments: Path) -> None:
+    artifacts = largest_artifacts(experiments)
+    error = StorageExhaustedError.from_status(
+        status(), 2 * 1024**3, artifacts, experiments_dir=experiments, study_id="abc123"
+    )
+    assert isinstance(error, StorageError) and error.exit_code == 4
+    assert str(error) == format_exhaustion_report(
+        status(), 2 * 1024**3, artifacts, experiments_dir=experiments, study_id="abc123"
+    )
+    assert error.report["study_id"] == "abc123"
+    copy = pickle.loads(pickle.dumps(error))
+    assert str(copy) == str(error) and copy.report == error.report
