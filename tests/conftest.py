@@ -6,7 +6,10 @@ as the CLI and only override what makes them fast.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,3 +69,29 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, model_cache: Path):
     from integration_helpers import run_study
 
     return run_study(tmp_path_factory.mktemp("study") / "experiments", model_cache)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def captured_logs(name: str) -> Iterator[list[logging.LogRecord]]:
+    """Every record logged to ``name`` (at any level) inside the block.
+
+    caplog cannot be used: the package logger 'dsm5_hpo' does not propagate to the root logger.
+    """
+    handler, logger = _ListHandler(), logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

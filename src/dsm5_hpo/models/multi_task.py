@@ -33,7 +33,7 @@ class DualAgentModel(nn.Module):
     def head_config(self) -> dict[str, Any]:
         """What a checkpoint's heads must match to be loaded into this model (recorded in its metadata)."""
         return {
-            "criteria_head": "linear_cls",
+            "criteria_head": "linear_mean",
             "evidence_head": "start_end_linear",
             "hidden_size": self.hidden_size,
         }
@@ -50,7 +50,7 @@ class DualAgentModel(nn.Module):
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state  # (batch, seq, hidden)
         start, end = self.evidence_head(hidden, answer_mask)
-        return DualOutput(self.criteria_head(hidden).float(), start, end)
+        return DualOutput(self.criteria_head(hidden, attention_mask).float(), start, end)
 
 
 @dataclass

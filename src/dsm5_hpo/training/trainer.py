@@ -94,8 +94,12 @@ def predict(
     batch_size: int,
     max_answer_tokens: int,
     null_score_margin: float,
+    criteria_logit_offset: float = 0.0,
 ) -> list[PairPrediction]:
-    """Post-level predictions of ``model`` on every pair of ``data``."""
+    """Post-level predictions of ``model`` on every pair of ``data``.
+
+    ``criteria_logit_offset`` is added to every criteria logit (prior correction, see evaluate_model).
+    """
     model.eval()
     features = data.features
     # Sorting by length keeps padding small; outputs go back to feature order below.
@@ -112,7 +116,7 @@ def predict(
                 batch["answer_mask"].to(device),
                 batch["token_type_ids"].to(device),
             )
-        crit = output.criteria_logits.float().cpu().numpy()
+        crit = output.criteria_logits.float().cpu().numpy() + criteria_logit_offset
         start = output.start_logits.float().cpu().numpy()
         end = output.end_logits.float().cpu().numpy()
         for row, index in enumerate(batch_indices):
@@ -145,8 +149,18 @@ def evaluate_model(
         batch_size=config.eval_batch_size,
         max_answer_tokens=max_answer_tokens,
         null_score_margin=config.null_score_margin,
+        criteria_logit_offset=criteria_prior_offset(config),
     )
     return evaluate(predictions, criteria, threshold=config.match_threshold)
+
+
+def criteria_prior_offset(config: TrainConfig) -> float:
+    """log(negative_sampling): undoes the prior shift of training on a share of the negatives.
+
+    Keeping each negative with probability r multiplies the odds the model learns by 1/r; adding
+    log(r) to its logits gives back probabilities for the real class balance that evaluation uses.
+    """
+    return math.log(config.negative_sampling)
 
 
 def epoch_order(train: WindowFeatures, *, seed: int, epoch: int, negative_sampling: float) -> list[int]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from conftest import captured_logs
 from dsm5_hpo.data.criteria import CRITERIA, DESCRIPTIONS, SPECIAL_CASE
 from dsm5_hpo.data.pairs import PairExample, SpanStats, build_examples
 from dsm5_hpo.data.schema import Annotation, RedSM5
@@ -52,25 +53,10 @@ def span_text(example: PairExample) -> list[str]:
     return [example.text[s:e] for s, e in example.spans]
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def pair_logs() -> Iterator[list[logging.LogRecord]]:
-    """Records of dsm5_hpo.data.pairs (the package logger does not propagate to caplog's root)."""
-    handler = ListHandler()
-    logger = logging.getLogger("dsm5_hpo.data.pairs")
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
+    with captured_logs("dsm5_hpo.data.pairs") as records:
+        yield records
 
 
 def test_one_pair_per_post_and_criterion_in_order() -> None:

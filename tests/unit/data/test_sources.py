@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from conftest import captured_logs
 from dsm5_hpo.config import DataConfig, SplitConfig
 from dsm5_hpo.data.criteria import CRITERIA
 from dsm5_hpo.data.pairs import build_examples
@@ -58,25 +59,10 @@ def write_dataset(folder: Path) -> Path:
     return folder
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def source_logs() -> Iterator[list[logging.LogRecord]]:
-    """Records of dsm5_hpo.data.sources (the package logger does not propagate to caplog's root)."""
-    logger = logging.getLogger("dsm5_hpo.data.sources")
-    handler = ListHandler()
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
+    with captured_logs("dsm5_hpo.data.sources") as records:
+        yield records
 
 
 def read_rows(path: Path) -> Rows:

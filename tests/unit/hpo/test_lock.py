@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import captured_logs
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.lock import LOCK_FILE, StudyLockedError, study_lock
 
@@ -45,16 +46,8 @@ def test_live_owner_blocks_a_second_driver(tmp_path: Path) -> None:
 def test_stale_lock_is_taken_over_with_a_warning(tmp_path: Path) -> None:
     dead = _dead_pid()
     (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
-    records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
-    logger = logging.getLogger("dsm5_hpo.hpo.lock")
-    logger.addHandler(handler)
-    try:
-        with study_lock(tmp_path) as path:
-            assert json.loads(path.read_text())["pid"] == os.getpid()
-    finally:
-        logger.removeHandler(handler)
+    with captured_logs("dsm5_hpo.hpo.lock") as records, study_lock(tmp_path) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
     assert any(r.levelno == logging.WARNING and "stale lock" in r.getMessage() for r in records)
 
 

@@ -207,11 +207,17 @@ def test_heads_alone() -> None:
     torch.manual_seed(0)
     hidden = torch.randn(2, 5, 8)
     criteria = CriteriaHead(8, dropout=0.0)
-    assert criteria(hidden).shape == (2,)
-    # only the [CLS] position feeds the criteria head
-    changed = hidden.clone()
-    changed[:, 1:] += 1.0
-    assert torch.equal(criteria(hidden), criteria(changed))
+    attention = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert criteria(hidden, attention).shape == (2,)
+    # padding does not feed the criteria head; real tokens do (mean pooling)
+    padded = hidden.clone()
+    padded[0, 3:] += 5.0
+    assert torch.allclose(criteria(hidden, attention)[0], criteria(padded, attention)[0])
+    expected = criteria.classifier(hidden[0, :3].mean(dim=0)).squeeze(-1)
+    assert torch.allclose(criteria(hidden, attention)[0], expected)
+    moved = hidden.clone()
+    moved[1, 4] += 5.0
+    assert not torch.allclose(criteria(hidden, attention)[1], criteria(moved, attention)[1])
     evidence = EvidenceHead(8, dropout=0.0)
     mask = torch.tensor([[True, True, False, True, False], [True, False, False, False, False]])
     start, end = evidence(hidden, mask)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import captured_logs
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.storage.monitor import (
     UNLIMITED,
@@ -49,28 +50,10 @@ class FakeClock:
         return self.now
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @pytest.fixture
 def logs() -> Iterator[list[logging.LogRecord]]:
-    """Records of the monitor's logger (the package logger does not propagate to caplog's root)."""
-    handler = ListHandler()
-    logger = logging.getLogger("dsm5_hpo.storage.monitor")
-    previous = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous)
+    with captured_logs("dsm5_hpo.storage.monitor") as records:
+        yield records
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 1.0) -> bool:

@@ -17,6 +17,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from conftest import captured_logs
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.storage.atomic import sha256_file
@@ -115,23 +116,8 @@ def folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def records() -> Iterator[list[logging.LogRecord]]:
-    """Records of the manager's logger (the package logger does not propagate to caplog)."""
-
-    class Collect(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.DEBUG)
-            self.records: list[logging.LogRecord] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.records.append(record)
-
-    handler = Collect()
-    logger = logging.getLogger(LOGGER)
-    logger.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        logger.removeHandler(handler)
+    with captured_logs(LOGGER) as logged:
+        yield logged
 
 
 @pytest.fixture

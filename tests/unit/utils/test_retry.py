@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from conftest import captured_logs
 from dsm5_hpo.utils.retry import RetryConfig, call_with_retry, exponential_backoff
 
 
@@ -52,26 +53,12 @@ def test_unlisted_exceptions_are_not_retried() -> None:
     assert slept == []
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 def test_each_retry_is_logged_at_warning() -> None:
-    logger = logging.getLogger("dsm5_hpo.utils.retry")
-    handler = ListHandler()
-    logger.addHandler(handler)
-    try:
+    with captured_logs("dsm5_hpo.utils.retry") as records:
         call_with_retry(
             Flaky(failures=2), retry_on=(ConnectionError,), sleep=lambda _: None, description="fetch"
         )
-    finally:
-        logger.removeHandler(handler)
-    warnings = [r for r in handler.records if r.levelno == logging.WARNING]
+    warnings = [r for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
     assert "fetch failed (attempt 1/5)" in warnings[0].getMessage()
     assert "retrying in 1.0 s" in warnings[0].getMessage()
