@@ -25,7 +25,7 @@ from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.data.prepare import prepare_data
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
-from dsm5_hpo.hpo.study import STUDY_FILE
+from dsm5_hpo.hpo.study import newest_finished_study, read_study_record
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
 
 
@@ -39,16 +39,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _newest_study(experiments: Path) -> Path:
-    studies = [p for p in experiments.glob("study_*") if (p / STUDY_FILE).is_file()]
-    finished = [p for p in studies if _read_json(p / STUDY_FILE).get("best_trial_id")]
-    if not finished:
-        raise ConfigError(
-            f"no finished study under {experiments}; run `make train` first, or pass --experiments-dir"
-        )
-    return max(finished, key=lambda p: str(_read_json(p / STUDY_FILE).get("created_at", "")))
-
-
 def _trial_config(trial_dir: Path) -> StudyConfig:
     path = trial_dir / "config.yaml"
     try:
@@ -60,8 +50,8 @@ def _trial_config(trial_dir: Path) -> StudyConfig:
     return study_config_from_mapping(mapping)
 
 
-def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> Path:
-    """Test-evaluate the best weights of ``trial_dir`` and write the report into ``output_dir``."""
+def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Test-evaluate the best weights of ``trial_dir``; write the report into ``output_dir``."""
     config = _trial_config(trial_dir)
     trial = _read_json(trial_dir / "trial.json")
     validation = _read_json(trial_dir / "validation_report.json")
@@ -81,7 +71,7 @@ def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> Path:
         data=data,
         model_origin=resolved.origin,
     )
-    return write_report(report, output_dir)
+    return write_report(report, output_dir), report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,19 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.trial_id:
             trial_dir = experiments / f"trial_{args.trial_id}"
             study_id = str(_read_json(trial_dir / "trial.json")["study_id"])
-            path = evaluate_trial(trial_dir, study_id=study_id, output_dir=trial_dir)
+            path, report = evaluate_trial(trial_dir, study_id=study_id, output_dir=trial_dir)
         else:
             study_dir = (
-                experiments / f"study_{args.study_id}" if args.study_id else _newest_study(experiments)
+                experiments / f"study_{args.study_id}"
+                if args.study_id
+                else newest_finished_study(experiments)
             )
-            study = _read_json(study_dir / STUDY_FILE)
+            study = read_study_record(study_dir)
             if not study.get("best_trial_id"):
                 raise ConfigError(
                     f"study {study['study_id']} has no finished best trial (state {study.get('state')})"
                 )
             trial_dir = experiments / f"trial_{study['best_trial_id']}"
-            path = evaluate_trial(trial_dir, study_id=str(study["study_id"]), output_dir=study_dir)
-        report = _read_json(path)
+            path, report = evaluate_trial(trial_dir, study_id=str(study["study_id"]), output_dir=study_dir)
         metric = report["optimization_metric"]
         print(
             f"test {metric['name']} = {metric['test_value']:.4f} (validation {metric['validation_value']:.4f})\n"

@@ -25,6 +25,7 @@ from dsm5_hpo.data.schema import (
     validate_posts,
 )
 from dsm5_hpo.errors import DataError
+from dsm5_hpo.utils.environment import env_flag
 from dsm5_hpo.utils.retry import RetryConfig, call_with_retry
 
 logger = logging.getLogger(__name__)
@@ -188,11 +189,6 @@ def load_hub(
     return build_dataset(posts, annotations, where=where, source=f"hub:{hub_id}", revision=revision or "main")
 
 
-def _env_true(environ: Mapping[str, str], name: str) -> bool:
-    """Truthy as huggingface_hub reads it: 1, ON, YES or TRUE, any case."""
-    return environ.get(name, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-
-
 def load_redsm5(
     config: DataConfig,
     *,
@@ -203,7 +199,7 @@ def load_redsm5(
     """Load the dataset the config names; source=hub falls back to local_dir with a WARNING."""
     folder = Path(config.local_dir)
     if config.source == "hub":
-        if _env_true(environ, "HF_HUB_OFFLINE") or _env_true(environ, "HF_DATASETS_OFFLINE"):
+        if env_flag("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", environ=environ):
             logger.warning("HF_HUB_OFFLINE is set: not contacting the hub; using local data in %s", folder)
         else:
             try:

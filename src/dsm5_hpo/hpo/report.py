@@ -60,14 +60,13 @@ def evaluate_trial_on_test(
     """
     model = DualAgentModel(load_encoder(model_path), dropout=config.train.dropout)
     manager = checkpoint_manager(trial_dir, model, trial_id, config)
-    best = manager.best()
-    if best is None:
+    co_best = manager.co_best()
+    if not co_best:
         raise StorageError(
             f"trial {trial_id} has no valid checkpoint under {trial_dir / 'checkpoints'} (see its ERROR log); "
             "the test evaluation needs one: rerun the study, or evaluate another trial with --trial-id"
         )
-    model.load_state_dict(manager.load_weights(best))
-    co_best = [info for info in manager.valid_checkpoints() if info.metric_value == best.metric_value]
+    model.load_state_dict(manager.load_weights(co_best[0]))
     device = resolve_device(config.train.device)
     model.to(device)
     test = data.splits["test"]

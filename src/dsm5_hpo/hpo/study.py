@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,17 +68,35 @@ def read_study_record(study_dir: Path) -> dict[str, Any]:
     return record
 
 
-def newest_unfinished_study(experiments: Path) -> Path:
-    """The most recently created study that did not complete."""
+def _newest_study(experiments: Path, wanted: Callable[[dict[str, Any]], bool], missing: str) -> Path:
+    """The most recently created study whose record satisfies ``wanted``; ConfigError(missing) if none."""
     candidates = []
     for study_dir in experiments.glob("study_*"):
         if (study_dir / STUDY_FILE).is_file():
             record = read_study_record(study_dir)
-            if record.get("state") != "COMPLETE":
+            if wanted(record):
                 candidates.append((str(record.get("created_at", "")), study_dir))
     if not candidates:
-        raise ConfigError(f"no unfinished study under {experiments} to resume; start one with `make train`")
+        raise ConfigError(missing)
     return max(candidates)[1]
+
+
+def newest_unfinished_study(experiments: Path) -> Path:
+    """The most recently created study that did not complete (what --resume continues)."""
+    return _newest_study(
+        experiments,
+        lambda record: record.get("state") != "COMPLETE",
+        f"no unfinished study under {experiments} to resume; start one with `make train`",
+    )
+
+
+def newest_finished_study(experiments: Path) -> Path:
+    """The most recently created study that has a best trial (what evaluate looks at by default)."""
+    return _newest_study(
+        experiments,
+        lambda record: bool(record.get("best_trial_id")),
+        f"no finished study under {experiments}; run `make train` first, or pass --experiments-dir",
+    )
 
 
 class StudyRunner:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 from dsm5_hpo.config import ModelConfig
 from dsm5_hpo.errors import ConfigError
+from dsm5_hpo.utils.environment import env_flag
 from dsm5_hpo.utils.retry import RetryConfig, call_with_retry
 
 logger = logging.getLogger(__name__)
@@ -39,12 +39,6 @@ def _snapshot_download(repo_id: str, revision: str, local_files_only: bool) -> s
     from huggingface_hub import snapshot_download
 
     return str(snapshot_download(repo_id, revision=revision or None, local_files_only=local_files_only))
-
-
-def _hub_offline() -> bool:
-    """Whether huggingface_hub is in offline mode: it takes 1/ON/YES/TRUE (any case), and TRANSFORMERS_OFFLINE."""
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _package_path(spec: str) -> Path:
@@ -95,7 +89,8 @@ def resolve_model(
         return ResolvedModel(Path(downloader(repo, config.revision, True)), "hf-cache")
     except Exception as cache_miss:  # noqa: BLE001 - not cached: go to the hub
         logger.info("%s is not in the HF cache (%s); downloading", repo, type(cache_miss).__name__)
-    if _hub_offline():
+    # TRANSFORMERS_OFFLINE too: transformers and huggingface_hub both honour it.
+    if env_flag("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         raise ConfigError(
             f"model {repo!r} is not available offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set, and it is not "
             "in the HF cache); "

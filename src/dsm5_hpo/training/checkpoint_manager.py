@@ -216,15 +216,26 @@ class CheckpointManager:
 
     def best(self) -> CheckpointInfo | None:
         """The valid checkpoint with the highest metric value (ties: the earliest); weights hash-checked."""
+        tied = self.co_best()
+        return tied[0] if tied else None
+
+    def co_best(self) -> list[CheckpointInfo]:
+        """Every valid checkpoint tied for the highest metric value, earliest first; weights hash-checked.
+
+        Only the weights of the tied checkpoints are read, not every file of every checkpoint.
+        """
         ranked = sorted(
             self._checked(self._candidates(), hashed=()), key=lambda i: (-i.metric_value, i.epoch)
         )
+        tied: list[CheckpointInfo] = []
         for info in ranked:
+            if tied and info.metric_value != tied[0].metric_value:
+                break
             try:
-                return self._inspect(info.path, hashed=(WEIGHTS_FILE,))
+                tied.append(self._inspect(info.path, hashed=(WEIGHTS_FILE,)))
             except Invalid as problem:
                 self._quarantine(info.path, problem)
-        return None
+        return tied
 
     def load_weights(self, info: CheckpointInfo) -> dict[str, torch.Tensor]:
         """The model weights of ``info``, verified against their SHA-256 first (CPU tensors)."""
@@ -333,6 +344,9 @@ class NullCheckpointManager:
 
     def best(self) -> CheckpointInfo | None:
         return None
+
+    def co_best(self) -> list[CheckpointInfo]:
+        return []
 
     def finish_trial(self) -> RetentionDecision:
         return RetentionDecision()

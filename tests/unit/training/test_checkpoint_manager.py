@@ -426,6 +426,7 @@ def test_pruning_keeps_last_and_best_after_each_commit(
     assert any(m.startswith(f"saved checkpoint {folder / 'epoch_0004'} (") for m in messages)
     assert any(m.startswith(f"pruned checkpoint {folder / 'epoch_0000'} (epoch 0") for m in messages)
     assert manager.best() == manager.valid_checkpoints()[0]  # tie: the earliest
+    assert [info.epoch for info in manager.co_best()] == [1, 3]  # every co-best, earliest first
 
 
 def test_the_checkpoint_just_written_is_never_pruned(folder: Path) -> None:
@@ -535,6 +536,7 @@ def test_null_manager_keeps_nothing(tmp_path: Path) -> None:
     assert null.saved_epochs == [2]
     assert null.load_latest() is None
     assert null.best() is None
+    assert null.co_best() == []
     assert null.valid_checkpoints() == []
     with pytest.raises(StorageError, match="checkpointing is off"):
         null.load_weights(info)

@@ -86,7 +86,7 @@ class Setup:
             **kwargs,
         )
 
-    def predict(self, model: DualAgentModel) -> list:
+    def predict(self, model: DualAgentModel, criteria_logit_offset: float = 0.0) -> list:
         return predict(
             model,
             self.validation,
@@ -95,6 +95,7 @@ class Setup:
             batch_size=64,
             max_answer_tokens=self.config.data.max_answer_tokens,
             null_score_margin=self.config.train.null_score_margin,
+            criteria_logit_offset=criteria_logit_offset,
         )
 
 
@@ -507,16 +508,7 @@ def test_negative_sampling_prior_is_undone_at_evaluation(setup: Setup) -> None:
     full = setup.predict(model)
     sampled = setup.config.with_train(negative_sampling=0.25).train
     assert trainer_module.criteria_prior_offset(setup.config.with_train(negative_sampling=1.0).train) == 0.0
-    shifted = predict(
-        model,
-        setup.validation,
-        device=torch.device("cpu"),
-        precision="fp32",
-        batch_size=64,
-        max_answer_tokens=setup.config.data.max_answer_tokens,
-        null_score_margin=setup.config.train.null_score_margin,
-        criteria_logit_offset=trainer_module.criteria_prior_offset(sampled),
-    )
+    shifted = setup.predict(model, criteria_logit_offset=trainer_module.criteria_prior_offset(sampled))
     for before, after in zip(full, shifted, strict=True):
         odds_before, odds_after = before.prob / (1 - before.prob), after.prob / (1 - after.prob)
         assert odds_after == pytest.approx(odds_before * 0.25, rel=1e-4)
