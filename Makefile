@@ -27,7 +27,7 @@ STAMP := $(VENV)/.installed
 LOCK_TOOL := scripts/lock_requirements.py
 LINT_PATHS := $(wildcard src tests scripts benchmarks)
 
-.PHONY: help install train resume evaluate mlflow-ui test test-fast lint format lock clean clean-all
+.PHONY: help install train resume evaluate cleanup mlflow-ui test test-fast lint format lock clean clean-all
 
 help: ## List the targets
 	@echo "usage: make <target> [ARGS='hydra.overrides or --flags']"
@@ -61,6 +61,9 @@ resume: $(STAMP) ## Continue the newest interrupted study (ARGS="--study-id ID" 
 
 evaluate: $(STAMP) ## Evaluate the study's best model on the test split (JSON report)
 	$(PY) -m dsm5_hpo.cli.evaluate $(ARGS)
+
+cleanup: $(STAMP) ## List checkpoints the retention policy lets go, and leftovers (APPLY=1 deletes them)
+	$(PY) -m dsm5_hpo.cli.cleanup $(if $(APPLY),--apply) $(ARGS)
 
 mlflow-ui: $(STAMP) ## Browse every trial's metrics in the MLflow UI (experiments/mlflow_db)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///experiments/mlflow_db/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) $(ARGS)

@@ -373,12 +373,22 @@ class RetentionConfig:
     over it, the worst trials' checkpoints are deleted first, never the study's best."""
     disk_space_threshold_percent: float = 10.0
     """Free space (percent of the disk holding experiments/) below which pruning escalates."""
+    disk_check_interval_s: float = 60.0
+    """Seconds between two free-space readings of the disk monitor's background thread (the
+    checkpoint manager also reads the disk itself right before each save)."""
     min_interval_epochs: int = 1
     """Fewest epochs between two checkpoints that the policy accepts: train.checkpoint_interval_epochs
     (the one setting that decides when a checkpoint is written) must be at least this."""
     keep_all: bool = False
     """Keep every checkpoint whole: no pruning, no resume-state stripping, no size cap (the
     keep-everything baseline of benchmarks/storage.py)."""
+
+    def tightened(self) -> RetentionConfig:
+        """The policy once the disk ran low (storage escalation step 2): the newest resume point
+        while a trial runs, its single best group once it has ended. keep_all is left as is."""
+        if self.keep_all:
+            return self
+        return dataclasses.replace(self, keep_last_n=0, keep_best_k=1, keep_best_k_max=1)
 
     @property
     def max_total_bytes(self) -> int:
@@ -399,6 +409,11 @@ class RetentionConfig:
             self.keep_best_k_max >= self.keep_best_k,
             "retention_policy.keep_best_k_max",
             f"must be >= retention_policy.keep_best_k ({self.keep_best_k}), got {self.keep_best_k_max}",
+        )
+        _require(
+            self.disk_check_interval_s > 0,
+            "retention_policy.disk_check_interval_s",
+            f"must be > 0 seconds, got {self.disk_check_interval_s}",
         )
         self.max_total_bytes  # noqa: B018 - validates the size text, naming the key
         _require(

@@ -43,12 +43,22 @@ class TrackingError(PipelineError):
     exit_code = 5
 
 
-class Interrupted(BaseException):  # a signal, not an error: no "Error" suffix
-    """SIGINT or SIGTERM: stop where we are and leave the study resumable.
+class ResumableStop(BaseException):  # a stop, not an error: no "Error" suffix
+    """Stop the job where it is and leave the study resumable (``make resume`` continues it).
 
     A BaseException on purpose: Optuna marks a trial FAIL on any Exception (and on
     KeyboardInterrupt), which would end it for good; this one passes through, so the trial stays
-    RUNNING in Optuna's storage and ``--resume`` continues it from its last checkpoint.
+    RUNNING in Optuna's storage and ``--resume`` continues it from its last checkpoint. For the
+    same reason no ``except Exception`` on the way (housekeeping, retries) can swallow it.
     """
 
+    exit_code = 1
+    state = "STOPPED"
+    """What trial.json and study.json record for the stopped trial and study."""
+
+
+class Interrupted(ResumableStop):
+    """SIGINT or SIGTERM: stop where we are and leave the study resumable."""
+
     exit_code = 130
+    state = "INTERRUPTED"

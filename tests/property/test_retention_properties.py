@@ -12,6 +12,7 @@ from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.training.checkpoint_verify import CheckpointInfo
 from dsm5_hpo.training.retention import (
     RetentionDecision,
+    choose_study_best_only,
     choose_study_checkpoints,
     choose_trial_checkpoints,
     co_best,
@@ -63,6 +64,18 @@ def apply(infos: list[CheckpointInfo], decision: RetentionDecision) -> list[Chec
     ]
 
 
+def study_of(
+    trials: list[list[CheckpointInfo]], data: st.DataObject
+) -> tuple[dict[str, list[CheckpointInfo]], str | None, str | None]:
+    """The trials named trial0..N (paths made unique), a best trial and a running one (or None)."""
+    named = {
+        f"trial{n}": [replace(i, path=Path(f"trial{n}") / i.path.name) for i in infos]
+        for n, infos in enumerate(trials)
+    }
+    names = sorted(named)
+    return named, data.draw(st.none() | st.sampled_from(names)), data.draw(st.none() | st.sampled_from(names))
+
+
 @settings(max_examples=300, deadline=None)
 @given(infos=trial_checkpoints(), policy=policies(), running=st.booleans(), data=st.data())
 def test_trial_decision_invariants(
@@ -100,13 +113,7 @@ def test_trial_decision_invariants(
 def test_study_decision_invariants(
     trials: list[list[CheckpointInfo]], policy: RetentionConfig, data: st.DataObject
 ) -> None:
-    named = {
-        f"trial{n}": [replace(i, path=Path(f"trial{n}") / i.path.name) for i in infos]
-        for n, infos in enumerate(trials)
-    }
-    names = sorted(named)
-    best = data.draw(st.none() | st.sampled_from(names))
-    running = data.draw(st.none() | st.sampled_from(names))
+    named, best, running = study_of(trials, data)
     decision = choose_study_checkpoints(named, best, policy, running_trial=running)
     deleted = {d.path for d in decision.delete}
     everything = {i.path: i for infos in named.values() for i in infos}
@@ -124,3 +131,39 @@ def test_study_decision_invariants(
     # Idempotent.
     left = {name: [i for i in infos if i.path in decision.keep] for name, infos in named.items()}
     assert choose_study_checkpoints(left, best, policy, running_trial=running).delete == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(infos=trial_checkpoints(), policy=policies(), running=st.booleans())
+def test_tightened_policy_keeps_the_resume_point_and_the_co_best_only(
+    infos: list[CheckpointInfo], policy: RetentionConfig, running: bool
+) -> None:
+    decision = choose_trial_checkpoints(infos, policy.tightened(), trial_running=running)
+    capable = sorted((i for i in infos if i.resume_capable), key=lambda i: i.epoch)
+    expected = {i.path for i in co_best(infos)} | ({capable[-1].path} if running and capable else set())
+    assert decision.keep == expected
+    # Tightening never keeps more than the policy it tightens.
+    assert decision.keep <= choose_trial_checkpoints(infos, policy, trial_running=running).keep
+
+
+@settings(max_examples=300, deadline=None)
+@given(trials=st.lists(trial_checkpoints(), min_size=1, max_size=5), data=st.data())
+def test_study_best_only_keeps_exactly_one_checkpoint_of_the_ended_trials(
+    trials: list[list[CheckpointInfo]], data: st.DataObject
+) -> None:
+    named, best, running = study_of(trials, data)
+    decision = choose_study_best_only(named, best, running_trial=running)
+    deleted = {d.path for d in decision.delete}
+    ended = {i.path: i for name, infos in named.items() if name != running for i in infos}
+    # The running trial is never touched; of the ended trials exactly one checkpoint stays.
+    assert deleted <= set(ended) and decision.keep | deleted == set(ended)
+    assert len(decision.keep) == (1 if ended else 0)
+    # It is one of the study's best trial's co-best when that trial has checkpoints.
+    if best is not None and best != running and named[best]:
+        assert decision.keep <= {i.path for i in co_best(named[best])}
+    elif ended:
+        (kept,) = decision.keep
+        assert ended[kept].metric_value == max(i.metric_value for i in ended.values())
+    # Idempotent.
+    left = {name: [i for i in infos if i.path not in deleted] for name, infos in named.items()}
+    assert choose_study_best_only(left, best, running_trial=running).delete == []

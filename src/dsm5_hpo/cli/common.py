@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
-from dsm5_hpo.errors import ConfigError, Interrupted, PipelineError
+from dsm5_hpo.errors import ConfigError, Interrupted, PipelineError, ResumableStop
 from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker, Tracker
 from dsm5_hpo.utils.logging import redact, setup_logging
 
@@ -75,6 +75,14 @@ def run_cli(main: Callable[[], int]) -> int:
             file=sys.stderr,
         )
         return Interrupted.exit_code
+    except ResumableStop as stop:  # a full disk: the report went to stdout and the JSON log
+        first_line = str(stop).splitlines()[0] if str(stop) else type(stop).__name__
+        print(
+            f"error: {redact(first_line)} (report above, also in the study's logs/study.jsonl); "
+            "free space, then continue with `make resume`",
+            file=sys.stderr,
+        )
+        return stop.exit_code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -59,6 +59,17 @@ def _try_create(path: Path) -> bool:
     return True
 
 
+def lock_owner(study_dir: Path) -> str | None:
+    """Who holds the study's lock ('process 123 on host'), or None when it is free or stale."""
+    owner = _read(study_dir / LOCK_FILE)
+    pid, host = owner.get("pid"), owner.get("host")
+    if not isinstance(pid, int):
+        return None
+    if host == socket.gethostname():
+        return f"process {pid} on {host}" if _alive(pid) else None
+    return f"process {pid} on host {host}" if host is not None else None
+
+
 @contextlib.contextmanager
 def study_lock(study_dir: Path) -> Iterator[Path]:
     """Hold the study's lock for the duration of the block."""

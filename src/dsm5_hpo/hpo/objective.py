@@ -19,11 +19,12 @@ import yaml
 
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.prepare import PreparedData
-from dsm5_hpo.errors import Interrupted
+from dsm5_hpo.errors import ResumableStop
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.models.loading import load_encoder
 from dsm5_hpo.models.multi_task import DualAgentModel
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
+from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.tracker import RunTracker, Tracker
 from dsm5_hpo.training.checkpoint_manager import CheckpointManager, architecture_signature
 from dsm5_hpo.training.trainer import EvaluationData, Trainer
@@ -36,7 +37,11 @@ CHECKPOINTS_DIR = "checkpoints"
 
 
 def checkpoint_manager(
-    trial_dir: Path, model: DualAgentModel, trial_id: str, config: StudyConfig
+    trial_dir: Path,
+    model: DualAgentModel,
+    trial_id: str,
+    config: StudyConfig,
+    space: SpaceGuard | None = None,
 ) -> CheckpointManager:
     """The trial's checkpoints, tied to this model's architecture and heads."""
     return CheckpointManager(
@@ -46,6 +51,7 @@ def checkpoint_manager(
         head_config=model.head_config(),
         interval_epochs=config.train.checkpoint_interval_epochs,
         retention=config.retention_policy,
+        space=space,
     )
 
 
@@ -84,6 +90,8 @@ class Objective:
     progress: bool | None = None
     checkpointing: bool = True
     """False for --no-checkpoint: trials write no weights (metrics are still logged)."""
+    space: SpaceGuard | None = None
+    """The study's free-space guard, shared by every trial's checkpoint manager."""
 
     def __call__(self, trial: optuna.Trial, reported: set[int] | None = None) -> float:
         """Run ``trial``; a trial re-attached after a crash (its folder exists) continues in place.
@@ -137,8 +145,8 @@ class Objective:
             except optuna.TrialPruned:
                 self._finish(trial_dir, record, run, "PRUNED", "KILLED")
                 raise
-            except Interrupted:  # resumable: Optuna keeps the trial RUNNING
-                self._finish(trial_dir, record, run, "INTERRUPTED", "KILLED")
+            except ResumableStop as stop:  # a signal or a full disk: Optuna keeps the trial RUNNING
+                self._finish(trial_dir, record, run, stop.state, "KILLED")
                 raise
             except BaseException:
                 self._finish(trial_dir, record, run, "FAILED", "FAILED")
@@ -186,7 +194,7 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         checkpoints = (
-            checkpoint_manager(trial_dir, model, str(trial.user_attrs["trial_uuid"]), config)
+            checkpoint_manager(trial_dir, model, str(trial.user_attrs["trial_uuid"]), config, self.space)
             if self.checkpointing
             else None
         )

@@ -26,14 +26,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.data.prepare import PreparedData, prepare_data
-from dsm5_hpo.errors import ConfigError, Interrupted, StorageError, TrainingError
+from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, StorageError, TrainingError
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
 from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
-from dsm5_hpo.hpo.study_retention import prune_study
+from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space
 from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
 from dsm5_hpo.storage.atomic import atomic_write_json
+from dsm5_hpo.storage.monitor import DiskMonitor, StorageMonitor
+from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.tracker import RunTracker, Tracker
 from dsm5_hpo.utils.logging import json_log_file, log_context
 
@@ -107,11 +109,20 @@ class StudyRunner:
         *,
         progress: bool | None = None,
         checkpointing: bool = True,
+        disk_monitor: DiskMonitor | None = None,
     ) -> None:
         self.config = config
         self.tracker = tracker
         self.progress = progress
         self.checkpointing = checkpointing
+        policy = config.retention_policy
+        # Runs for the whole study (started in _drive): logs usage, warns when the disk runs low.
+        self.disk_monitor: DiskMonitor = disk_monitor or StorageMonitor(
+            config.paths.experiments,
+            interval_s=policy.disk_check_interval_s,
+            warn_percent=policy.disk_space_threshold_percent,
+            critical_percent=policy.disk_space_threshold_percent / 2,
+        )
 
     def run(self) -> StudyOutcome:
         """Start a new study."""
@@ -163,14 +174,16 @@ class StudyRunner:
                 backup_count=config.logging.backup_count,
             ),
             study_lock(study_dir),
+            self.disk_monitor,
         ):
             resuming = "mlflow_run_id" in record or (study_dir / OPTUNA_DB).exists()
             logger.info("study %s %s in %s", study_id, "resumed" if resuming else "started", study_dir)
             try:
                 return self._run(study_id, study_dir, record)
-            except Interrupted as stop:
-                logger.warning("study %s interrupted (%s); continue it with `make resume`", study_id, stop)
-                record.update(state="INTERRUPTED", finished_at=datetime.now(UTC).isoformat())
+            except ResumableStop as stop:
+                what = f"interrupted ({stop})" if isinstance(stop, Interrupted) else "stopped: disk full"
+                logger.warning("study %s %s; continue it with `make resume`", study_id, what)
+                record.update(state=stop.state, finished_at=datetime.now(UTC).isoformat())
                 atomic_write_json(study_dir / STUDY_FILE, record)
                 raise
             except Exception as error:
@@ -218,7 +231,7 @@ class StudyRunner:
         try:
             outcome = self._optimize(study_id, study_dir, data, resolved, study_run, record)
         except BaseException as error:
-            study_run.finish("KILLED" if isinstance(error, Interrupted) else "FAILED")
+            study_run.finish("KILLED" if isinstance(error, ResumableStop) else "FAILED")
             raise
         record.update(
             state="COMPLETE",
@@ -252,8 +265,25 @@ class StudyRunner:
             pruner=make_pruner(config),
             load_if_exists=True,
         )
+        policy = config.retention_policy
+        space = SpaceGuard(
+            self.disk_monitor,
+            config.paths.experiments,
+            threshold_percent=policy.disk_space_threshold_percent,
+            study_id=study_id,
+            prune_study=lambda step: prune_study_for_space(study.trials, policy, step),
+            escalate=not policy.keep_all,
+        )
         objective = Objective(
-            config, data, resolved.path, study_id, self.tracker, study_run, self.progress, self.checkpointing
+            config,
+            data,
+            resolved.path,
+            study_id,
+            self.tracker,
+            study_run,
+            self.progress,
+            self.checkpointing,
+            space,
         )
         done_before = len([t for t in study.trials if t.state.is_finished()])
 

@@ -16,9 +16,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
-from dsm5_hpo.training.checkpoint_pruning import apply_deletions, checkpoint_directories, size_text
+from dsm5_hpo.storage.space_guard import STEP_BEST_ONLY, STEP_STUDY_BEST
+from dsm5_hpo.training.checkpoint_pruning import (
+    apply_deletions,
+    checkpoint_directories,
+    size_text,
+    strip_resume_state,
+)
 from dsm5_hpo.training.checkpoint_verify import CheckpointInfo, Invalid, peek_checkpoint
-from dsm5_hpo.training.retention import RetentionDecision, choose_study_checkpoints
+from dsm5_hpo.training.retention import (
+    RetentionDecision,
+    choose_study_best_only,
+    choose_study_checkpoints,
+    choose_trial_checkpoints,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +55,7 @@ def prune_study_checkpoints(
     """
     folders = {str(t.user_attrs["trial_dir"]): t for t in trials if "trial_dir" in t.user_attrs}
     checkpoints = {name: read_trial_checkpoints(Path(name)) for name in folders}
-    complete = [t for t in folders.values() if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(complete, key=lambda t: (t.value, -t.number), default=None)
-    best_trial = str(best.user_attrs["trial_dir"]) if best is not None else None
+    best_trial = _best_trial_dir(folders)
     decision = choose_study_checkpoints(checkpoints, best_trial, policy, running_trial=running_trial)
     if decision.delete:
         total = sum(i.bytes for infos in checkpoints.values() for i in infos)
@@ -59,6 +68,40 @@ def prune_study_checkpoints(
         everything = [info for infos in checkpoints.values() for info in infos]
         apply_deletions(decision.delete, everything, logger)
     return decision
+
+
+def _best_trial_dir(folders: dict[str, FrozenTrial]) -> str | None:
+    complete = [t for t in folders.values() if t.state == TrialState.COMPLETE and t.value is not None]
+    best = max(complete, key=lambda t: (t.value, -t.number), default=None)
+    return str(best.user_attrs["trial_dir"]) if best is not None else None
+
+
+def prune_study_for_space(trials: Sequence[FrozenTrial], policy: RetentionConfig, step: int) -> int:
+    """A storage escalation step over the study's ended trials; returns the bytes freed.
+
+    STEP_BEST_ONLY: each ended trial keeps only its best group, as weights (``policy.tightened()``).
+    STEP_STUDY_BEST: only the study's single best checkpoint stays. Running trials are left to
+    their own checkpoint manager. Only checkpoint directories are deleted, each deletion logged.
+    """
+    folders = {str(t.user_attrs["trial_dir"]): t for t in trials if "trial_dir" in t.user_attrs}
+    running = {name for name, t in folders.items() if not t.state.is_finished()}
+    checkpoints = {name: read_trial_checkpoints(Path(name)) for name in folders if name not in running}
+    everything = [info for infos in checkpoints.values() for info in infos]
+    freed = 0
+    if step == STEP_BEST_ONLY:
+        for infos in checkpoints.values():
+            decision = choose_trial_checkpoints(infos, policy.tightened(), trial_running=False)
+            freed += apply_deletions(decision.delete, infos, logger)
+            by_path = {info.path: info for info in infos}
+            for path in decision.strip_resume_state:
+                try:
+                    freed += strip_resume_state(by_path[path])
+                except (Invalid, OSError) as problem:
+                    logger.warning("cannot drop the resume state of checkpoint %s: %s", path, problem)
+    elif step == STEP_STUDY_BEST:
+        decision = choose_study_best_only(checkpoints, _best_trial_dir(folders), running_trial=None)
+        freed += apply_deletions(decision.delete, everything, logger)
+    return freed
 
 
 def prune_study(study: optuna.Study, policy: RetentionConfig) -> None:

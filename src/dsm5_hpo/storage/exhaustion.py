@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from dsm5_hpo.errors import StorageError
+from dsm5_hpo.errors import ResumableStop, StorageError
 from dsm5_hpo.storage.checkpoint_io import STAGING_PREFIX
 from dsm5_hpo.storage.monitor import DiskStatus, format_bytes
 
@@ -62,6 +62,17 @@ def _optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
     return total
 
 
+def nested_tensor_bytes(value: Any) -> int:
+    """Bytes of every tensor in a nested structure (a state dict, an optimizer's state, a payload)."""
+    if isinstance(value, torch.Tensor):
+        return _tensor_bytes(value)
+    if isinstance(value, dict):
+        return sum(nested_tensor_bytes(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(nested_tensor_bytes(item) for item in value)
+    return 0
+
+
 def estimate_checkpoint_bytes(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, *, metadata_bytes: int = 64_000
 ) -> int:
@@ -75,7 +86,8 @@ def estimate_checkpoint_bytes(
     return weights + state + metadata_bytes
 
 
-def _tree_size(path: Path) -> int:
+def tree_size(path: Path) -> int:
+    """Bytes of the regular files below ``path``; symbolic links are neither followed nor counted."""
     total = 0
     for folder, _dirs, files in os.walk(path, followlinks=False):
         for name in files:
@@ -103,7 +115,7 @@ def largest_artifacts(root: Path, n: int = 10) -> list[tuple[int, Path]]:
     if not root.is_dir():
         return []
     if _is_checkpoint_dir(root):
-        return [(_tree_size(root), root)][:n]
+        return [(tree_size(root), root)][:n]
     found: list[tuple[int, Path]] = []
     pending = [root]
     while pending:
@@ -118,7 +130,7 @@ def largest_artifacts(root: Path, n: int = 10) -> list[tuple[int, Path]]:
                 path = Path(entry.path)
                 if entry.is_dir(follow_symlinks=False):
                     if _is_checkpoint_dir(path):
-                        found.append((_tree_size(path), path))
+                        found.append((tree_size(path), path))
                     else:
                         pending.append(path)
                 elif entry.is_file(follow_symlinks=False):
@@ -219,8 +231,16 @@ def format_exhaustion_report(
     return "\n".join(lines)
 
 
-class StorageExhaustedError(StorageError):
-    """The next checkpoint cannot fit; ``report`` is the structured form of the message."""
+class StorageExhaustedError(ResumableStop):
+    """The next checkpoint cannot fit; ``report`` is the structured form of the message.
+
+    A ``ResumableStop`` (not a ``StorageError``): no trial is failed for a full disk, and no
+    ``except Exception`` on the way can swallow it. The study stays resumable: free space, then
+    ``make resume``. Exit code 4, as every storage failure.
+    """
+
+    exit_code = StorageError.exit_code
+    state = "STORAGE_EXHAUSTED"
 
     def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)

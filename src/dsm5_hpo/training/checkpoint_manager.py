@@ -11,6 +11,7 @@ commit and when the trial ends (``finish_trial``: best weights only, no resume s
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -37,6 +38,8 @@ from dsm5_hpo.storage.checkpoint_io import (
     write_bytes_hashed,
     write_safetensors_streaming,
 )
+from dsm5_hpo.storage.exhaustion import nested_tensor_bytes
+from dsm5_hpo.storage.space_guard import NullSpaceGuard, SpaceGuard
 from dsm5_hpo.training.checkpoint_pruning import (
     apply_deletions,
     checkpoint_directories,
@@ -76,6 +79,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 QUARANTINE_DIR = "quarantine"
+METADATA_SLACK = 256 * 1024
+"""Bytes counted for metadata.json, .hash and torch.save framing on top of the tensors' bytes."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -102,6 +107,7 @@ class CheckpointManager:
         head_config: Mapping[str, Any],
         interval_epochs: int = 1,
         retention: RetentionConfig | None = None,
+        space: SpaceGuard | NullSpaceGuard | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         if interval_epochs < 1:
@@ -116,6 +122,8 @@ class CheckpointManager:
         self.head_config = normalized_head_config(head_config)
         self.interval_epochs = interval_epochs
         self.retention = retention or RetentionConfig()
+        self.space = space if space is not None else NullSpaceGuard(folder)
+        """Checks free space before each write and escalates pruning (``storage.space_guard``)."""
         self._clock = clock
         self._resumed_from: CheckpointInfo | None = None
         """The checkpoint load_latest returned: not pruned until a newer one is committed."""
@@ -123,13 +131,23 @@ class CheckpointManager:
     def should_save(self, epoch: int) -> bool:
         return (epoch + 1) % self.interval_epochs == 0
 
+    def preflight(self, needed: int) -> None:
+        """Before training: make sure a checkpoint of ``needed`` bytes will fit (escalating if not)."""
+        self.space.ensure_room(needed, self._prune_for_space, what=f"a checkpoint of trial {self.trial_id}")
+
     def save(self, state: TrainingState) -> CheckpointInfo:
-        """Write, commit, then prune; the new checkpoint is on disk and visible when this returns."""
+        """Write, commit, then prune; the new checkpoint is on disk and visible when this returns.
+
+        Raises StorageExhaustedError, with nothing written, when the disk cannot take it even
+        after the space guard's escalation, or when the disk fills up during the write.
+        """
         started = time.perf_counter()
         payload = state_payload(state)  # refuses unloadable state before anything is written
         target = self.folder / f"epoch_{state.epoch:04d}"
         self.folder.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(self.folder)
+        needed = nested_tensor_bytes(state.model_state) + nested_tensor_bytes(payload) + METADATA_SLACK
+        self.space.ensure_room(needed, self._prune_for_space, what=f"checkpoint {target}")
         staging = make_staging_dir(target)
         try:
             files: dict[str, FileDigest] = {
@@ -149,6 +167,9 @@ class CheckpointManager:
             commit_directory(staging, target)
         except Exception as error:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                # The estimate was short or another process filled the disk: same report, same stop.
+                raise self.space.exhausted(needed) from error
             if isinstance(error, OSError):
                 raise StorageError(f"cannot write checkpoint {target}: {error}") from error
             raise
@@ -190,7 +211,7 @@ class CheckpointManager:
     def finish_trial(self) -> RetentionDecision:
         """The trial has ended: keep only its best checkpoint(s), as weights without resume state."""
         infos = self._checked(self._candidates(), hashed=())
-        decision = choose_trial_checkpoints(infos, self.retention, trial_running=False)
+        decision = choose_trial_checkpoints(infos, self.space.policy(self.retention), trial_running=False)
         self._apply(decision, infos)
         return decision
 
@@ -303,15 +324,27 @@ class CheckpointManager:
         infos = self._checked(self._candidates(), hashed=())
         resumed = self._resumed_from
         protected = {new.path} | ({resumed.path} if resumed else set())
-        self._apply(choose_trial_checkpoints(infos, self.retention, protected=protected), infos)
+        policy = self.space.policy(self.retention)
+        self._apply(choose_trial_checkpoints(infos, policy, protected=protected), infos)
         if resumed is not None and new.epoch > resumed.epoch:
             self._resumed_from = None  # a newer resume point is committed: the policy decides from now on
 
-    def _apply(self, decision: RetentionDecision, infos: Sequence[CheckpointInfo]) -> None:
-        apply_deletions(decision.delete, infos, logger)
+    def _prune_for_space(self) -> int:
+        """Storage escalation step 1: only the newest resume point (and the one resumed from) and
+        the co-best stay; leftovers of crashed saves go too. Returns the bytes freed."""
+        remove_stale_staging(self.folder)
+        infos = self._checked(self._candidates(), hashed=())
+        resumed = self._resumed_from
+        protected = {resumed.path} if resumed else set()
+        decision = choose_trial_checkpoints(infos, self.retention.tightened(), protected=protected)
+        return self._apply(decision, infos)
+
+    def _apply(self, decision: RetentionDecision, infos: Sequence[CheckpointInfo]) -> int:
+        freed = apply_deletions(decision.delete, infos, logger)
         by_path = {info.path: info for info in infos}
         for path in decision.strip_resume_state:
             self.strip_resume_state(by_path[path])
+        return freed
 
 
 class NullCheckpointManager:
@@ -322,6 +355,9 @@ class NullCheckpointManager:
 
     def should_save(self, epoch: int) -> bool:
         return False
+
+    def preflight(self, needed: int) -> None:
+        return None
 
     def save(self, state: TrainingState) -> CheckpointInfo:
         self.saved_epochs.append(state.epoch)

@@ -25,6 +25,7 @@ from dsm5_hpo.storage.checkpoint_io import STAGING_PREFIX, delete_directory, wri
 from dsm5_hpo.training.checkpoint_verify import (
     HASH_FILE,
     METADATA_FILE,
+    STATE_FILE,
     WEIGHTS_FILE,
     CheckpointInfo,
     read_checkpoint_metadata,
@@ -79,15 +80,17 @@ def _link_or_copy(source: Path, destination: Path) -> None:
         fsync_path(destination)
 
 
-def strip_resume_state(info: CheckpointInfo) -> None:
+def strip_resume_state(info: CheckpointInfo) -> int:
     """Delete the checkpoint's training_state.pt, keeping it valid as a weights-only checkpoint.
 
-    Raises Invalid when the checkpoint's metadata does not verify, OSError when the disk refuses.
+    Returns the bytes freed. Raises Invalid when the checkpoint's metadata does not verify,
+    OSError when the disk refuses.
     """
     path = info.path
     metadata, _ = read_checkpoint_metadata(path)
     if not metadata["resume_capable"]:
-        return  # done already: applying a decision twice changes nothing
+        return 0  # done already: applying a decision twice changes nothing
+    freed = (path / STATE_FILE).stat().st_size
     stripped = weights_only_metadata(metadata)
     pending = path.with_name(path.name + PENDING_SUFFIX)
     if pending.exists():
@@ -108,6 +111,7 @@ def strip_resume_state(info: CheckpointInfo) -> None:
     os.replace(pending, path)
     fsync_path(path.parent)
     shutil.rmtree(trash)  # a crash here leaves a stale .tmp-* that the next save removes
+    return freed
 
 
 def apply_deletions(

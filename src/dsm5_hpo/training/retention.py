@@ -153,3 +153,36 @@ def choose_study_checkpoints(
                 )
             )
     return decision
+
+
+def choose_study_best_only(
+    trials: Mapping[str, Sequence[CheckpointInfo]],
+    best_trial: str | None,
+    *,
+    running_trial: str | None,
+) -> RetentionDecision:
+    """Storage escalation's last step: keep the study's single best checkpoint and nothing else.
+
+    The running trial is left out (its own manager keeps only its resume point by then); of the
+    study's best trial, only its earliest co-best checkpoint stays. With no completed trial yet,
+    every ended trial is treated alike and only the single best checkpoint among them stays.
+    """
+    ended = {name: infos for name, infos in trials.items() if name != running_trial and infos}
+    decision = RetentionDecision(keep={i.path for infos in ended.values() for i in infos})
+    if not ended:
+        return decision
+    pool = ended.get(best_trial, ()) if best_trial in ended else [i for v in ended.values() for i in v]
+    single = min(co_best(pool), key=lambda i: (i.epoch, i.step), default=None) if pool else None
+    decision.keep = {single.path} if single is not None else set()
+    if single is not None:
+        decision.kept_because = {single.path: ["study_best"]}
+    order = sorted(
+        (info for infos in ended.values() for info in infos),
+        key=lambda i: (i.metric_value, i.epoch, str(i.path)),
+    )
+    for info in order:
+        if single is None or info.path != single.path:
+            decision.delete.append(
+                Deletion(info.path, "the disk is full: only the study's single best checkpoint is kept")
+            )
+    return decision

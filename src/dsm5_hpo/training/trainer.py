@@ -24,6 +24,7 @@ from dsm5_hpo.data.features import WindowFeatures, collate
 from dsm5_hpo.data.pairs import PairExample
 from dsm5_hpo.errors import ConfigError, TrainingError
 from dsm5_hpo.models.multi_task import DualAgentModel, joint_loss
+from dsm5_hpo.storage.exhaustion import estimate_checkpoint_bytes
 from dsm5_hpo.tracking.tracker import NullRunTracker, RunTracker
 from dsm5_hpo.training.checkpoint_manager import (
     CheckpointInfo,
@@ -259,6 +260,9 @@ class Trainer:
         scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
         result = FitResult(best_value=-math.inf, best_epoch=-1, best_metrics={})
         start_epoch, global_step = self._resume(optimizer, scheduler, result)
+        # Before an epoch of work is spent (and after the resume point is known, so that it is
+        # protected): will a checkpoint fit, after what pruning can free?
+        self.checkpoints.preflight(estimate_checkpoint_bytes(self.model, optimizer))
         for epoch in range(start_epoch, config.max_epochs):
             set_log_context(epoch=epoch)
             started = time.perf_counter()

@@ -87,6 +87,9 @@ class JsonLinesFormatter(logging.Formatter):
             "step": getattr(record, "step", None),
             "message": record.getMessage(),
         }
+        report = getattr(record, "report", None)
+        if isinstance(report, dict):  # structured facts (the storage exhaustion report), redacted
+            payload["report"] = json.loads(redact(json.dumps(report, ensure_ascii=False)))
         if record.exc_text:
             payload["exception"] = record.exc_text
         return json.dumps(payload, ensure_ascii=False)

@@ -11,7 +11,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from dsm5_hpo.errors import StorageError
+from dsm5_hpo.errors import ResumableStop, StorageError
 from dsm5_hpo.storage.exhaustion import (
     StorageExhaustedError,
     estimate_checkpoint_bytes,
@@ -185,7 +185,9 @@ def test_storage_exhausted_error(experiments: Path) -> None:
     error = StorageExhaustedError.from_status(
         status(), 2 * 1024**3, artifacts, experiments_dir=experiments, study_id="abc123"
     )
-    assert isinstance(error, StorageError) and error.exit_code == 4
+    # A resumable stop, not an Exception: no trial is failed and no `except Exception` swallows it.
+    assert isinstance(error, ResumableStop) and not isinstance(error, Exception)
+    assert error.exit_code == StorageError.exit_code == 4 and error.state == "STORAGE_EXHAUSTED"
     assert str(error) == format_exhaustion_report(
         status(), 2 * 1024**3, artifacts, experiments_dir=experiments, study_id="abc123"
     )

@@ -21,6 +21,7 @@ from conftest import captured_logs
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.storage.atomic import sha256_file
+from dsm5_hpo.storage.exhaustion import StorageExhaustedError
 from dsm5_hpo.training.checkpoint_manager import (
     HASH_FILE,
     METADATA_FILE,
@@ -481,15 +482,41 @@ def test_a_failed_write_leaves_no_staging_and_the_old_checkpoints(
     run, manager = save_epochs(folder, [0.1])
     from dsm5_hpo.training import checkpoint_manager
 
-    def full_disk(obj: object, path: Path) -> None:
-        raise OSError(28, "No space left on device")
+    def broken_disk(obj: object, path: Path) -> None:
+        raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(checkpoint_manager, "torch_save_hashed", full_disk)
-    with pytest.raises(StorageError, match="No space left") as caught:
+    monkeypatch.setattr(checkpoint_manager, "torch_save_hashed", broken_disk)
+    with pytest.raises(StorageError, match="Input/output error") as caught:
         manager.save(run.state(1, 0.2))
     assert str(folder / "epoch_0001") in str(caught.value)
     assert sorted(p.name for p in folder.iterdir()) == ["epoch_0000"]
     assert [i.epoch for i in manager.valid_checkpoints()] == [0]
+
+
+def test_a_disk_that_fills_during_the_write_stops_with_the_exhaustion_report(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, manager = save_epochs(folder, [0.1])
+    from dsm5_hpo.training import checkpoint_manager
+
+    def full_disk(obj: object, path: Path) -> None:
+        path.write_bytes(b"partial")  # half a file, as a real ENOSPC leaves it
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_manager, "torch_save_hashed", full_disk)
+    with (
+        captured_logs("dsm5_hpo.storage.space_guard") as records,
+        pytest.raises(StorageExhaustedError) as caught,
+    ):
+        manager.save(run.state(1, 0.2))
+    report = caught.value.report
+    assert caught.value.exit_code == 4 and report["next_checkpoint_bytes"] > 0
+    assert report["disk"]["total_bytes"] > 0 and report["commands"][0]["command"] == "make cleanup"
+    assert isinstance(caught.value.__cause__, OSError)
+    # Nothing partial: no staging directory, the earlier checkpoint untouched and valid.
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch_0000"]
+    assert [i.epoch for i in manager.valid_checkpoints()] == [0]
+    assert any(r.levelno == logging.ERROR and "not enough disk space" in r.getMessage() for r in records)
 
 
 def test_saving_an_epoch_again_quarantines_the_old_copy(

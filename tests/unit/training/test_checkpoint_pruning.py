@@ -14,6 +14,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 from torch import nn
 
+from checkpoint_helpers import small_state
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.hpo.study_retention import prune_study_checkpoints
 from dsm5_hpo.training.checkpoint_manager import (
@@ -24,7 +25,6 @@ from dsm5_hpo.training.checkpoint_manager import (
     CheckpointManager,
     TrainingState,
     architecture_signature,
-    capture_rng_state,
 )
 from dsm5_hpo.training.checkpoint_pruning import PENDING_SUFFIX
 from dsm5_hpo.training.checkpoint_verify import validate_metadata
@@ -33,21 +33,7 @@ MODEL = nn.Linear(4, 3)
 
 
 def state(epoch: int, value: float) -> TrainingState:
-    optimizer = torch.optim.AdamW(MODEL.parameters())
-    return TrainingState(
-        epoch=epoch,
-        step=epoch + 1,
-        model_state=MODEL.state_dict(),
-        optimizer_state=optimizer.state_dict(),
-        scheduler_state={},
-        rng_state=capture_rng_state(),
-        best_value=value,
-        best_epoch=epoch,
-        history=[],
-        metrics={"m": value},
-        metric_name="m",
-        metric_value=value,
-    )
+    return small_state(MODEL, epoch, value)
 
 
 def manager(folder: Path, **policy: object) -> CheckpointManager:
