@@ -27,7 +27,7 @@ STAMP := $(VENV)/.installed
 LOCK_TOOL := scripts/lock_requirements.py
 LINT_PATHS := $(wildcard src tests scripts benchmarks)
 
-.PHONY: help install train resume evaluate cleanup mlflow-ui test test-fast lint format lock clean clean-all
+.PHONY: help install train resume evaluate cleanup sync mlflow-ui test test-fast lint format lock clean clean-all
 
 help: ## List the targets
 	@echo "usage: make <target> [ARGS='hydra.overrides or --flags']"
@@ -64,6 +64,9 @@ evaluate: $(STAMP) ## Evaluate the study's best model on the test split (JSON re
 
 cleanup: $(STAMP) ## List checkpoints the retention policy lets go, and leftovers (APPLY=1 deletes them)
 	$(PY) -m dsm5_hpo.cli.cleanup $(if $(APPLY),--apply) $(ARGS)
+
+sync: $(STAMP) ## Send to MLflow the metrics earlier runs left in experiments/tracking_outbox (ARGS=overrides)
+	$(PY) -m dsm5_hpo.cli.sync $(ARGS)
 
 mlflow-ui: $(STAMP) ## Browse every trial's metrics in the MLflow UI (experiments/mlflow_db)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///experiments/mlflow_db/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) $(ARGS)

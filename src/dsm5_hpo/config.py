@@ -310,10 +310,23 @@ class TrackingConfig:
     """MLflow tracking URI; empty = sqlite:///<experiments_dir>/mlflow_db/mlflow.db."""
     experiment_name: str = "dsm5_hpo"
     """MLflow experiment holding the study and trial runs."""
+    outbox_warn_mb: int = 100
+    """Size (MB) of the metrics outbox file at which a WARNING says MLflow is not keeping up (no hard limit)."""
+    drain_timeout_s: float = 60.0
+    """At the end of a study, how long to wait for MLflow to take what is still in the outbox; what
+    is left stays in the outbox file for the next train, resume or `python -m dsm5_hpo.cli.sync`."""
 
     def __post_init__(self) -> None:
         _require(self.backend in ("mlflow", "none"), "tracking.backend", "must be 'mlflow' or 'none'")
         _require(bool(self.experiment_name.strip()), "tracking.experiment_name", "must not be empty")
+        _require(
+            self.outbox_warn_mb >= 1, "tracking.outbox_warn_mb", f"must be >= 1, got {self.outbox_warn_mb}"
+        )
+        _require(
+            self.drain_timeout_s >= 0,
+            "tracking.drain_timeout_s",
+            f"must be >= 0 s, got {self.drain_timeout_s}",
+        )
 
     def resolved_uri(self, experiments_dir: Path) -> str:
         if self.uri:

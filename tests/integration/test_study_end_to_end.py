@@ -70,6 +70,10 @@ def test_mlflow_holds_the_study_and_trial_runs(finished: FinishedStudy) -> None:
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["progress"] == "trial 2/2"
+    assert parent.data.tags["completed_fraction"] == "1.000" and parent.data.tags["eta_seconds"] == "0"
+    assert float(parent.data.tags["trials_per_hour"]) > 0 and "best_value" in parent.data.tags
+    # Every entry reached MLflow through the outbox, which is then removed.
+    assert not list((finished.experiments / "tracking_outbox").glob("outbox-*.jsonl"))
     assert "test_joint_score" in parent.data.metrics
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id

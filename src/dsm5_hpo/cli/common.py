@@ -18,6 +18,8 @@ from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker, Tracker
 from dsm5_hpo.utils.logging import redact, setup_logging
 
 DEFAULT_CONFIG = Path("configs") / "hpo_study.yaml"
+OUTBOX_DIR = "tracking_outbox"
+"""Under the experiments directory: metrics waiting for MLflow (tracking.metrics_buffer)."""
 
 
 def compose_config(config_file: Path, overrides: Sequence[str]) -> StudyConfig:
@@ -50,6 +52,9 @@ def build_tracker(config: StudyConfig) -> Tracker:
         config.tracking.resolved_uri(experiments),
         config.tracking.experiment_name,
         artifact_root=experiments / "mlflow_db" / "artifacts",
+        outbox_dir=experiments / OUTBOX_DIR,
+        outbox_warn_bytes=config.tracking.outbox_warn_mb * 1_000_000,
+        drain_timeout_s=config.tracking.drain_timeout_s,
     )
 
 

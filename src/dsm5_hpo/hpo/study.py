@@ -42,6 +42,8 @@ from dsm5_hpo.utils.logging import json_log_file, log_context
 logger = logging.getLogger(__name__)
 
 STUDY_FILE = "study.json"
+STOP_DRAIN_S = 5.0
+"""On Ctrl-C or a full disk, the longest wait for MLflow before exiting (the rest is replayed later)."""
 OPTUNA_DB = "optuna.db"
 
 
@@ -178,6 +180,7 @@ class StudyRunner:
         ):
             resuming = "mlflow_run_id" in record or (study_dir / OPTUNA_DB).exists()
             logger.info("study %s %s in %s", study_id, "resumed" if resuming else "started", study_dir)
+            drain_timeout_s: float | None = None  # the tracking config's own
             try:
                 return self._run(study_id, study_dir, record)
             except ResumableStop as stop:
@@ -185,6 +188,7 @@ class StudyRunner:
                 logger.warning("study %s %s; continue it with `make resume`", study_id, what)
                 record.update(state=stop.state, finished_at=datetime.now(UTC).isoformat())
                 atomic_write_json(study_dir / STUDY_FILE, record)
+                drain_timeout_s = min(STOP_DRAIN_S, config.tracking.drain_timeout_s)  # exit promptly
                 raise
             except Exception as error:
                 # Into the study's JSON log too: stdout scrolls away, the log file stays with the study.
@@ -192,6 +196,9 @@ class StudyRunner:
                 record.update(state="FAILED", error=str(error), finished_at=datetime.now(UTC).isoformat())
                 atomic_write_json(study_dir / STUDY_FILE, record)
                 raise
+            finally:
+                # Whatever MLflow does not take in time stays in the outbox for the next run.
+                self.tracker.close(drain_timeout_s)
 
     def _study_run(
         self, study_id: str, study_dir: Path, record: dict[str, Any], data: PreparedData
@@ -293,15 +300,21 @@ class StudyRunner:
             eta = (config.hpo.n_trials - done) / rate if rate > 0 else 0.0
             best = _best_or_none(study)
             logger.info(
-                "trial %d of %d %s%s; best so far: %s; ETA %.0f s",
+                "trial %d of %d %s%s; best so far: %s; %.1f trials/hour; ETA %.0f s",
                 done,
                 config.hpo.n_trials,
                 trial.state.name,
                 f" ({config.hpo.metric}={trial.value:.4f})" if trial.value is not None else "",
                 f"trial {best.number} {best.value:.4f}" if best else "none",
+                rate * 3600,
                 eta,
             )
-            tags = {"progress": f"trial {done}/{config.hpo.n_trials}", "eta_seconds": f"{eta:.0f}"}
+            tags = {
+                "progress": f"trial {done}/{config.hpo.n_trials}",
+                "completed_fraction": f"{done / config.hpo.n_trials:.3f}",
+                "trials_per_hour": f"{rate * 3600:.2f}",
+                "eta_seconds": f"{eta:.0f}",
+            }
             if best is not None:
                 tags.update(best_trial=str(best.number), best_value=f"{best.value:.6f}")
                 study_run.log_metrics({f"best_{config.hpo.metric}": best.value}, step=done)

@@ -18,12 +18,20 @@ from typing import Any, Protocol
 
 from dsm5_hpo.errors import TrackingError
 from dsm5_hpo.storage.atomic import fsync_path
+from dsm5_hpo.tracking.metrics_buffer import (
+    LOCAL_PREFIX,
+    Outbox,
+    OutboxSender,
+    is_transient,
+    new_local_run_id,
+    short_error,
+)
 from dsm5_hpo.utils.logging import redact
+from dsm5_hpo.utils.retry import RetryConfig, call_with_retry
 
 logger = logging.getLogger(__name__)
 
 _MAX_PARAM_CHARS = 6000  # MLflow rejects longer param values
-_BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch
 
 
 class RunTracker(Protocol):
@@ -34,6 +42,7 @@ class RunTracker(Protocol):
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
+    def flush(self) -> None: ...
 
 
 class Tracker(Protocol):
@@ -43,6 +52,7 @@ class Tracker(Protocol):
     def resume_run(self, run_id: str) -> RunTracker: ...
     def find_run(self, tags: Mapping[str, str]) -> str | None: ...
     def describe(self) -> str: ...
+    def close(self, timeout_s: float | None = None) -> int: ...
 
 
 class NullRunTracker:
@@ -69,6 +79,9 @@ class NullRunTracker:
 
     def finish(self, status: str = "FINISHED") -> None:
         self.status = status
+
+    def flush(self) -> None:
+        return None
 
 
 class NullTracker:
@@ -101,73 +114,94 @@ class NullTracker:
     def describe(self) -> str:
         return "tracking disabled"
 
+    def close(self, timeout_s: float | None = None) -> int:
+        return 0
+
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(float(value))
 
 
 class MlflowRunTracker:
-    """Logs to one MLflow run; ``logged`` holds (key, step) pairs the run already has, never sent again.
+    """Logs to one MLflow run through the outbox: every call returns once its entries are on disk.
 
-    A resumed trial re-runs the steps after its checkpoint and produces the same values (training
-    is deterministic), so skipping them keeps every metric series free of duplicate steps.
+    ``logged`` holds (key, step) pairs the run already has, never sent again: a resumed trial
+    re-runs the steps after its checkpoint and produces the same values (training is
+    deterministic), so skipping them keeps every metric series free of duplicate steps.
     """
 
     def __init__(
         self,
-        client: Any,
+        outbox: Outbox,
         run_id: str,
         clock: Callable[[], float] = time.time,
         logged: set[tuple[str, int]] | None = None,
+        wake: Callable[[], None] = lambda: None,
     ) -> None:
-        self._client = client
+        self._outbox = outbox
         self.run_id = run_id
         self._clock = clock
         self._logged = logged if logged is not None else set()
+        self._wake = wake
 
-    def _call(self, what: str, func: Callable[[], Any]) -> None:
+    def _enqueue(self, entries: list[dict[str, Any]]) -> None:
         try:
-            func()
-        except Exception as error:
+            self._outbox.append(entries)
+        except OSError as error:
             raise TrackingError(
-                f"MLflow refused to {what} for run {self.run_id}: {redact(str(error))}. Check tracking.uri "
-                "and that the tracking server is up"
+                f"cannot write the tracking outbox {self._outbox.path} ({error}); metrics of run "
+                f"{self.run_id} would be lost: free disk space or fix the permissions of "
+                f"{self._outbox.directory}"
             ) from error
-
-    def _send(self, what: str, **batch: Any) -> None:
-        self._call(what, lambda: self._client.log_batch(self.run_id, **batch))
+        self._wake()
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
-        from mlflow.entities import Metric
-
         now = int(self._clock() * 1000)
-        batch = [
-            Metric(k, float(v), now, step)  # type: ignore[arg-type]
-            for k, v in metrics.items()
-            if _finite(v) and (k, step) not in self._logged
-        ]
-        if not batch:
-            return
-        for i in range(0, len(batch), _BATCH):
-            self._send("log metrics", metrics=batch[i : i + _BATCH])
+        entries = []
+        for key, value in metrics.items():
+            if value is None or not _finite(value) or (key, step) in self._logged:
+                continue
+            self._logged.add((key, step))
+            entries.append(
+                {
+                    "op": "metric",
+                    "run": self.run_id,
+                    "key": key,
+                    "value": float(value),
+                    "step": step,
+                    "ts": now,
+                }
+            )
+        if entries:
+            self._enqueue(entries)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, redact(str(v))[:_MAX_PARAM_CHARS]) for k, v in params.items()]
-        for i in range(0, len(items), 90):  # MLflow caps params per batch at 100
-            self._send("log params", params=items[i : i + 90])
+        self._enqueue(
+            [
+                {"op": "param", "run": self.run_id, "key": k, "value": redact(str(v))[:_MAX_PARAM_CHARS]}
+                for k, v in params.items()
+            ]
+        )
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        self._send("set tags", tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
+        self._enqueue(
+            [{"op": "tag", "run": self.run_id, "key": k, "value": redact(str(v))} for k, v in tags.items()]
+        )
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
-        self._call("log an artifact", lambda: self._client.log_dict(self.run_id, dict(data), artifact_file))
+        self._enqueue([{"op": "dict", "run": self.run_id, "data": dict(data), "file": artifact_file}])
 
     def finish(self, status: str = "FINISHED") -> None:
-        self._call("end the run", lambda: self._client.set_terminated(self.run_id, status=status))
+        self._enqueue(
+            [{"op": "terminate", "run": self.run_id, "status": status, "ts": int(self._clock() * 1000)}]
+        )
+
+    def flush(self) -> None:
+        """Make what was logged so far crash-proof (fsync); the trainer calls it every epoch."""
+        try:
+            self._outbox.sync()
+        except OSError as error:
+            raise TrackingError(f"cannot fsync the tracking outbox {self._outbox.path}: {error}") from error
 
 
 def _create_sqlite_store(db: Path) -> None:
@@ -195,19 +229,47 @@ def _create_sqlite_store(db: Path) -> None:
 
 
 class MlflowTracker:
-    """Creates runs in one MLflow experiment; artifacts stay beside the database by default."""
+    """Creates runs in one MLflow experiment; every write goes through the outbox (see metrics_buffer).
 
-    def __init__(self, uri: str, experiment_name: str, artifact_root: Path) -> None:
+    Opening needs the backend (with retries): a study does not start against a tracker that was
+    never there. After that, MLflow may come and go: runs, metrics, params and tags wait in the
+    outbox, and runs created meanwhile get a local id until the backend creates them.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        experiment_name: str,
+        artifact_root: Path,
+        *,
+        outbox_dir: Path | None = None,
+        outbox_warn_bytes: int = 100_000_000,
+        drain_timeout_s: float = 60.0,
+        retry: RetryConfig | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         import mlflow
         from mlflow import MlflowClient
 
         self.uri = uri
+        self.drain_timeout_s = drain_timeout_s
+        if uri.startswith(("http://", "https://")):
+            # MLflow's own client retries a failed request for minutes by default, blocking the
+            # caller; the outbox retries instead, so each request gives up quickly.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         try:
             if uri.startswith("sqlite:///"):
                 _create_sqlite_store(Path(uri.removeprefix("sqlite:///")))
             mlflow.set_tracking_uri(uri)
             self._client = MlflowClient(tracking_uri=uri)
-            experiment = self._client.get_experiment_by_name(experiment_name)
+            experiment = call_with_retry(
+                lambda: self._client.get_experiment_by_name(experiment_name),
+                config=retry or RetryConfig(),
+                sleep=sleep,
+                retry_if=is_transient,
+                description=f"opening MLflow at {redact(uri)}",
+            )
             if experiment is None:
                 artifact_root.mkdir(parents=True, exist_ok=True)
                 self.experiment_id = self._client.create_experiment(
@@ -220,32 +282,72 @@ class MlflowTracker:
                 f"cannot open MLflow at {redact(uri)}: {redact(str(error))}. Fix tracking.uri, start the "
                 "tracking server, or run with tracking.backend=none"
             ) from error
+        directory = outbox_dir or artifact_root.parent / "outbox"
+        try:
+            self.outbox = Outbox(directory, warn_bytes=outbox_warn_bytes)
+            self.outbox.adopt_orphans()
+        except OSError as error:
+            raise TrackingError(f"cannot use the tracking outbox folder {directory}: {error}") from error
+        self.sender = OutboxSender(self.outbox, self._client)
+        self.sender.start()
+
+    def _run_tracker(self, run_id: str, logged: set[tuple[str, int]] | None = None) -> MlflowRunTracker:
+        return MlflowRunTracker(self.outbox, run_id, logged=logged, wake=self.sender.nudge)
 
     def start_run(
         self, name: str, *, parent: RunTracker | None = None, tags: Mapping[str, Any] | None = None
     ) -> MlflowRunTracker:
         all_tags = {k: redact(str(v)) for k, v in (tags or {}).items()}
-        if parent is not None:
-            all_tags["mlflow.parentRunId"] = parent.run_id
-        try:
-            run = self._client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        except Exception as error:
-            raise TrackingError(f"MLflow cannot create run {name!r}: {redact(str(error))}") from error
-        return MlflowRunTracker(self._client, run.info.run_id)
+        parent_id = self.outbox.resolve(parent.run_id) if parent is not None else None
+        if parent_id is not None and not parent_id.startswith(LOCAL_PREFIX):
+            all_tags["mlflow.parentRunId"] = parent_id
+        if parent_id is None or not parent_id.startswith(LOCAL_PREFIX):
+            try:
+                run = self._client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+            except Exception as error:
+                if not is_transient(error):
+                    raise TrackingError(f"MLflow cannot create run {name!r}: {redact(str(error))}") from error
+                logger.warning(
+                    "MLflow unreachable while creating run %s (%s): it is created later",
+                    name,
+                    short_error(error),
+                )
+            else:
+                return self._run_tracker(run.info.run_id)
+        # Offline: a local id now, the real run when the backend is back (same order as everything else).
+        local = new_local_run_id()
+        entry = {"op": "create_run", "run": local, "experiment_id": self.experiment_id, "name": name}
+        self.outbox.append([{**entry, "tags": all_tags, "parent": parent_id}])
+        self.sender.wake()
+        return self._run_tracker(local)
 
     def resume_run(self, run_id: str) -> MlflowRunTracker:
         """Re-open a run of an interrupted process: status back to RUNNING, logged steps remembered."""
+        real = self.outbox.resolve(run_id)
+        pending = self.outbox.pending_keys(real)
+        if real.startswith(LOCAL_PREFIX):  # never created: all it has is in the outbox
+            return self._run_tracker(real, logged=pending)
         try:
-            run = self._client.get_run(run_id)
+            run = self._client.get_run(real)
             logged = {
                 (key, metric.step)
                 for key in run.data.metrics
-                for metric in self._client.get_metric_history(run_id, key)
+                for metric in self._client.get_metric_history(real, key)
             }
-            self._client.update_run(run_id, status="RUNNING")
+            self._client.update_run(real, status="RUNNING")
         except Exception as error:
-            raise TrackingError(f"MLflow cannot re-open run {run_id}: {redact(str(error))}") from error
-        return MlflowRunTracker(self._client, run_id, logged=logged)
+            if not is_transient(error):
+                raise TrackingError(f"MLflow cannot re-open run {real}: {redact(str(error))}") from error
+            logger.warning(
+                "MLflow unreachable while re-opening run %s (%s): steps it already has are filtered out "
+                "when it is back",
+                real,
+                short_error(error),
+            )
+            self.outbox.flag_check(real)
+            self.outbox.append([{"op": "status", "run": real, "status": "RUNNING"}])
+            return self._run_tracker(real, logged=pending)
+        return self._run_tracker(real, logged=logged | pending)
 
     def find_run(self, tags: Mapping[str, str]) -> str | None:
         """The run carrying all these tags (a run created just before a crash, before its id was saved)."""
@@ -253,8 +355,35 @@ class MlflowTracker:
         try:
             runs = self._client.search_runs([self.experiment_id], filter_string=query, max_results=1)
         except Exception as error:
-            raise TrackingError(f"MLflow cannot search runs ({redact(str(error))})") from error
+            if not is_transient(error):
+                raise TrackingError(f"MLflow cannot search runs ({redact(str(error))})") from error
+            logger.warning(
+                "MLflow unreachable while looking for a run with tags %s (%s)", dict(tags), short_error(error)
+            )
+            return None
         return str(runs[0].info.run_id) if runs else None
 
     def describe(self) -> str:
         return f"MLflow at {redact(self.uri)} (experiment {self.experiment_id})"
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until MLflow has every entry (True) or the timeout passes (False)."""
+        return self.sender.drain(self.drain_timeout_s if timeout_s is None else timeout_s)
+
+    def close(self, timeout_s: float | None = None) -> int:
+        """Send what can be sent within the timeout, stop the sender; returns the entries left.
+
+        Entries left stay in the outbox file, replayed by the next train, resume or sync.
+        """
+        self.drain(timeout_s)
+        self.sender.stop()
+        left = self.outbox.close()
+        if left:
+            logger.warning(
+                "%d tracking entries could not reach MLflow at %s yet; they are kept in %s and sent by the "
+                "next `make train`, `make resume` or `python -m dsm5_hpo.cli.sync`",
+                left,
+                redact(self.uri),
+                self.outbox.path,
+            )
+        return left

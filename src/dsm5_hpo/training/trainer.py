@@ -287,6 +287,7 @@ class Trainer:
                 {"train_loss_epoch": epoch_loss, "epoch_seconds": train_seconds, "epoch": float(epoch)}
             )
             self.tracker.log_metrics(logged, step=epoch)
+            self.tracker.flush()  # the epoch's metrics survive a crash from here on (outbox fsync)
             result.history.append(metrics)
             result.epochs_run = epoch + 1
             logger.info(
@@ -455,4 +456,6 @@ class Trainer:
             return iter(batches)
         from tqdm import tqdm
 
-        return iter(tqdm(batches, desc=f"epoch {epoch}", unit="batch", leave=False, dynamic_ncols=True))
+        # One bar per epoch: "epoch 2/5" with its steps; the study's log line says which trial of how many.
+        desc = f"epoch {epoch + 1}/{self.config.max_epochs}"
+        return iter(tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True))

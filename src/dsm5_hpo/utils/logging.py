@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -28,11 +29,31 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1***"),
     (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@"), r"\1***@"),
     (re.compile(r"(?i)([a-z_]*(?:token|api[_-]?key|password|passwd|secret)\s*[=:]\s*)[^\s,;&*]+"), r"\1***"),
+    # Well-known key formats: OpenAI/Anthropic-style sk-..., GitHub ghp_/gho_/..., AWS access key ids.
+    (re.compile(r"\b(?:sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16})\b"), "***"),
+    # Any other long key: 32+ characters mixing upper case, lower case and digits. Hex digests
+    # (checkpoint SHA-256) and UUIDs (run and trial ids) have no upper case and are kept.
+    (
+        re.compile(
+            r"\b(?=[A-Za-z0-9_-]*[A-Z])(?=[A-Za-z0-9_-]*[a-z])(?=[A-Za-z0-9_-]*[0-9])[A-Za-z0-9_-]{32,}\b"
+        ),
+        "***",
+    ),
+    (re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"), "<email>"),
 )
 
 
+# Credentials MLflow and the hub read from the environment: their exact values are redacted
+# wherever they appear, whatever their format.
+SECRET_ENV_VARS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+
+
 def redact(text: str) -> str:
-    """Replace tokens, bearer credentials and passwords in URLs by ***."""
+    """Replace tokens, bearer credentials, passwords in URLs, API keys (***) and e-mail addresses (<email>)."""
+    for name in SECRET_ENV_VARS:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:  # a 1-3 character "secret" would redact half the log
+            text = text.replace(value, "***")
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

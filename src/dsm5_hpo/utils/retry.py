@@ -49,11 +49,13 @@ def call_with_retry(
     retry_on: tuple[type[BaseException], ...] = (Exception,),
     sleep: Callable[[float], None] = time.sleep,
     description: str = "",
+    retry_if: Callable[[BaseException], bool] | None = None,
 ) -> R:
     """Call ``func`` until it succeeds, retrying ``retry_on`` errors with backoff.
 
     The original exception of the last attempt is re-raised unchanged, so callers can
-    translate it into an expected error with the real cause.
+    translate it into an expected error with the real cause. ``retry_if`` narrows ``retry_on``
+    further by the error itself (an error code, say): when it says no, the error is raised at once.
     """
     name = description or getattr(func, "__qualname__", repr(func))
     delays = config.delays()
@@ -61,7 +63,7 @@ def call_with_retry(
         try:
             return func()
         except retry_on as error:
-            if attempt == config.max_attempts:
+            if attempt == config.max_attempts or (retry_if is not None and not retry_if(error)):
                 raise
             delay = delays[attempt - 1]
             logger.warning(

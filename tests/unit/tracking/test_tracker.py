@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker
 
 
 @pytest.fixture
-def tracker(tmp_path: Path) -> MlflowTracker:
+def tracker(tmp_path: Path) -> Iterator[MlflowTracker]:
     uri = f"sqlite:///{tmp_path / 'mlflow_db' / 'mlflow.db'}"
-    return MlflowTracker(uri, "tests", artifact_root=tmp_path / "mlflow_db" / "artifacts")
+    opened = MlflowTracker(uri, "tests", artifact_root=tmp_path / "mlflow_db" / "artifacts")
+    yield opened
+    opened.close(0)
 
 
 def test_parent_and_child_runs_with_metrics_params_tags(tracker: MlflowTracker, tmp_path: Path) -> None:
@@ -26,6 +29,8 @@ def test_parent_and_child_runs_with_metrics_params_tags(tracker: MlflowTracker, 
     trial.set_tags({"uri": "https://bob:secretpw@example.org/x"})
     trial.log_dict({"a": 1}, "resolved_config.json")
     trial.finish("FINISHED")
+    assert tracker.drain(30)  # the outbox's sender has handed everything to MLflow
+    assert not list(tracker.outbox.directory.glob("outbox-*"))  # and the outbox file is gone
 
     client = MlflowClient(tracking_uri=tracker.uri)
     run = client.get_run(trial.run_id)
@@ -44,6 +49,7 @@ def test_parent_and_child_runs_with_metrics_params_tags(tracker: MlflowTracker, 
 def test_many_metrics_are_sent_in_batches(tracker: MlflowTracker) -> None:
     run = tracker.start_run("big")
     run.log_metrics({f"m{i}": float(i) for i in range(2500)}, step=0)
+    assert tracker.drain(30)
     client = MlflowClient(tracking_uri=tracker.uri)
     assert len(client.get_run(run.run_id).data.metrics) == 2500
 
@@ -52,6 +58,7 @@ def test_reopening_uses_the_same_experiment(tmp_path: Path, tracker: MlflowTrack
     again = MlflowTracker(tracker.uri, "tests", artifact_root=tmp_path / "other")
     assert again.experiment_id == tracker.experiment_id
     assert again.describe().startswith("MLflow at sqlite:///")
+    assert again.close() == 0
 
 
 def test_unreachable_backend_is_a_tracking_error(tmp_path: Path) -> None:
@@ -71,9 +78,9 @@ def test_null_tracker_keeps_metrics_in_memory() -> None:
 
 def test_a_new_sqlite_database_appears_complete_or_not_at_all(tmp_path: Path) -> None:
     db = tmp_path / "mlflow_db" / "mlflow.db"
-    MlflowTracker(f"sqlite:///{db}", "tests", artifact_root=tmp_path / "artifacts")
+    MlflowTracker(f"sqlite:///{db}", "tests", artifact_root=tmp_path / "artifacts").close()
     assert db.is_file()
     assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]  # no staging file left behind
     before = db.stat().st_mtime_ns
-    MlflowTracker(f"sqlite:///{db}", "tests", artifact_root=tmp_path / "artifacts")  # existing db is kept
+    MlflowTracker(f"sqlite:///{db}", "tests", artifact_root=tmp_path / "artifacts").close()  # db is kept
     assert db.stat().st_mtime_ns == before

@@ -27,6 +27,10 @@ from dsm5_hpo.utils.logging import (
         ("uri postgresql://alice:s3cr3t@db.local:5432/optuna", "s3cr3t"),
         ("MLFLOW_TRACKING_PASSWORD=hunter22 set", "hunter22"),
         ("api_key: abcdef123456", "abcdef123456"),
+        ("using sk-proj-AbCdEf1234567890GhIjKl", "sk-proj-AbCdEf1234567890GhIjKl"),
+        ("GITHUB ghp_abcdefghijklmnopqrstuvwxyz0123456789 ok", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+        ("aws AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
+        ("opaque Zx9AbCdEfGhIjKlMnOpQrStUvWxYz012345 key", "Zx9AbCdEfGhIjKlMnOpQrStUvWxYz012345"),
     ],
 )
 def test_redact_removes_secrets(text: str, secret: str) -> None:
@@ -35,9 +39,38 @@ def test_redact_removes_secrets(text: str, secret: str) -> None:
     assert "***" in cleaned
 
 
+def test_redact_removes_the_tracking_credentials_of_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "plain-token-42")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "letmein")
+    assert redact("auth failed for plain-token-42 / letmein") == "auth failed for *** / ***"
+
+
+def test_redact_removes_email_addresses() -> None:
+    assert redact("contact jane.doe+dsm@uni.example.org or x@y.io") == "contact <email> or <email>"
+
+
 def test_redact_keeps_ordinary_text() -> None:
     text = "epoch 3: val joint_score 0.51 at sqlite:///experiments/mlflow_db/mlflow.db"
     assert redact(text) == text
+    # Hex digests and UUIDs are long but not secrets: checkpoint hashes and run ids stay readable.
+    ids = (
+        "checkpoint 119a3c268293775230aba1e5b616fad3ec20ffb5aa50be692d030f8d2077050c run "
+        "2eed982b4fa6458386438e72ac87c141 trial_38864719-8607-4116-91c2-18bccc38339d"
+    )
+    assert redact(ids) == ids
+
+
+def test_redaction_reaches_exceptions_and_mlflow_tags(tmp_path: Path) -> None:
+    from dsm5_hpo.tracking.metrics_buffer import Outbox
+    from dsm5_hpo.tracking.tracker import MlflowRunTracker
+
+    outbox = Outbox(tmp_path)
+    run = MlflowRunTracker(outbox, "r1")
+    run.set_tags({"uri": "https://bob:pw123456@host/x", "owner": "jane@example.org"})
+    run.log_params({"token": "hf_abcdefghijklmnopqrstuvwxyz0123"})
+    written = outbox.path.read_text()
+    for secret in ("pw123456", "jane@example.org", "hf_abcdefghijklmnopqrstuvwxyz0123"):
+        assert secret not in written
 
 
 def test_json_lines_carry_context_and_are_redacted(tmp_path: Path) -> None:

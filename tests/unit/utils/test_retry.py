@@ -82,3 +82,24 @@ def test_decorator_form() -> None:
 def test_invalid_retry_config(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         RetryConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_retry_if_narrows_by_the_error_itself() -> None:
+    slept: list[float] = []
+    permanent = Flaky(failures=3, error=PermissionError)
+    with pytest.raises(PermissionError, match="failure 1"):
+        call_with_retry(
+            permanent,
+            retry_on=(OSError,),
+            retry_if=lambda e: not isinstance(e, PermissionError),
+            sleep=slept.append,
+        )
+    assert permanent.calls == 1 and slept == []
+    transient = Flaky(failures=2, error=ConnectionError)
+    call_with_retry(
+        transient,
+        retry_on=(OSError,),
+        retry_if=lambda e: not isinstance(e, PermissionError),
+        sleep=slept.append,
+    )
+    assert transient.calls == 3 and slept == [1.0, 2.0]
