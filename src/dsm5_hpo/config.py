@@ -197,6 +197,9 @@ class TrainConfig:
     """Optimizer steps between per-step metric logs."""
     checkpoint_interval_epochs: int = 1
     """Write a checkpoint every N epochs (and always after the last one); resume starts from the newest."""
+    async_checkpointing: bool = True
+    """Copy the state to host memory and write, hash and commit it on a background thread while
+    training goes on (at most one save in flight); False writes it before training continues."""
     match_threshold: float = 0.5
     """Probability at or above which a pair counts as matching the criterion."""
     null_score_margin: float = 0.0

@@ -105,11 +105,16 @@ def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tmp_path: Path, 
     while kills < KILLS:
         seen = log.stat().st_size if log.exists() else 0
         process = _start(_command(interrupted, model_cache, resume=resume), log)
-        if rng.random() < 0.25:  # during start-up: imports, data preparation, study bookkeeping
+        moment = rng.random()
+        if moment < 0.25:  # during start-up: imports, data preparation, study bookkeeping
             delay = rng.uniform(0.5, 4.0)
-        else:  # once the trial's training loop has started: steps, validation, checkpoint writes, trial ends
+        elif moment < 0.6:  # once the trial's training loop has started: steps, validation, saves, trial ends
             _wait_for(log, seen, ("no valid checkpoint", "resuming from"), process)
             delay = rng.uniform(0.1, 2.0)
+        else:  # once this run has committed a checkpoint (whatever the machine's speed): the next
+            # epoch, the next background save, the end of the trial, the start of the next one
+            _wait_for(log, seen, ("saved checkpoint",), process)
+            delay = rng.uniform(0.0, 1.5)
         try:
             code = process.wait(timeout=delay)
         except subprocess.TimeoutExpired:

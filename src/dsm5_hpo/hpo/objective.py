@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 import yaml
 
 from dsm5_hpo.config import StudyConfig
@@ -42,6 +43,7 @@ def checkpoint_manager(
     trial_id: str,
     config: StudyConfig,
     space: SpaceGuard | None = None,
+    snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] | None = None,
 ) -> CheckpointManager:
     """The trial's checkpoints, tied to this model's architecture and heads."""
     return CheckpointManager(
@@ -52,6 +54,8 @@ def checkpoint_manager(
         interval_epochs=config.train.checkpoint_interval_epochs,
         retention=config.retention_policy,
         space=space,
+        asynchronous=config.train.async_checkpointing,
+        snapshot_buffers=snapshot_buffers,
     )
 
 
@@ -92,6 +96,8 @@ class Objective:
     """False for --no-checkpoint: trials write no weights (metrics are still logged)."""
     space: SpaceGuard | None = None
     """The study's free-space guard, shared by every trial's checkpoint manager."""
+    snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
+    """Host memory for asynchronous checkpoints, reused from trial to trial (trials run one at a time)."""
 
     def __call__(self, trial: optuna.Trial, reported: set[int] | None = None) -> float:
         """Run ``trial``; a trial re-attached after a crash (its folder exists) continues in place.
@@ -194,7 +200,14 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         checkpoints = (
-            checkpoint_manager(trial_dir, model, str(trial.user_attrs["trial_uuid"]), config, self.space)
+            checkpoint_manager(
+                trial_dir,
+                model,
+                str(trial.user_attrs["trial_uuid"]),
+                config,
+                self.space,
+                self.snapshot_buffers,
+            )
             if self.checkpointing
             else None
         )

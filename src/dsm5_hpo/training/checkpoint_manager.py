@@ -11,6 +11,7 @@ commit and when the trial ends (``finish_trial``: best weights only, no resume s
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import json
 import logging
@@ -19,6 +20,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +68,7 @@ from dsm5_hpo.training.training_state import (
     architecture_signature,
     capture_rng_state,
     restore_rng_state,
+    snapshot,
     state_payload,
 )
 
@@ -108,6 +111,8 @@ class CheckpointManager:
         interval_epochs: int = 1,
         retention: RetentionConfig | None = None,
         space: SpaceGuard | NullSpaceGuard | None = None,
+        asynchronous: bool = False,
+        snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         if interval_epochs < 1:
@@ -125,6 +130,13 @@ class CheckpointManager:
         self.space = space if space is not None else NullSpaceGuard(folder)
         """Checks free space before each write and escalates pruning (``storage.space_guard``)."""
         self._clock = clock
+        self.asynchronous = asynchronous
+        """Saves run on a background thread (at most one in flight); see ``save``."""
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_flight: Future[CheckpointInfo] | None = None
+        self._buffers = snapshot_buffers if snapshot_buffers is not None else {}
+        """Host memory reused by every snapshot (one save in flight at a time makes this safe); a
+        study passes one dict to all its trials' managers, so only its first save allocates."""
         self._resumed_from: CheckpointInfo | None = None
         """The checkpoint load_latest returned: not pruned until a newer one is committed."""
 
@@ -133,14 +145,36 @@ class CheckpointManager:
 
     def preflight(self, needed: int) -> None:
         """Before training: make sure a checkpoint of ``needed`` bytes will fit (escalating if not)."""
+        self.wait()
         self.space.ensure_room(needed, self._prune_for_space, what=f"a checkpoint of trial {self.trial_id}")
 
-    def save(self, state: TrainingState) -> CheckpointInfo:
-        """Write, commit, then prune; the new checkpoint is on disk and visible when this returns.
+    def save(self, state: TrainingState) -> CheckpointInfo | None:
+        """Write, commit, then prune ``state``.
+
+        Synchronous: the new checkpoint is on disk and visible when this returns (its info is
+        returned). Asynchronous: the state is copied to host memory and the rest happens on a
+        background thread while training goes on; returns None. Either way, the previous save
+        must have finished first (at most one in flight) and its failure is raised here.
 
         Raises StorageExhaustedError, with nothing written, when the disk cannot take it even
         after the space guard's escalation, or when the disk fills up during the write.
         """
+        self.wait()
+        if not self.asynchronous:
+            return self._write(state)
+        copied = snapshot(state, self._buffers)  # the only part training waits for
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dsm5-checkpoint")
+        # In the caller's context, so that the save's log lines carry its study, trial and epoch.
+        self._in_flight = self._pool.submit(contextvars.copy_context().run, self._write, copied)
+        return None
+
+    def wait(self) -> CheckpointInfo | None:
+        """Block until the save in flight (if any) is committed; raise its failure here if it failed."""
+        in_flight, self._in_flight = self._in_flight, None
+        return in_flight.result() if in_flight is not None else None
+
+    def _write(self, state: TrainingState) -> CheckpointInfo:
         started = time.perf_counter()
         payload = state_payload(state)  # refuses unloadable state before anything is written
         target = self.folder / f"epoch_{state.epoch:04d}"
@@ -183,6 +217,7 @@ class CheckpointManager:
 
     def load_latest(self) -> LoadedCheckpoint | None:
         """The newest valid, compatible checkpoint, deserialized; bad ones are quarantined on the way."""
+        self.wait()
         for path in reversed(self._candidates()):
             started = time.perf_counter()
             try:
@@ -210,6 +245,7 @@ class CheckpointManager:
 
     def finish_trial(self) -> RetentionDecision:
         """The trial has ended: keep only its best checkpoint(s), as weights without resume state."""
+        self.wait()
         infos = self._checked(self._candidates(), hashed=())
         decision = choose_trial_checkpoints(infos, self.space.policy(self.retention), trial_running=False)
         self._apply(decision, infos)
@@ -233,6 +269,7 @@ class CheckpointManager:
 
     def valid_checkpoints(self) -> list[CheckpointInfo]:
         """Every checkpoint whose files all match their SHA-256, oldest first; bad ones are quarantined."""
+        self.wait()
         return self._checked(self._candidates(), hashed=(WEIGHTS_FILE, STATE_FILE))
 
     def best(self) -> CheckpointInfo | None:
@@ -245,6 +282,7 @@ class CheckpointManager:
 
         Only the weights of the tied checkpoints are read, not every file of every checkpoint.
         """
+        self.wait()
         ranked = sorted(
             self._checked(self._candidates(), hashed=()), key=lambda i: (-i.metric_value, i.epoch)
         )
@@ -260,6 +298,7 @@ class CheckpointManager:
 
     def load_weights(self, info: CheckpointInfo) -> dict[str, torch.Tensor]:
         """The model weights of ``info``, verified against their SHA-256 first (CPU tensors)."""
+        self.wait()
         from safetensors.torch import load_file
 
         if not info.path.is_dir():
@@ -357,6 +396,9 @@ class NullCheckpointManager:
         return False
 
     def preflight(self, needed: int) -> None:
+        return None
+
+    def wait(self) -> CheckpointInfo | None:
         return None
 
     def save(self, state: TrainingState) -> CheckpointInfo:

@@ -263,49 +263,54 @@ class Trainer:
         # Before an epoch of work is spent (and after the resume point is known, so that it is
         # protected): will a checkpoint fit, after what pruning can free?
         self.checkpoints.preflight(estimate_checkpoint_bytes(self.model, optimizer))
-        for epoch in range(start_epoch, config.max_epochs):
-            set_log_context(epoch=epoch)
-            started = time.perf_counter()
-            epoch_loss, global_step = self._train_epoch(
-                train, orders[epoch], epoch, optimizer, scheduler, global_step
-            )
-            train_seconds = time.perf_counter() - started
-            evaluation = evaluate_model(
-                self.model,
-                validation,
-                config,
-                device=self.device,
-                criteria=self.criteria,
-                max_answer_tokens=self.max_answer_tokens,
-            )
-            metrics = dict(evaluation.metrics)
-            value = metrics.get(self.metric)
-            if value is None or not math.isfinite(value):
-                raise TrainingError(f"validation metric {self.metric!r} is undefined after epoch {epoch}")
-            logged: dict[str, float | None] = {f"val_{k}": v for k, v in metrics.items()}
-            logged.update(
-                {"train_loss_epoch": epoch_loss, "epoch_seconds": train_seconds, "epoch": float(epoch)}
-            )
-            self.tracker.log_metrics(logged, step=epoch)
-            self.tracker.flush()  # the epoch's metrics survive a crash from here on (outbox fsync)
-            result.history.append(metrics)
-            result.epochs_run = epoch + 1
-            logger.info(
-                "epoch %d: train loss %.4f, val %s %.4f (%.1f s)",
-                epoch,
-                epoch_loss,
-                self.metric,
-                value,
-                train_seconds,
-            )
-            if value > result.best_value:
-                result.best_value, result.best_epoch, result.best_metrics = value, epoch, metrics
-            if self.checkpoints.should_save(epoch) or epoch == config.max_epochs - 1:
-                self.checkpoints.save(
-                    self._state(epoch, global_step, optimizer, scheduler, result, metrics, value)
+        try:
+            for epoch in range(start_epoch, config.max_epochs):
+                set_log_context(epoch=epoch)
+                started = time.perf_counter()
+                epoch_loss, global_step = self._train_epoch(
+                    train, orders[epoch], epoch, optimizer, scheduler, global_step
                 )
-            if self.epoch_callback is not None:
-                self.epoch_callback(epoch, metrics)  # may raise optuna.TrialPruned
+                train_seconds = time.perf_counter() - started
+                evaluation = evaluate_model(
+                    self.model,
+                    validation,
+                    config,
+                    device=self.device,
+                    criteria=self.criteria,
+                    max_answer_tokens=self.max_answer_tokens,
+                )
+                metrics = dict(evaluation.metrics)
+                value = metrics.get(self.metric)
+                if value is None or not math.isfinite(value):
+                    raise TrainingError(f"validation metric {self.metric!r} is undefined after epoch {epoch}")
+                logged: dict[str, float | None] = {f"val_{k}": v for k, v in metrics.items()}
+                logged.update(
+                    {"train_loss_epoch": epoch_loss, "epoch_seconds": train_seconds, "epoch": float(epoch)}
+                )
+                self.tracker.log_metrics(logged, step=epoch)
+                self.tracker.flush()  # the epoch's metrics survive a crash from here on (outbox fsync)
+                result.history.append(metrics)
+                result.epochs_run = epoch + 1
+                logger.info(
+                    "epoch %d: train loss %.4f, val %s %.4f (%.1f s)",
+                    epoch,
+                    epoch_loss,
+                    self.metric,
+                    value,
+                    train_seconds,
+                )
+                if value > result.best_value:
+                    result.best_value, result.best_epoch, result.best_metrics = value, epoch, metrics
+                if self.checkpoints.should_save(epoch) or epoch == config.max_epochs - 1:
+                    self.checkpoints.save(
+                        self._state(epoch, global_step, optimizer, scheduler, result, metrics, value)
+                    )
+                if self.epoch_callback is not None:
+                    self.epoch_callback(epoch, metrics)  # may raise optuna.TrialPruned
+        finally:
+            # The last save may still be in flight (async checkpointing): the trial is not over
+            # until it is committed, and a failure of it is raised here, not lost.
+            self.checkpoints.wait()
         set_log_context(epoch=None, step=None)
         return result
 

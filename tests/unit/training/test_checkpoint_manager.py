@@ -568,3 +568,61 @@ def test_null_manager_keeps_nothing(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="checkpointing is off"):
         null.load_weights(info)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_asynchronous_save_commits_a_snapshot_while_training_goes_on(folder: Path) -> None:
+    run = Run()
+    manager = manager_for(folder, run, asynchronous=True)
+    run.step()
+    expected = {k: v.clone() for k, v in run.model.state_dict().items()}
+    assert manager.save(run.state(0, 0.5)) is None  # returns at once
+    with torch.no_grad():  # training goes on and changes the weights in place
+        for parameter in run.model.parameters():
+            parameter.add_(1.0)
+    info = manager.wait()
+    assert info is not None and info.epoch == 0
+    saved = manager.load_weights(info)
+    assert all(torch.equal(saved[k], v) for k, v in expected.items())  # the state at save() time
+    assert manager.wait() is None  # nothing in flight any more
+
+
+def test_asynchronous_saves_run_one_at_a_time_in_order_reusing_host_memory(folder: Path) -> None:
+    run = Run()
+    buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+    manager = manager_for(folder, run, asynchronous=True, keep_last=3, snapshot_buffers=buffers)
+    expected = []
+    for epoch, value in enumerate([0.1, 0.2, 0.3]):
+        run.step()
+        expected.append({k: v.clone() for k, v in run.model.state_dict().items()})
+        manager.save(run.state(epoch, value))
+        if epoch == 0:
+            first = {path: tensor.data_ptr() for path, tensor in buffers.items()}
+    manager.wait()
+    assert {path: tensor.data_ptr() for path, tensor in buffers.items()} == first  # same memory each time
+    assert names(folder) == ["epoch_0000", "epoch_0001", "epoch_0002"]
+    infos = manager.valid_checkpoints()
+    assert [i.epoch for i in infos] == [0, 1, 2]
+    for info, weights in zip(infos, expected, strict=True):  # reuse never leaked a later state into a save
+        saved = manager.load_weights(info)
+        assert all(torch.equal(saved[k], v) for k, v in weights.items())
+
+
+def test_a_failed_background_save_is_raised_at_the_next_save_and_at_wait(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dsm5_hpo.training import checkpoint_manager
+
+    run = Run()
+    manager = manager_for(folder, run, asynchronous=True)
+
+    def broken_disk(obj: object, path: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint_manager, "torch_save_hashed", broken_disk)
+    manager.save(run.state(0, 0.5))
+    with pytest.raises(StorageError, match="Input/output error"):
+        manager.save(run.state(1, 0.6))  # the first one's failure, before anything else happens
+    assert not folder.exists() or not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+    manager.save(run.state(1, 0.6))
+    with pytest.raises(StorageError):
+        manager.wait()
