@@ -27,7 +27,7 @@ STAMP := $(VENV)/.installed
 LOCK_TOOL := scripts/lock_requirements.py
 LINT_PATHS := $(wildcard src tests scripts benchmarks)
 
-.PHONY: help install train resume evaluate cleanup sync mlflow-ui test test-fast lint format lock clean clean-all
+.PHONY: help install train resume evaluate cleanup sync bench mlflow-ui test test-fast lint format lock clean clean-all
 
 help: ## List the targets
 	@echo "usage: make <target> [ARGS='hydra.overrides or --flags']"
@@ -67,6 +67,9 @@ cleanup: $(STAMP) ## List checkpoints the retention policy lets go, and leftover
 
 sync: $(STAMP) ## Send to MLflow the metrics earlier runs left in experiments/tracking_outbox (ARGS=overrides)
 	$(PY) -m dsm5_hpo.cli.sync $(ARGS)
+
+bench: $(STAMP) ## Run every benchmark, figures into benchmarks/results.json (QUICK=1: smoke runs)
+	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick)
 
 mlflow-ui: $(STAMP) ## Browse every trial's metrics in the MLflow UI (experiments/mlflow_db)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///experiments/mlflow_db/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) $(ARGS)

@@ -2,6 +2,7 @@
 
     python benchmarks/storage.py                 # 8 trials x 4 epochs, tiny model, three policies
     python benchmarks/storage.py --trials 16     # more trials: the capped peak must not grow
+    python benchmarks/storage.py --quick         # 3 trials x 2 epochs: a smoke test
 
 The same tiny-model study (same config and seed, so the same trials and the same checkpoints) is
 run through the real train CLI, in this process, under three retention policies (72 sample posts,
@@ -136,7 +137,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--quick", action="store_true", help="3 trials x 2 epochs: a smoke test, not the figures"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.trials, args.epochs = 3, 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from dsm5_hpo.utils.logging import setup_logging
 

@@ -3,6 +3,7 @@
     python benchmarks/tracking_overhead.py                  # tiny model (the harshest case: short steps)
     python benchmarks/tracking_overhead.py --model minilm --max-posts 24   # MiniLM (about 5 minutes)
     python benchmarks/tracking_overhead.py --repeats 5
+    python benchmarks/tracking_overhead.py --quick                         # a smoke test
 
 The same training (the real Trainer, same data, seed and model, one epoch, a metric logged at every
 step: train.log_every_n_steps=1) runs with three trackers, interleaved, ``--repeats`` times each:
@@ -73,7 +74,12 @@ def main() -> None:
     parser.add_argument(
         "--max-posts", type=int, default=72, help="sample posts used (default 72, as make train)"
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="24 posts, 2 repeats: a smoke test, not the figures"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.max_posts = 2, 24
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
