@@ -27,16 +27,12 @@ from dsm5_hpo.config import RetentionConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, PipelineError
 from dsm5_hpo.hpo.lock import lock_owner
 from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
+from dsm5_hpo.hpo.study_retention import read_trial_checkpoints
 from dsm5_hpo.storage.checkpoint_io import STAGING_PREFIX, delete_directory
 from dsm5_hpo.storage.exhaustion import tree_size
 from dsm5_hpo.training.checkpoint_manager import QUARANTINE_DIR, STATE_FILE
-from dsm5_hpo.training.checkpoint_pruning import (
-    PENDING_SUFFIX,
-    checkpoint_directories,
-    size_text,
-    strip_resume_state,
-)
-from dsm5_hpo.training.checkpoint_verify import CheckpointInfo, Invalid, peek_checkpoint
+from dsm5_hpo.training.checkpoint_pruning import PENDING_SUFFIX, size_text, strip_resume_state
+from dsm5_hpo.training.checkpoint_verify import CheckpointInfo, Invalid
 from dsm5_hpo.training.retention import choose_study_checkpoints, choose_trial_checkpoints
 
 logger = logging.getLogger(__name__)
@@ -145,18 +141,6 @@ class _Planner:
                     self.add(path, "delete", "quarantined checkpoint (failed verification; kept as evidence)")
 
 
-def _checkpoints(folder: Path) -> list[CheckpointInfo]:
-    infos = []
-    for path in checkpoint_directories(folder):
-        if path.is_symlink():
-            continue
-        try:
-            infos.append(peek_checkpoint(path))
-        except (Invalid, OSError) as problem:
-            logger.warning("cleanup skips checkpoint %s: %s", path, problem)
-    return infos
-
-
 def _study_trials(root: Path, study_id: str) -> dict[str, _Trial]:
     trials: dict[str, _Trial] = {}
     for trial_dir in sorted(root.glob("trial_*")):
@@ -192,7 +176,7 @@ def _plan_study(planner: _Planner, study_dir: Path, record: dict[str, Any]) -> s
         return referenced
     kept: dict[str, list[CheckpointInfo]] = {}
     for name, trial in trials.items():
-        infos = _checkpoints(trial.folder / CHECKPOINTS_DIR)
+        infos = read_trial_checkpoints(trial.folder)
         ended = trial.state in ENDED_STATES
         decision = choose_trial_checkpoints(infos, policy, trial_running=not ended)
         by_path = {info.path: info for info in infos}

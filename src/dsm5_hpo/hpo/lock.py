@@ -59,15 +59,24 @@ def _try_create(path: Path) -> bool:
     return True
 
 
-def lock_owner(study_dir: Path) -> str | None:
-    """Who holds the study's lock ('process 123 on host'), or None when it is free or stale."""
-    owner = _read(study_dir / LOCK_FILE)
+def _holder(owner: dict[str, object]) -> tuple[int, object] | None:
+    """(pid, host) of a lock that still binds: a live process on this host, or any process on
+    another host (which cannot be checked from here); None when the lock is free or stale."""
     pid, host = owner.get("pid"), owner.get("host")
-    if not isinstance(pid, int):
+    if not isinstance(pid, int) or host is None:
         return None
     if host == socket.gethostname():
-        return f"process {pid} on {host}" if _alive(pid) else None
-    return f"process {pid} on host {host}" if host is not None else None
+        return (pid, host) if _alive(pid) else None
+    return pid, host
+
+
+def lock_owner(study_dir: Path) -> str | None:
+    """Who holds the study's lock ('process 123 on host'), or None when it is free or stale."""
+    holder = _holder(_read(study_dir / LOCK_FILE))
+    if holder is None:
+        return None
+    pid, host = holder
+    return f"process {pid} on {host}" if host == socket.gethostname() else f"process {pid} on host {host}"
 
 
 @contextlib.contextmanager
@@ -80,12 +89,13 @@ def study_lock(study_dir: Path) -> Iterator[Path]:
         owner = _read(path)
         pid, host = owner.get("pid"), owner.get("host")
         here = socket.gethostname()
-        if isinstance(pid, int) and host == here and _alive(pid) and pid != os.getpid():
+        holder = _holder(owner)
+        if holder is not None and host == here and pid != os.getpid():
             raise StudyLockedError(
                 f"study {study_dir.name} is being run by process {pid} on {host} (lock {path}); wait for it to "
                 "finish or stop it, then run --resume"
             )
-        if isinstance(pid, int) and host not in (here, None):
+        if holder is not None and host != here:
             raise StudyLockedError(
                 f"study {study_dir.name} is locked by process {pid} on host {host} (lock {path}); if that process "
                 "is gone, delete the lock file and run --resume"

@@ -38,10 +38,12 @@ def read_trial_checkpoints(trial_dir: Path) -> list[CheckpointInfo]:
     """The trial's checkpoints whose metadata verifies; others are skipped (its manager quarantines them)."""
     infos: list[CheckpointInfo] = []
     for path in checkpoint_directories(trial_dir / CHECKPOINTS_DIR):
+        if path.is_symlink():  # never followed: what it points at is not ours to delete
+            continue
         try:
             infos.append(peek_checkpoint(path))
         except (Invalid, OSError) as problem:
-            logger.warning("study retention skips checkpoint %s: %s", path, problem)
+            logger.warning("retention skips checkpoint %s: %s", path, problem)
     return infos
 
 
@@ -86,7 +88,6 @@ def prune_study_for_space(trials: Sequence[FrozenTrial], policy: RetentionConfig
     folders = {str(t.user_attrs["trial_dir"]): t for t in trials if "trial_dir" in t.user_attrs}
     running = {name for name, t in folders.items() if not t.state.is_finished()}
     checkpoints = {name: read_trial_checkpoints(Path(name)) for name in folders if name not in running}
-    everything = [info for infos in checkpoints.values() for info in infos]
     freed = 0
     if step == STEP_BEST_ONLY:
         for infos in checkpoints.values():
@@ -100,6 +101,7 @@ def prune_study_for_space(trials: Sequence[FrozenTrial], policy: RetentionConfig
                     logger.warning("cannot drop the resume state of checkpoint %s: %s", path, problem)
     elif step == STEP_STUDY_BEST:
         decision = choose_study_best_only(checkpoints, _best_trial_dir(folders), running_trial=None)
+        everything = [info for infos in checkpoints.values() for info in infos]
         freed += apply_deletions(decision.delete, everything, logger)
     return freed
 

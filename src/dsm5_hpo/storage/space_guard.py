@@ -20,14 +20,13 @@ ahead with a WARNING. The steps' actions are callbacks: this module decides when
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.storage.exhaustion import StorageExhaustedError, largest_artifacts
-from dsm5_hpo.storage.monitor import DiskMonitor, DiskStatus, existing_ancestor, format_bytes
+from dsm5_hpo.storage.monitor import DiskMonitor, DiskStatus, StorageMonitor, format_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +68,16 @@ def assess(status: DiskStatus, needed: int, threshold_percent: float) -> SpaceVe
     )
 
 
-def read_disk_status(path: Path) -> DiskStatus:
-    """One reading of the filesystem holding ``path`` (or its nearest existing parent)."""
-    target = existing_ancestor(path)
-    total, used, free = shutil.disk_usage(target)
-    return DiskStatus(target, int(total), int(used), int(free), 0.0)
+def exhaustion_error(
+    status: DiskStatus, needed: int, experiments_dir: Path, study_id: str | None
+) -> StorageExhaustedError:
+    """The error (with its report) for ``needed`` bytes that cannot be written; the report is
+    logged at ERROR here, with its data attached for the JSON log."""
+    error = StorageExhaustedError.from_status(
+        status, needed, largest_artifacts(experiments_dir), experiments_dir=experiments_dir, study_id=study_id
+    )
+    logger.error("%s", error, extra={"report": error.report})
+    return error
 
 
 class SpaceGuard:
@@ -145,20 +149,9 @@ class SpaceGuard:
         )
 
     def exhausted(self, needed: int, status: DiskStatus | None = None) -> StorageExhaustedError:
-        """The error (with its report) for a checkpoint of ``needed`` bytes that cannot be written.
-
-        The report is logged at ERROR here, with its data attached for the JSON log.
-        """
+        """The error (with its report) for a checkpoint of ``needed`` bytes that cannot be written."""
         status = status if status is not None else self.monitor.check_now()
-        error = StorageExhaustedError.from_status(
-            status,
-            needed,
-            largest_artifacts(self.experiments_dir),
-            experiments_dir=self.experiments_dir,
-            study_id=self.study_id,
-        )
-        logger.error("%s", error, extra={"report": error.report})
-        return error
+        return exhaustion_error(status, needed, self.experiments_dir, self.study_id)
 
     def _run_step(self, step: int, prune_trial: PruneCallback) -> int:
         self.level = max(self.level, step)
@@ -183,9 +176,6 @@ class NullSpaceGuard:
         return None
 
     def exhausted(self, needed: int, status: DiskStatus | None = None) -> StorageExhaustedError:
-        status = status if status is not None else read_disk_status(self.experiments_dir)
-        error = StorageExhaustedError.from_status(
-            status, needed, largest_artifacts(self.experiments_dir), experiments_dir=self.experiments_dir
-        )
-        logger.error("%s", error, extra={"report": error.report})
-        return error
+        # A monitor that is never started: one reading of the real disk, by the monitor's own code.
+        status = status if status is not None else StorageMonitor(self.experiments_dir).check_now()
+        return exhaustion_error(status, needed, self.experiments_dir, None)

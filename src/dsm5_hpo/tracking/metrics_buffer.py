@@ -154,10 +154,6 @@ class Outbox:
         with self._lock:
             return run_id in self._check
 
-    def checked(self, run_id: str) -> None:
-        with self._lock:
-            self._check.discard(run_id)
-
     # -- run ids -----------------------------------------------------------------------------
 
     def resolve(self, run_id: str) -> str:

@@ -360,11 +360,8 @@ class CheckpointManager:
 
     def _prune(self, new: CheckpointInfo) -> None:
         """Apply the retention policy; runs only after the new checkpoint is committed."""
-        infos = self._checked(self._candidates(), hashed=())
         resumed = self._resumed_from
-        protected = {new.path} | ({resumed.path} if resumed else set())
-        policy = self.space.policy(self.retention)
-        self._apply(choose_trial_checkpoints(infos, policy, protected=protected), infos)
+        self._apply_policy(self.space.policy(self.retention), also_protected=new.path)
         if resumed is not None and new.epoch > resumed.epoch:
             self._resumed_from = None  # a newer resume point is committed: the policy decides from now on
 
@@ -372,11 +369,14 @@ class CheckpointManager:
         """Storage escalation step 1: only the newest resume point (and the one resumed from) and
         the co-best stay; leftovers of crashed saves go too. Returns the bytes freed."""
         remove_stale_staging(self.folder)
+        return self._apply_policy(self.retention.tightened())
+
+    def _apply_policy(self, policy: RetentionConfig, also_protected: Path | None = None) -> int:
+        """Prune the running trial's checkpoints by ``policy``, never the one resumed from."""
         infos = self._checked(self._candidates(), hashed=())
-        resumed = self._resumed_from
-        protected = {resumed.path} if resumed else set()
-        decision = choose_trial_checkpoints(infos, self.retention.tightened(), protected=protected)
-        return self._apply(decision, infos)
+        protected = {p.path for p in (self._resumed_from,) if p is not None}
+        protected |= {also_protected} if also_protected is not None else set()
+        return self._apply(choose_trial_checkpoints(infos, policy, protected=protected), infos)
 
     def _apply(self, decision: RetentionDecision, infos: Sequence[CheckpointInfo]) -> int:
         freed = apply_deletions(decision.delete, infos, logger)

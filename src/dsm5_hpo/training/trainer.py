@@ -327,7 +327,9 @@ class Trainer:
         return TrainingState(
             epoch=epoch,
             step=step,
-            model_state={k: v.detach().to("cpu") for k, v in self.model.state_dict().items()},
+            # Left where they are: the writer (or the asynchronous snapshot) copies each tensor to
+            # host memory once; copying here too would copy a CUDA model's weights twice.
+            model_state={k: v.detach() for k, v in self.model.state_dict().items()},
             optimizer_state=optimizer.state_dict(),
             scheduler_state=scheduler.state_dict(),
             rng_state=capture_rng_state(),
