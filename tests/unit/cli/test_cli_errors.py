@@ -125,3 +125,32 @@ def test_dry_run_checks_everything_and_writes_no_study(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "dry run ok" in result.stdout
     assert not list((tmp_path / "exp").glob("study_*"))
+
+
+def test_sync_refuses_tracking_none_and_a_dead_tracker(tmp_path: Path) -> None:
+    experiments = tmp_path / "exp"
+    nothing = run_module(
+        "dsm5_hpo.cli.sync", "--config", str(CONFIG_FILE), f"paths.experiments_dir={experiments}"
+    )
+    assert nothing.returncode == 0 and "nothing to send" in nothing.stdout, nothing.stderr
+    result = run_module(
+        "dsm5_hpo.cli.sync",
+        "--config",
+        str(CONFIG_FILE),
+        "tracking=none",
+        f"paths.experiments_dir={experiments}",
+    )
+    assert_one_line_error(result, 2, "tracking.backend is none")
+    outbox = experiments / "tracking_outbox"
+    outbox.mkdir(parents=True)
+    line = '{"op": "metric", "run": "r1", "key": "loss", "value": 0.5, "step": 0, "ts": 1, "seq": 1}\n'
+    (outbox / "outbox-elsewhere-1-abcd1234.jsonl").write_text(line)
+    result = run_module(
+        "dsm5_hpo.cli.sync",
+        "--config",
+        str(CONFIG_FILE),
+        "tracking.uri=bogus://x",
+        f"paths.experiments_dir={experiments}",
+    )
+    assert_one_line_error(result, 5, "tracking.uri")
+    assert (outbox / "outbox-elsewhere-1-abcd1234.jsonl").read_text() == line  # nothing lost
