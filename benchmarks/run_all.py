@@ -28,6 +28,7 @@ BENCHMARKS = {
     "checkpoint_overhead": ("checkpoint_overhead.py", [], ["--quick"]),
     "checkpoint_stall": ("checkpoint_stall.py", [], ["--quick"]),
     "storage": ("storage.py", [], ["--quick"]),
+    "throughput": ("throughput.py", [], ["--quick"]),
     "tracking_overhead": ("tracking_overhead.py", ["--repeats", "15"], ["--quick"]),
 }
 

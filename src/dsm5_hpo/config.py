@@ -93,6 +93,9 @@ class DataConfig:
     """Longest evidence span, in tokens, the decoder may predict."""
     max_posts: int = 0
     """Use only this many posts (0 = all); for smoke runs and tests."""
+    feature_cache_entries: int = 8
+    """Tokenized splits kept in <paths.cache_dir>/features (keyed by data, tokenizer and window
+    settings; least recently used removed first); 0 = tokenize every time, keep nothing."""
 
     @property
     def criteria(self) -> tuple[str, ...]:
@@ -111,6 +114,7 @@ class DataConfig:
         )
         _require(self.max_answer_tokens >= 1, "data.max_answer_tokens", "must be >= 1")
         _require(self.max_posts >= 0, "data.max_posts", "must be >= 0 (0 = all posts)")
+        _require(self.feature_cache_entries >= 0, "data.feature_cache_entries", "must be >= 0 (0 = no cache)")
 
 
 @dataclass(frozen=True)
@@ -191,12 +195,18 @@ class TrainConfig:
     """Weight of the evidence-span cross-entropy loss in the joint loss."""
     device: str = "auto"
     """'auto' (cuda when available, else cpu), 'cpu', 'cuda' or 'cuda:N'."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """Autocast dtype; fp16 uses a gradient scaler and needs CUDA."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Autocast dtype; 'auto' = bf16 where the device runs it natively (CUDA compute capability 8+,
+    CPUs with AVX512-BF16 or AMX), else fp32; fp16 uses a gradient scaler and needs CUDA."""
     log_every_n_steps: int = 10
     """Optimizer steps between per-step metric logs."""
     checkpoint_interval_epochs: int = 1
     """Write a checkpoint every N epochs (and always after the last one); resume starts from the newest."""
+    group_by_length: bool = True
+    """Batch windows of similar length together (shuffled in groups) so that dynamic padding pads
+    little; False = plain shuffled batches."""
+    length_group_size: int = 50
+    """Batches per length-sorted group: larger pads less, smaller keeps epochs more random."""
     async_checkpointing: bool = True
     """Copy the state to host memory and write, hash and commit it on a background thread while
     training goes on (at most one save in flight); False writes it before training continues."""
@@ -216,6 +226,7 @@ class TrainConfig:
             "gradient_accumulation_steps",
             "log_every_n_steps",
             "checkpoint_interval_epochs",
+            "length_group_size",
         )
         for name in positive_ints:
             value = getattr(self, name)
@@ -239,7 +250,11 @@ class TrainConfig:
             "train.device",
             f"must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}",
         )
-        _require(self.precision in ("fp32", "bf16", "fp16"), "train.precision", "must be fp32, bf16 or fp16")
+        _require(
+            self.precision in ("auto", "fp32", "bf16", "fp16"),
+            "train.precision",
+            "must be auto, fp32, bf16 or fp16",
+        )
         _require(0.0 < self.match_threshold < 1.0, "train.match_threshold", "must be in (0, 1)")
         _require(0.0 < self.negative_sampling <= 1.0, "train.negative_sampling", "must be in (0, 1]")
 

@@ -22,7 +22,7 @@ import yaml
 
 from dsm5_hpo.cli.common import run_cli
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
-from dsm5_hpo.data.prepare import prepare_data
+from dsm5_hpo.data.prepare import feature_cache, prepare_data
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
 from dsm5_hpo.hpo.study import newest_finished_study, read_study_record
@@ -56,7 +56,12 @@ def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> tuple
     trial = _read_json(trial_dir / "trial.json")
     validation = _read_json(trial_dir / "validation_report.json")
     resolved = resolve_model(config.model, cache_dir=config.paths.cache)
-    data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
+    data = prepare_data(
+        config.data,
+        load_tokenizer(resolved.path),
+        seed=config.train.seed,
+        cache=feature_cache(config.data, config.paths.cache),
+    )
     result, checkpoints = evaluate_trial_on_test(
         config, data, resolved.path, trial_dir, str(trial["trial_id"])
     )

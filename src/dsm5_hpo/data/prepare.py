@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dsm5_hpo.config import DataConfig
+from dsm5_hpo.data.feature_cache import FeatureCache
 from dsm5_hpo.data.features import WindowFeatures, tokenize_examples
 from dsm5_hpo.data.pairs import PairExample, SpanStats, build_examples
 from dsm5_hpo.data.schema import RedSM5
@@ -68,10 +70,26 @@ def _subset(dataset: RedSM5, max_posts: int) -> RedSM5:
     )
 
 
+def feature_cache(config: DataConfig, cache_dir: Path) -> FeatureCache | None:
+    """The on-disk cache of tokenized splits under ``cache_dir``, or None when data.feature_cache_entries=0."""
+    if config.feature_cache_entries == 0:
+        return None
+    return FeatureCache(cache_dir / "features", max_entries=config.feature_cache_entries)
+
+
 def prepare_data(
-    config: DataConfig, tokenizer: Any, *, seed: int, dataset: RedSM5 | None = None
+    config: DataConfig,
+    tokenizer: Any,
+    *,
+    seed: int,
+    dataset: RedSM5 | None = None,
+    cache: FeatureCache | None = None,
 ) -> PreparedData:
-    """Load (unless ``dataset`` is given), split by post, build pairs and tokenize every split."""
+    """Load (unless ``dataset`` is given), split by post, build pairs and tokenize every split.
+
+    With ``cache``, each split's windows come from disk when the same data was tokenized the
+    same way before (a resumed study, the next study, the evaluate CLI).
+    """
     dataset = _subset(dataset or load_redsm5(config), config.max_posts)
     split = split_posts(dataset.posts, seed, config.split)
     if not split.train or not split.validation:
@@ -84,9 +102,18 @@ def prepare_data(
     for name in SPLITS:
         examples, split_stats = build_examples(dataset, split.of(name), config.criteria, warn=False)
         stats.add(split_stats)
-        features = tokenize_examples(
-            examples, tokenizer, max_length=config.max_length, doc_stride=config.doc_stride
-        )
+        if cache is None:
+            features = tokenize_examples(
+                examples, tokenizer, max_length=config.max_length, doc_stride=config.doc_stride
+            )
+        else:
+            features = cache.windows(
+                examples,
+                tokenizer,
+                max_length=config.max_length,
+                doc_stride=config.doc_stride,
+                describe={"data": config.name, "revision": dataset.revision, "split": name, "seed": seed},
+            )
         splits[name] = SplitData(examples, features)
     stats.warn()
     prepared = PreparedData(dataset, split, splits, stats, config.criteria)

@@ -25,7 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
-from dsm5_hpo.data.prepare import PreparedData, prepare_data
+from dsm5_hpo.data.prepare import PreparedData, feature_cache, prepare_data
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, StorageError, TrainingError
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
@@ -231,7 +231,12 @@ class StudyRunner:
         config = self.config
         resolved = resolve_model(config.model, cache_dir=config.paths.cache)
         logger.info("encoder %s from %s (%s)", config.model.name, resolved.path, resolved.origin)
-        data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
+        data = prepare_data(
+            config.data,
+            load_tokenizer(resolved.path),
+            seed=config.train.seed,
+            cache=feature_cache(config.data, config.paths.cache),
+        )
         record.update(state="RUNNING", data=data.summary(), model_origin=resolved.origin)
         atomic_write_json(study_dir / STUDY_FILE, record)
         study_run = self._study_run(study_id, study_dir, record, data)

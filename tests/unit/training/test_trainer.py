@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,9 +32,12 @@ from dsm5_hpo.training.trainer import (
     FitResult,
     Trainer,
     autocast,
+    epoch_batches,
     epoch_order,
+    has_fast_bf16,
     predict,
     resolve_device,
+    resolve_precision,
 )
 from dsm5_hpo.utils.seeding import seed_everything
 
@@ -209,6 +213,37 @@ def test_autocast_choices_on_cpu() -> None:
         assert not torch.is_autocast_enabled("cpu")
 
 
+@pytest.mark.parametrize(("fast", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_device_runs_it_natively(fast: bool, expected: str) -> None:
+    for device in (torch.device("cpu"), torch.device("cuda")):
+        assert resolve_precision("auto", device, fast_bf16=lambda _: fast) == expected
+        for explicit in ("fp32", "bf16", "fp16"):
+            assert resolve_precision(explicit, device, fast_bf16=lambda _: fast) == explicit
+
+
+def test_this_cpu_gets_bf16_from_auto_exactly_when_it_has_avx512_bf16_or_amx() -> None:
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert has_fast_bf16(torch.device("cpu")) == native
+    with autocast(torch.device("cpu"), "auto"):
+        assert torch.is_autocast_enabled("cpu") == native
+
+
+def test_cpu_helpers_missing_from_torch_mean_no_fast_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert not has_fast_bf16(torch.device("cpu"))
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+
+
+def test_fit_records_the_precision_auto_became(setup: Setup) -> None:
+    config = setup.config.with_train(precision="auto", max_epochs=1)
+    tracker = NullRunTracker()
+    trainer = setup.trainer(setup.model(), config, tracker=tracker)
+    trainer.fit(setup.train, setup.validation)
+    assert tracker.tags["precision"] == resolve_precision("auto", torch.device("cpu")) == trainer.precision
+    assert tracker.tags["device"] == "cpu"
+
+
 def test_fp16_on_cpu_is_refused_when_the_trainer_is_built(setup: Setup) -> None:
     config = setup.config.with_train(precision="fp16", device="cpu")
     with pytest.raises(ConfigError, match=r"train\.precision"):
@@ -269,6 +304,24 @@ def test_negative_sampling_keeps_every_positive_and_a_share_of_negatives(share: 
         assert order == epoch_order(features, seed=42, epoch=epoch, negative_sampling=share)
     sets = [set(epoch_order(features, seed=42, epoch=e, negative_sampling=share)) for e in range(2)]
     assert sets[0] != sets[1]  # a fresh share of negatives each epoch
+
+
+def test_epoch_batches_group_lengths_over_the_same_windows_as_the_epoch_order(setup: Setup) -> None:
+    train = dataclasses.replace(setup.config.train, batch_size=4, length_group_size=3, negative_sampling=0.5)
+    lengths = [len(ids) for ids in setup.train.input_ids]
+    order = epoch_order(setup.train, seed=train.seed, epoch=1, negative_sampling=0.5)
+    grouped = epoch_batches(setup.train, train, epoch=1)
+    assert sorted(i for batch in grouped for i in batch) == sorted(order)
+    assert grouped == epoch_batches(setup.train, train, epoch=1)  # a function of (config, epoch)
+    assert grouped != epoch_batches(setup.train, train, epoch=2)
+    assert max(lengths[i] for i in grouped[0]) == max(lengths[i] for i in order)
+    plain = epoch_batches(setup.train, dataclasses.replace(train, group_by_length=False), epoch=1)
+    assert plain == [order[k : k + 4] for k in range(0, len(order), 4)]
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches)
+
+    assert padded(grouped) < padded(plain)
 
 
 def test_epoch_order_shuffles_positives_among_negatives() -> None:
@@ -451,10 +504,7 @@ def test_gradient_accumulation_runs_and_logs(setup: Setup) -> None:
     assert result.best_value is not None and math.isfinite(result.best_value)
 
     train = config.train
-    windows = len(
-        epoch_order(setup.train, seed=train.seed, epoch=0, negative_sampling=train.negative_sampling)
-    )
-    micro_batches = math.ceil(windows / train.batch_size)
+    micro_batches = len(epoch_batches(setup.train, train, epoch=0))
     steps = [step for key, _, step in tracker.metrics if key == "train_loss"]
     assert steps == list(range(1, math.ceil(micro_batches / 2) + 1))
     assert all(math.isfinite(v) for key, v, _ in tracker.metrics if key == "train_loss")

@@ -1,0 +1,306 @@
+"""Training throughput of our trainer against transformers.Trainer on the same work.
+
+    python benchmarks/throughput.py              # MiniLM on the bundled sample (the default study's data)
+    python benchmarks/throughput.py --quick      # the tiny random BERT: a smoke test for CI
+    python benchmarks/throughput.py --profile    # also: where one epoch of our trainer spends its time
+
+Both trainers train the same dual-head model (same initial weights) for one epoch over the same
+training windows (``--steps`` x batch_size windows drawn, seeded, from the training split of
+configs/hpo_study.yaml's data), with the same batch size, the same AdamW and linear schedule
+objects (built by our trainer's code and handed to transformers.Trainer through ``optimizers=``),
+the same gradient clipping, logging cadence and precision (``--precision``; 'auto' is what a
+study uses: bf16 where the device runs it natively). Timed: the epoch itself (our trainer's
+``epoch_seconds`` metric, transformers' on_epoch_begin -> on_epoch_end), not model loading or
+setup, never evaluation.
+
+What differs is only what each does by default: transformers.Trainer visits the windows in
+random batches (train_sampling_strategy='random'), each padded by the collator to its longest
+window (our collator: the baseline pads no more than dynamic padding needs); our trainer groups
+windows of similar length into batches (train.group_by_length). Runs alternate (ours, theirs,
+...) ``--repeats`` times; the figures are medians. When the precision is bf16, our trainer
+and transformers.Trainer also run in fp32 each repeat (transformers' default precision): the
+same-precision ratio in fp32, the bf16 speed-up that precision=auto takes, and the ratio of each
+trainer at its own default precision.
+
+The last line printed is a JSON object of every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dsm5_hpo.cli.common import compose_config
+from dsm5_hpo.config import StudyConfig, TrainConfig
+from dsm5_hpo.data.features import WindowFeatures, collate
+from dsm5_hpo.data.prepare import SplitData, prepare_data
+from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
+from dsm5_hpo.models.multi_task import DualAgentModel, joint_loss
+from dsm5_hpo.tracking.tracker import NullRunTracker
+from dsm5_hpo.training import trainer as ours
+from dsm5_hpo.utils.seeding import torch_generator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG = REPO_ROOT / "configs" / "hpo_study.yaml"
+QUICK = ("model=tiny", "data.max_length=64", "data.doc_stride=16", "data.max_posts=24")
+
+
+def subset(features: WindowFeatures, indices: Sequence[int]) -> WindowFeatures:
+    return WindowFeatures(
+        [features.input_ids[i] for i in indices],
+        [features.token_type_ids[i] for i in indices],
+        [features.context_offsets[i] for i in indices],
+        [features.start_positions[i] for i in indices],
+        [features.end_positions[i] for i in indices],
+        [features.labels[i] for i in indices],
+        list(range(len(indices))),
+        pad_token_id=features.pad_token_id,
+    )
+
+
+class WithLoss(nn.Module):
+    """Our model for transformers.Trainer: takes the collated batch, returns {'loss': joint loss}."""
+
+    def __init__(self, model: DualAgentModel, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.weights = {
+            "criteria_weight": config.loss_weight_criteria,
+            "evidence_weight": config.loss_weight_evidence,
+        }
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        answer_mask: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        labels: torch.Tensor,
+        start_positions: torch.Tensor,
+        end_positions: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        output = self.model(input_ids, attention_mask, answer_mask, token_type_ids)
+        loss = joint_loss(output, labels, start_positions, end_positions, **self.weights)
+        return {"loss": loss.total}
+
+
+class Indices(torch.utils.data.Dataset[int]):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def small_validation(split: SplitData, pairs: int = 9) -> ours.EvaluationData:
+    """The first ``pairs`` validation pairs and their windows: fit evaluates after the epoch (untimed)."""
+    windows = [w for w, pair in enumerate(split.features.example_index) if pair < pairs]
+    features = subset(split.features, windows)
+    features.example_index = [split.features.example_index[w] for w in windows]
+    return ours.EvaluationData(split.examples[:pairs], features)
+
+
+def run_ours(
+    model: DualAgentModel, train: WindowFeatures, validation: ours.EvaluationData, config: TrainConfig
+) -> tuple[float, int]:
+    """Seconds of one epoch of our Trainer.fit (its own epoch_seconds metric) and optimizer steps."""
+    tracker = NullRunTracker()
+    trainer = ours.Trainer(
+        model,
+        config,
+        criteria=tuple(sorted({e.criterion for e in validation.examples})),
+        metric="joint_score",
+        max_answer_tokens=32,
+        tracker=tracker,
+        progress=False,
+    )
+    trainer.fit(train, validation)
+    (seconds,) = [v for k, v, _ in tracker.metrics if k == "epoch_seconds"]
+    steps = ours._optimizer_steps([len(ours.epoch_batches(train, config, epoch=0))], config)
+    return seconds, steps
+
+
+def run_transformers(
+    model: DualAgentModel, train: WindowFeatures, config: TrainConfig, precision: str, work: Path
+) -> tuple[float, int]:
+    """Seconds of one epoch of transformers.Trainer.train() and its optimizer steps."""
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+    class EpochClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.started = self.seconds = 0.0
+
+        def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.seconds = time.perf_counter() - self.started
+
+    steps = math.ceil(len(train) / config.batch_size)
+    optimizer = ours._optimizer(model, config)
+    scheduler = ours._linear_schedule(optimizer, int(config.warmup_ratio * steps), steps)
+    args = TrainingArguments(
+        output_dir=str(work),
+        num_train_epochs=1,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_grad_norm=config.max_grad_norm,
+        logging_steps=config.log_every_n_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        seed=config.seed,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    clock = EpochClock()
+    trainer = Trainer(
+        model=WithLoss(model, config),
+        args=args,
+        train_dataset=Indices(len(train)),
+        data_collator=lambda indices: collate(train, indices),
+        optimizers=(optimizer, scheduler),
+        callbacks=[clock],
+    )
+    trainer.remove_callback(
+        PrinterCallback
+    )  # its logs are still computed (same cadence as ours), not printed
+    trainer.train()
+    return clock.seconds, int(trainer.state.global_step)
+
+
+def profile_epoch(
+    model: DualAgentModel, train: WindowFeatures, validation: ours.EvaluationData, config: TrainConfig
+) -> str:
+    """torch.profiler table of one epoch of our trainer, the heaviest operators first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        run_ours(model, train, validation, config)
+    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    return str(prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=55))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny random BERT, 1 repeat")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps of the epoch (default 20)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="config overrides, as for make train")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+    with tempfile.TemporaryDirectory(prefix="throughput-") as tmp:
+        work = Path(tmp)
+        overrides = [
+            *(QUICK if args.quick else ()),
+            "tracking=none",
+            f"paths.experiments_dir={work}",
+            f"paths.cache_dir={REPO_ROOT / 'experiments' / '.cache'}",
+            *args.overrides,
+        ]
+        config: StudyConfig = compose_config(CONFIG, overrides)
+        device = ours.resolve_device(config.train.device)
+        precision = ours.resolve_precision(args.precision, device)
+        train_config = dataclasses.replace(
+            config.train,
+            max_epochs=1,
+            negative_sampling=1.0,
+            precision=precision,
+            gradient_accumulation_steps=1,
+            async_checkpointing=False,
+        )
+        resolved = resolve_model(config.model, cache_dir=config.paths.cache)
+        data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
+        pool = data.splits["train"].features
+        wanted = min(len(pool), args.steps * train_config.batch_size)
+        chosen = torch.randperm(len(pool), generator=torch_generator(config.train.seed))[:wanted].tolist()
+        train = subset(pool, chosen)
+        validation = small_validation(data.splits["validation"])
+        torch.manual_seed(config.train.seed)
+        initial = DualAgentModel(load_encoder(resolved.path), dropout=train_config.dropout)
+        lengths = [len(ids) for ids in train.input_ids]
+        print(
+            f"{config.model.name} on {device} ({torch.get_num_threads()} threads), precision {precision}: "
+            f"{len(train)} windows (mean {statistics.mean(lengths):.0f}, max {max(lengths)} tokens), "
+            f"batch {train_config.batch_size}, {repeats} repeats",
+            flush=True,
+        )
+        # Each trainer at the precision under test; with bf16, also both in fp32 (transformers.Trainer's
+        # default), which gives the same-precision ratio in fp32 and the bf16 speed-up of precision=auto.
+        runs = [("ours", precision), ("transformers", precision)]
+        if precision == "bf16":
+            runs += [("ours", "fp32"), ("transformers", "fp32")]
+        seconds: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+        steps: dict[tuple[str, str], int] = {}
+        for repeat in range(repeats):
+            for who, run_precision in runs:
+                run_config = dataclasses.replace(train_config, precision=run_precision)
+                model = copy.deepcopy(initial)
+                if who == "ours":
+                    s, n = run_ours(model, train, validation, run_config)
+                else:
+                    s, n = run_transformers(model, train, run_config, run_precision, work / f"hf-{repeat}")
+                seconds[(who, run_precision)].append(s)
+                steps[(who, run_precision)] = n
+            print(
+                f"  repeat {repeat + 1}: "
+                + ", ".join(f"{who} {p} {v[-1]:.2f} s" for (who, p), v in seconds.items()),
+                flush=True,
+            )
+        if len(set(steps.values())) != 1:
+            raise SystemExit(f"optimizer steps differ: {steps}; the comparison would not be like for like")
+        rate = {run: len(train) / statistics.median(v) for run, v in seconds.items()}
+        figures: dict[str, Any] = {
+            "model": config.model.name,
+            "device": str(device),
+            "precision": precision,
+            "windows": len(train),
+            "mean_window_tokens": round(statistics.mean(lengths), 1),
+            "optimizer_steps": steps[runs[0]],
+            "repeats": repeats,
+            "samples_per_s": {f"{who}_{p}": round(r, 2) for (who, p), r in rate.items()},
+            "ratio": round(rate[("ours", precision)] / rate[("transformers", precision)], 3),
+        }
+        print(
+            f"same precision ({precision}): ours {rate[('ours', precision)]:.2f} samples/s, "
+            f"transformers.Trainer {rate[('transformers', precision)]:.2f} samples/s: ratio {figures['ratio']:.3f} "
+            "(goal >= 1.3)"
+        )
+        if precision == "bf16":
+            figures["ratio_fp32"] = round(rate[("ours", "fp32")] / rate[("transformers", "fp32")], 3)
+            figures["bf16_speedup"] = round(rate[("ours", "bf16")] / rate[("ours", "fp32")], 3)
+            figures["ratio_defaults"] = round(rate[("ours", "bf16")] / rate[("transformers", "fp32")], 3)
+            print(
+                f"same precision (fp32): ratio {figures['ratio_fp32']:.3f}; bf16 speed-up of our trainer "
+                f"{figures['bf16_speedup']:.3f}; each at its default precision (ours auto = bf16, "
+                f"transformers.Trainer fp32): ratio {figures['ratio_defaults']:.3f}"
+            )
+        if args.profile:
+            print(profile_epoch(copy.deepcopy(initial), train, validation, train_config))
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""benchmarks/throughput.py --quick runs end to end: both trainers train, on the same number of steps.
+
+A smoke test only: the figures are timings, checked for sense, never for a speed target.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+
+def test_quick_throughput_benchmark_prints_like_for_like_figures() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / "throughput.py"), "--quick", "--precision", "fp32"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["model"] == "tiny" and figures["precision"] == "fp32"
+    assert figures["optimizer_steps"] == 20 and figures["windows"] == 320
+    assert set(figures["samples_per_s"]) == {"ours_fp32", "transformers_fp32"}
+    assert all(rate > 0 for rate in figures["samples_per_s"].values())
+    expected = figures["samples_per_s"]["ours_fp32"] / figures["samples_per_s"]["transformers_fp32"]
+    assert abs(figures["ratio"] - expected) < 0.01
