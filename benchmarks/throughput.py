@@ -46,10 +46,11 @@ from dsm5_hpo.cli.common import compose_config
 from dsm5_hpo.config import StudyConfig, TrainConfig
 from dsm5_hpo.data.features import WindowFeatures, collate
 from dsm5_hpo.data.prepare import SplitData, prepare_data
-from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
-from dsm5_hpo.models.multi_task import DualAgentModel, joint_loss
+from dsm5_hpo.models.loading import load_tokenizer, resolve_model
+from dsm5_hpo.models.multi_task import DualAgentModel, build_model, joint_loss
 from dsm5_hpo.tracking.tracker import NullRunTracker
 from dsm5_hpo.training import trainer as ours
+from dsm5_hpo.training.optimization import build_optimizer, build_schedule
 from dsm5_hpo.utils.seeding import torch_generator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -152,8 +153,8 @@ def run_transformers(
             self.seconds = time.perf_counter() - self.started
 
     steps = math.ceil(len(train) / config.batch_size)
-    optimizer = ours._optimizer(model, config)
-    scheduler = ours._linear_schedule(optimizer, int(config.warmup_ratio * steps), steps)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_schedule(optimizer, config, steps)
     args = TrainingArguments(
         output_dir=str(work),
         num_train_epochs=1,
@@ -239,7 +240,7 @@ def main() -> None:
         train = subset(pool, chosen)
         validation = small_validation(data.splits["validation"])
         torch.manual_seed(config.train.seed)
-        initial = DualAgentModel(load_encoder(resolved.path), dropout=train_config.dropout)
+        initial = build_model(resolved.path, config)
         lengths = [len(ids) for ids in train.input_ids]
         print(
             f"{config.model.name} on {device} ({torch.get_num_threads()} threads), precision {precision}: "

@@ -87,8 +87,8 @@ def main() -> None:
 
     from dsm5_hpo.cli.common import compose_config
     from dsm5_hpo.data.prepare import prepare_data
-    from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
-    from dsm5_hpo.models.multi_task import DualAgentModel
+    from dsm5_hpo.models.loading import load_tokenizer, resolve_model
+    from dsm5_hpo.models.multi_task import build_model
     from dsm5_hpo.tracking.tracker import MlflowTracker, NullRunTracker
     from dsm5_hpo.training.trainer import EvaluationData, Trainer
     from dsm5_hpo.utils.logging import setup_logging
@@ -116,7 +116,7 @@ def main() -> None:
 
     def fit(tracker: Any) -> tuple[float, int]:
         seed_everything(config.train.seed)
-        model = DualAgentModel(load_encoder(resolved.path), dropout=config.train.dropout)
+        model = build_model(resolved.path, config)
         trainer = Trainer(
             model,
             config.train,

@@ -166,6 +166,45 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class HeadsConfig:
+    criteria_head: Literal["linear", "mlp", "mlp_residual", "gated"] = "linear"
+    """Criteria-matching head on the pooled window: linear probe, MLP, MLP with a residual
+    connection and LayerNorm, or a gated linear unit."""
+    pooling: Literal["cls", "mean", "attention", "layer_mix"] = "mean"
+    """Window representation for the criteria head: [CLS] state, mean of the tokens, learned
+    attention over the tokens, or a learned mix of the last heads.layer_mix_layers layers (mean-pooled)."""
+    hidden_size: int = 256
+    """Width of the MLP, residual-MLP and gated heads (ignored by linear heads)."""
+    layer_mix_layers: int = 4
+    """Layers mixed by pooling=layer_mix: the last N of the encoder (all of them when it has fewer)."""
+    evidence_head: Literal["linear", "mlp"] = "linear"
+    """Evidence span head on every token: linear start/end, or an MLP before start/end."""
+    coupling: bool = False
+    """Feed the criteria head's pooled representation to the evidence head beside each token."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.criteria_head in ("linear", "mlp", "mlp_residual", "gated"),
+            "heads.criteria_head",
+            f"must be linear, mlp, mlp_residual or gated, got {self.criteria_head!r}",
+        )
+        _require(
+            self.pooling in ("cls", "mean", "attention", "layer_mix"),
+            "heads.pooling",
+            f"must be cls, mean, attention or layer_mix, got {self.pooling!r}",
+        )
+        _require(
+            self.evidence_head in ("linear", "mlp"),
+            "heads.evidence_head",
+            f"must be linear or mlp, got {self.evidence_head!r}",
+        )
+        _require(self.hidden_size >= 1, "heads.hidden_size", f"must be >= 1, got {self.hidden_size}")
+        _require(
+            self.layer_mix_layers >= 1, "heads.layer_mix_layers", f"must be >= 1, got {self.layer_mix_layers}"
+        )
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     seed: int = 42
     """Seeds Python, NumPy, torch and the data split; the same seed gives the same metrics on CPU."""
@@ -217,6 +256,29 @@ class TrainConfig:
     negative_sampling: float = 1.0
     """Share of non-matching pairs' windows trained on each epoch (re-drawn per epoch; 1.0 = all).
     Most (post, criterion) pairs do not match; evaluation always uses every pair."""
+    criteria_loss: Literal["bce", "weighted_bce", "focal", "hybrid"] = "bce"
+    """Criteria loss: BCE; BCE with positives weighted by the negatives/positives ratio of the
+    windows trained on; focal (train.focal_gamma); hybrid = hybrid_alpha x BCE + (1 - hybrid_alpha) x focal."""
+    focal_gamma: float = 2.0
+    """Focusing exponent of the focal loss (0 = plain BCE)."""
+    hybrid_alpha: float = 0.5
+    """Share of BCE in the hybrid loss."""
+    label_smoothing: float = 0.0
+    """Criteria targets become eps/2 and 1 - eps/2 (and the evidence cross-entropy is smoothed by eps)."""
+    optimizer: Literal["adamw", "adam", "adafactor"] = "adamw"
+    """AdamW (decoupled weight decay), Adam (L2 weight decay), or Adafactor (factored second
+    moments: less optimizer memory for large encoders)."""
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"
+    """Learning rate after the warmup: linear decay to 0, cosine decay to 0, or constant."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise learning-rate decay: encoder layer l of L trains at learning_rate_encoder x
+    decay^(L - l), the embeddings at decay^(L + 1) (1.0 = one rate for the whole encoder)."""
+    freeze_layers: int = 0
+    """Freeze the embeddings and the lowest N encoder layers (0 = train everything)."""
+    tune_thresholds: bool = True
+    """After every validation pass, pick the match threshold and the null-answer margin that
+    maximize the validation metric; they are kept with the epoch's metrics and used on test
+    (False = train.match_threshold and train.null_score_margin as configured)."""
 
     def __post_init__(self) -> None:
         positive_ints = (
@@ -257,6 +319,39 @@ class TrainConfig:
         )
         _require(0.0 < self.match_threshold < 1.0, "train.match_threshold", "must be in (0, 1)")
         _require(0.0 < self.negative_sampling <= 1.0, "train.negative_sampling", "must be in (0, 1]")
+        for name, allowed in (
+            ("criteria_loss", ("bce", "weighted_bce", "focal", "hybrid")),
+            ("optimizer", ("adamw", "adam", "adafactor")),
+            ("scheduler", ("linear", "cosine", "constant")),
+        ):
+            value = getattr(self, name)
+            _require(value in allowed, f"train.{name}", f"must be one of {', '.join(allowed)}, got {value!r}")
+        _require(self.focal_gamma >= 0.0, "train.focal_gamma", f"must be >= 0, got {self.focal_gamma}")
+        _require(
+            0.0 <= self.hybrid_alpha <= 1.0,
+            "train.hybrid_alpha",
+            f"must be in [0, 1], got {self.hybrid_alpha}",
+        )
+        _require(
+            0.0 <= self.label_smoothing < 0.5,
+            "train.label_smoothing",
+            f"must be in [0, 0.5), got {self.label_smoothing}",
+        )
+        _require(
+            0.0 < self.layer_lr_decay <= 1.0,
+            "train.layer_lr_decay",
+            f"must be in (0, 1], got {self.layer_lr_decay}",
+        )
+        _require(self.freeze_layers >= 0, "train.freeze_layers", f"must be >= 0, got {self.freeze_layers}")
+
+
+def searchable_setting(name: str) -> tuple[str, str]:
+    """Search-space key -> (section, setting): 'heads.pooling' -> ('heads', 'pooling');
+    'train.seed' and plain 'seed' -> ('train', 'seed')."""
+    section, dot, rest = name.partition(".")
+    if dot and section in ("train", "heads"):
+        return section, rest
+    return "train", name
 
 
 @dataclass(frozen=True)
@@ -307,10 +402,15 @@ class HPOConfig:
             "hpo.metric",
             f"unknown metric {self.metric!r}; choose one of {', '.join(METRIC_NAMES)}",
         )
-        train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
         for name, spec in self.search_space.items():
             key = f"search_space.{name}"
-            _require(name in train_fields, key, f"is not a train.* setting; known: {', '.join(train_fields)}")
+            section, field_name = searchable_setting(name)
+            known = SEARCHABLE[section]
+            _require(
+                field_name in known,
+                key,
+                f"is not a {section}.* setting; known: {', '.join(sorted(known))} (prefix heads. for the heads)",
+            )
             if spec.type == "categorical":
                 _require(len(spec.choices) >= 1, key, "categorical needs at least one value in 'choices'")
             else:
@@ -461,6 +561,8 @@ class StudyConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    """The two task heads on the encoder (searchable as heads.<setting>)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     hpo: HPOConfig = field(default_factory=HPOConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -486,6 +588,25 @@ class StudyConfig:
     def with_train(self, **changes: Any) -> StudyConfig:
         """A copy whose train section has ``changes`` applied (and validated)."""
         return dataclasses.replace(self, train=dataclasses.replace(self.train, **changes))
+
+    def with_params(self, params: Mapping[str, Any]) -> StudyConfig:
+        """A copy with a trial's sampled ``params`` applied: 'heads.x' to heads, 'x' or 'train.x' to train."""
+        changes: dict[str, dict[str, Any]] = {"train": {}, "heads": {}}
+        for name, value in params.items():
+            section, field_name = searchable_setting(name)
+            changes[section][field_name] = value
+        return dataclasses.replace(
+            self,
+            train=dataclasses.replace(self.train, **changes["train"]),
+            heads=dataclasses.replace(self.heads, **changes["heads"]),
+        )
+
+
+SEARCHABLE: dict[str, set[str]] = {
+    "train": {f.name for f in dataclasses.fields(TrainConfig)},
+    "heads": {f.name for f in dataclasses.fields(HeadsConfig)},
+}
+"""Settings a search space may sample, per section."""
 
 
 def _to_plain(value: Any) -> Any:
@@ -565,6 +686,19 @@ def _build(cls: type[T], mapping: Mapping[str, Any], prefix: str) -> T:
         _fail(prefix or "<root>", str(error))
 
 
+def _flatten_space(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'heads': {'pooling': spec}} -> {'heads.pooling': spec}: a command-line override
+    (+search_space.heads.pooling=...) nests where a YAML key 'heads.pooling:' does not."""
+    flat: dict[str, Any] = {}
+    for name, value in space.items():
+        nested = isinstance(value, Mapping) and "type" not in value and value
+        if nested and all(isinstance(v, Mapping) for v in value.values()):
+            flat.update(_flatten_space(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
 def study_config_from_mapping(mapping: Mapping[str, Any]) -> StudyConfig:
     """Build and validate the study config from a plain mapping (Hydra's resolved config).
 
@@ -575,6 +709,6 @@ def study_config_from_mapping(mapping: Mapping[str, Any]) -> StudyConfig:
     space = data.pop("search_space", None)
     if space is not None:
         hpo = dict(data.get("hpo") or {})
-        hpo["search_space"] = space
+        hpo["search_space"] = _flatten_space(space) if isinstance(space, Mapping) else space
         data["hpo"] = hpo
     return _build(StudyConfig, data, "")

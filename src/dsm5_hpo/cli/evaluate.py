@@ -62,17 +62,15 @@ def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> tuple
         seed=config.train.seed,
         cache=feature_cache(config.data, config.paths.cache),
     )
-    result, checkpoints = evaluate_trial_on_test(
-        config, data, resolved.path, trial_dir, str(trial["trial_id"])
-    )
+    evaluation = evaluate_trial_on_test(config, data, resolved.path, trial_dir, str(trial["trial_id"]))
     report = build_report(
-        config=config,
+        config=evaluation.config,
         study_id=study_id,
         trial_id=str(trial["trial_id"]),
         trial_number=int(trial["number"]),
         validation_value=float(validation["value"]),
-        result=result,
-        checkpoints=checkpoints,
+        result=evaluation.result,
+        checkpoints=evaluation.checkpoints,
         data=data,
         model_origin=resolved.origin,
     )

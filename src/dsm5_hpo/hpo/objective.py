@@ -22,8 +22,7 @@ from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import ResumableStop
 from dsm5_hpo.hpo.search_space import suggest_params
-from dsm5_hpo.models.loading import load_encoder
-from dsm5_hpo.models.multi_task import DualAgentModel
+from dsm5_hpo.models.multi_task import DualAgentModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.tracker import RunTracker, Tracker
@@ -105,7 +104,7 @@ class Objective:
         ``reported`` are the epochs Optuna already holds intermediate values for (re-attached trials).
         """
         params = suggest_params(trial, self.config.hpo.search_space)
-        config = self.config.with_train(**params)
+        config = self.config.with_params(params)
         # Ids are stored in Optuna before anything is created, so a crash at any point leaves a trial
         # that the resumed study finds again (folder, MLflow run) instead of orphaned copies.
         resumed = "trial_uuid" in trial.user_attrs
@@ -181,7 +180,7 @@ class Objective:
         self, trial: optuna.Trial, config: StudyConfig, trial_dir: Path, run: RunTracker, reported: set[int]
     ) -> float:
         seed_everything(config.train.seed)
-        model = DualAgentModel(load_encoder(self.model_path), dropout=config.train.dropout)
+        model = build_model(self.model_path, config)
 
         def report(epoch: int, metrics: dict[str, float | None]) -> None:
             value = metrics[self.config.hpo.metric]

@@ -10,8 +10,8 @@ import torch
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.features import collate
 from dsm5_hpo.data.prepare import prepare_data
-from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
-from dsm5_hpo.models.multi_task import DualAgentModel
+from dsm5_hpo.models.loading import load_tokenizer, resolve_model
+from dsm5_hpo.models.multi_task import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ def dry_run(config: StudyConfig) -> dict[str, Any]:
     """Resolve the model, load and window the data, run one forward pass; returns what was checked."""
     resolved = resolve_model(config.model, cache_dir=config.paths.cache)
     data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
-    model = DualAgentModel(load_encoder(resolved.path), dropout=config.train.dropout).eval()
+    model = build_model(resolved.path, config).eval()
     features = data.splits["train"].features
     batch = collate(features, list(range(min(len(features), config.train.batch_size))))
     with torch.inference_mode():

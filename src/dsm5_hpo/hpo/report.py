@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -18,11 +19,11 @@ from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import DataError, StorageError
 from dsm5_hpo.hpo.objective import checkpoint_manager
-from dsm5_hpo.models.loading import load_encoder
-from dsm5_hpo.models.multi_task import DualAgentModel
+from dsm5_hpo.models.multi_task import build_model
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.training.checkpoint_manager import CheckpointInfo
 from dsm5_hpo.training.evaluator import EvaluationResult
+from dsm5_hpo.training.thresholds import MARGIN_KEY, THRESHOLD_KEY
 from dsm5_hpo.training.trainer import EvaluationData, evaluate_model, resolve_device
 
 REPORT_FILE = "evaluation_report.json"
@@ -51,14 +52,30 @@ def code_version() -> str:
     return f"{version}+g{sha}" if sha else version
 
 
+@dataclass(frozen=True)
+class TestEvaluation:
+    result: EvaluationResult
+    checkpoints: list[CheckpointInfo]
+    """Every co-best checkpoint (same optimization-metric value); the first was evaluated."""
+    config: StudyConfig
+    """The trial's config as evaluated: with the thresholds tuned on validation, when they were."""
+
+
+def config_at(config: StudyConfig, checkpoint: CheckpointInfo) -> StudyConfig:
+    """``config`` with the match threshold and null-score margin chosen on validation for ``checkpoint``'s
+    epoch (train.tune_thresholds); unchanged when thresholds are not tuned or were not recorded."""
+    threshold, margin = checkpoint.metrics.get(THRESHOLD_KEY), checkpoint.metrics.get(MARGIN_KEY)
+    if not config.train.tune_thresholds or threshold is None or margin is None:
+        return config
+    return config.with_train(match_threshold=float(threshold), null_score_margin=float(margin))
+
+
 def evaluate_trial_on_test(
     config: StudyConfig, data: PreparedData, model_path: Path, trial_dir: Path, trial_id: str
-) -> tuple[EvaluationResult, list[CheckpointInfo]]:
-    """Test metrics of the trial's best checkpoint (hash-verified before loading).
-
-    Returns the metrics and every co-best checkpoint (same optimization-metric value).
-    """
-    model = DualAgentModel(load_encoder(model_path), dropout=config.train.dropout)
+) -> TestEvaluation:
+    """Test metrics of the trial's best checkpoint (hash-verified before loading), at the thresholds
+    chosen on validation for its epoch; never tuned on the test split."""
+    model = build_model(model_path, config)
     manager = checkpoint_manager(trial_dir, model, trial_id, config)
     co_best = manager.co_best()
     if not co_best:
@@ -67,6 +84,7 @@ def evaluate_trial_on_test(
             "the test evaluation needs one: rerun the study, or evaluate another trial with --trial-id"
         )
     model.load_state_dict(manager.load_weights(co_best[0]))
+    evaluated = config_at(config, co_best[0])
     device = resolve_device(config.train.device)
     model.to(device)
     test = data.splits["test"]
@@ -75,12 +93,12 @@ def evaluate_trial_on_test(
     result = evaluate_model(
         model,
         EvaluationData(test.examples, test.features),
-        config.train,
+        evaluated.train,
         device=device,
         criteria=data.criteria,
         max_answer_tokens=config.data.max_answer_tokens,
     )
-    return result, co_best
+    return TestEvaluation(result, co_best, evaluated)
 
 
 def build_report(

@@ -399,18 +399,19 @@ class StudyRunner:
             config.hpo.metric,
             best.value,
         )
-        trial_config = config.with_train(**best.params)
-        result, checkpoints = evaluate_trial_on_test(
+        trial_config = config.with_params(best.params)
+        evaluation = evaluate_trial_on_test(
             trial_config, data, resolved.path, trial_dir_of(best), outcome.best_trial_id
         )
+        result = evaluation.result
         report = build_report(
-            config=trial_config,
+            config=evaluation.config,
             study_id=study_id,
             trial_id=outcome.best_trial_id,
             trial_number=best.number,
             validation_value=best.value,
             result=result,
-            checkpoints=checkpoints,
+            checkpoints=evaluation.checkpoints,
             data=data,
             model_origin=resolved.origin,
         )

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from dsm5_hpo.config import HeadsConfig, StudyConfig
 from dsm5_hpo.models.heads import CriteriaHead, EvidenceHead
+from dsm5_hpo.models.heads.pooling import Pooling
+from dsm5_hpo.models.loading import load_encoder
+from dsm5_hpo.models.losses import LossSettings, criteria_loss, evidence_loss
 
 
 @dataclass
@@ -22,19 +26,31 @@ class DualOutput:
 class DualAgentModel(nn.Module):
     """Criteria matching and evidence binding on one Hugging Face encoder."""
 
-    def __init__(self, encoder: nn.Module, dropout: float) -> None:
+    def __init__(self, encoder: nn.Module, dropout: float, heads: HeadsConfig | None = None) -> None:
         super().__init__()
+        heads = heads or HeadsConfig()
         self.encoder = encoder
-        hidden: int = getattr(encoder, "config").hidden_size  # noqa: B009 - nn.Module has no typed config
-        self.criteria_head = CriteriaHead(hidden, dropout)
-        self.evidence_head = EvidenceHead(hidden, dropout)
+        config = getattr(encoder, "config")  # noqa: B009 - nn.Module has no typed config
+        hidden: int = config.hidden_size
+        layers = int(getattr(config, "num_hidden_layers", 0) or 0)
+        self.heads = heads
+        # An encoder with fewer layers than heads.layer_mix_layers has all of them mixed.
+        self.pooling = Pooling(heads.pooling, hidden, layers=max(1, min(heads.layer_mix_layers, layers or 1)))
+        self.criteria_head = CriteriaHead(hidden, dropout, kind=heads.criteria_head, width=heads.hidden_size)
+        self.evidence_head = EvidenceHead(
+            hidden, dropout, kind=heads.evidence_head, width=heads.hidden_size, coupled=heads.coupling
+        )
         self.hidden_size = hidden
 
     def head_config(self) -> dict[str, Any]:
         """What a checkpoint's heads must match to be loaded into this model (recorded in its metadata)."""
         return {
-            "criteria_head": "linear_mean",
-            "evidence_head": "start_end_linear",
+            "criteria_head": self.heads.criteria_head,
+            "pooling": self.heads.pooling,
+            "evidence_head": self.heads.evidence_head,
+            "coupling": self.heads.coupling,
+            "head_hidden_size": self.heads.hidden_size,
+            "layer_mix_layers": self.heads.layer_mix_layers,
             "hidden_size": self.hidden_size,
         }
 
@@ -45,12 +61,22 @@ class DualAgentModel(nn.Module):
         answer_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
     ) -> DualOutput:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and getattr(self.encoder.config, "type_vocab_size", 0) > 1:
             kwargs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**kwargs).last_hidden_state  # (batch, seq, hidden)
-        start, end = self.evidence_head(hidden, answer_mask)
-        return DualOutput(self.criteria_head(hidden, attention_mask).float(), start, end)
+        if self.pooling.needs_all_layers:
+            kwargs["output_hidden_states"] = True
+        encoded = self.encoder(**kwargs)
+        hidden = encoded.last_hidden_state  # (batch, seq, hidden)
+        all_layers = encoded.hidden_states if self.pooling.needs_all_layers else None
+        pooled = self.pooling(hidden, attention_mask, all_layers)
+        start, end = self.evidence_head(hidden, answer_mask, pooled if self.heads.coupling else None)
+        return DualOutput(self.criteria_head(pooled).float(), start, end)
+
+
+def build_model(encoder_path: Path, config: StudyConfig) -> DualAgentModel:
+    """The study's model: the encoder at ``encoder_path`` with the heads of ``config``."""
+    return DualAgentModel(load_encoder(encoder_path), dropout=config.train.dropout, heads=config.heads)
 
 
 @dataclass
@@ -66,13 +92,20 @@ def joint_loss(
     start_positions: torch.Tensor,
     end_positions: torch.Tensor,
     *,
-    criteria_weight: float,
-    evidence_weight: float,
+    criteria_weight: float = 1.0,
+    evidence_weight: float = 1.0,
+    settings: LossSettings | None = None,
 ) -> LossParts:
-    """w_c * BCE(criteria) + w_e * mean(CE(start), CE(end)); position 0 is the null answer."""
-    criteria = F.binary_cross_entropy_with_logits(output.criteria_logits, labels)
-    evidence = (
-        F.cross_entropy(output.start_logits, start_positions)
-        + F.cross_entropy(output.end_logits, end_positions)
-    ) / 2
-    return LossParts(criteria_weight * criteria + evidence_weight * evidence, criteria, evidence)
+    """w_c x criteria loss + w_e x mean(CE(start), CE(end)); position 0 is the null answer.
+
+    ``settings`` chooses the criteria loss and smoothing (default: plain BCE, no smoothing); its
+    weights are used when given, else ``criteria_weight``/``evidence_weight``.
+    """
+    if settings is None:
+        settings = LossSettings(criteria_weight=criteria_weight, evidence_weight=evidence_weight)
+    criteria = criteria_loss(output.criteria_logits, labels, settings)
+    evidence = evidence_loss(
+        output.start_logits, output.end_logits, start_positions, end_positions, settings.label_smoothing
+    )
+    total = settings.criteria_weight * criteria + settings.evidence_weight * evidence
+    return LossParts(total, criteria, evidence)

@@ -8,6 +8,7 @@ any file, to the metadata (an epoch, a metric) or to ``.hash`` breaks the chain.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -49,6 +50,8 @@ class CheckpointInfo:
     created_at: str
     resume_capable: bool = True
     """False once training_state.pt was dropped (an ended trial): weights can load, a trial can't resume."""
+    metrics: Mapping[str, float | None] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    """The epoch's validation metrics (with the tuned thresholds when train.tune_thresholds)."""
 
 
 def info_from_metadata(path: Path, metadata: Mapping[str, Any], total_bytes: int) -> CheckpointInfo:
@@ -62,6 +65,7 @@ def info_from_metadata(path: Path, metadata: Mapping[str, Any], total_bytes: int
         bytes=total_bytes,
         created_at=str(metadata["created_at"]),
         resume_capable=bool(metadata["resume_capable"]),
+        metrics=dict(metadata.get("metrics") or {}),
     )
 
 

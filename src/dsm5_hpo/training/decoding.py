@@ -84,9 +84,9 @@ def decode_predictions(
 
     predictions = []
     for i, example in enumerate(examples):
-        span = best_span[i]
-        if span is None or null_score[i] - best_score[i] > null_score_margin:
-            span = None
+        candidate = best_span[i]
+        gap = float(null_score[i] - best_score[i]) if candidate is not None else np.inf
+        span = candidate if candidate is not None and gap <= null_score_margin else None
         predictions.append(
             PairPrediction(
                 post_id=example.post_id,
@@ -96,6 +96,8 @@ def decode_predictions(
                 gold_spans=example.spans,
                 pred_span=span,
                 text=example.text,
+                candidate_span=candidate,
+                null_gap=gap,
             )
         )
     return predictions

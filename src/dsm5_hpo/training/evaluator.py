@@ -16,6 +16,7 @@ Conventions, chosen so every value serializes to JSON and never poisons a study 
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -40,6 +41,11 @@ class PairPrediction:
     gold_spans: tuple[Span, ...]  # gold evidence char spans [start, end) in text; () = null answer
     pred_span: Span | None  # predicted evidence char span, None = null answer predicted
     text: str  # the post text the spans index into
+    candidate_span: Span | None = None
+    """The best-scoring span whatever the null score (pred_span is it or None)."""
+    null_gap: float = math.inf
+    """Null score minus the candidate span's score (inf: no candidate); the span is predicted when
+    this is at most the null-score margin, so the margin can be tuned without decoding again."""
 
 
 CRITERIA_METRICS: tuple[str, ...] = (

@@ -8,6 +8,7 @@ on (seed, e), so the same config and seed give the same metrics run after run on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import sys
@@ -17,13 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
 from dsm5_hpo.config import TrainConfig
 from dsm5_hpo.data.batching import length_grouped_batches, plain_batches
 from dsm5_hpo.data.features import WindowFeatures, collate
 from dsm5_hpo.data.pairs import PairExample
 from dsm5_hpo.errors import ConfigError, TrainingError
+from dsm5_hpo.models.losses import LossSettings
 from dsm5_hpo.models.multi_task import DualAgentModel, joint_loss
 from dsm5_hpo.storage.exhaustion import estimate_checkpoint_bytes
 from dsm5_hpo.tracking.tracker import NullRunTracker, RunTracker
@@ -37,6 +38,8 @@ from dsm5_hpo.training.checkpoint_manager import (
 )
 from dsm5_hpo.training.decoding import WindowOutputs, decode_predictions
 from dsm5_hpo.training.evaluator import EvaluationResult, PairPrediction, evaluate
+from dsm5_hpo.training.optimization import build_optimizer, build_schedule, freeze_lowest_layers
+from dsm5_hpo.training.thresholds import tune_thresholds
 from dsm5_hpo.utils.logging import set_log_context
 from dsm5_hpo.utils.seeding import torch_generator
 
@@ -163,7 +166,11 @@ def evaluate_model(
     device: torch.device,
     criteria: Sequence[str],
     max_answer_tokens: int,
+    tune_for: str | None = None,
 ) -> EvaluationResult:
+    """Metrics of ``model`` on ``data`` at the configured thresholds, or, with ``tune_for`` (a metric
+    name) and train.tune_thresholds, at the match threshold and null-score margin that maximize that
+    metric; the chosen values are then in the metrics (thresholds.THRESHOLD_KEY, MARGIN_KEY)."""
     predictions = predict(
         model,
         data,
@@ -174,6 +181,15 @@ def evaluate_model(
         null_score_margin=config.null_score_margin,
         criteria_logit_offset=criteria_prior_offset(config),
     )
+    if tune_for is not None and config.tune_thresholds:
+        tuned = tune_thresholds(
+            predictions,
+            criteria,
+            tune_for,
+            threshold=config.match_threshold,
+            margin=config.null_score_margin,
+        )
+        return dataclasses.replace(tuned.result, metrics=tuned.metrics())
     return evaluate(predictions, criteria, threshold=config.match_threshold)
 
 
@@ -184,6 +200,22 @@ def criteria_prior_offset(config: TrainConfig) -> float:
     log(r) to its logits gives back probabilities for the real class balance that evaluation uses.
     """
     return math.log(config.negative_sampling)
+
+
+def loss_settings(config: TrainConfig, labels: Sequence[int] = ()) -> LossSettings:
+    """The loss of ``config``; weighted_bce weighs positives by the negatives per positive that an
+    epoch trains on (after negative sampling) among the training windows ``labels``."""
+    positives = sum(1 for label in labels if label)
+    negatives = (len(labels) - positives) * config.negative_sampling
+    return LossSettings(
+        criteria_loss=config.criteria_loss,
+        focal_gamma=config.focal_gamma,
+        hybrid_alpha=config.hybrid_alpha,
+        label_smoothing=config.label_smoothing,
+        pos_weight=negatives / positives if positives and negatives else 1.0,
+        criteria_weight=config.loss_weight_criteria,
+        evidence_weight=config.loss_weight_evidence,
+    )
 
 
 def epoch_order(
@@ -230,39 +262,6 @@ def _optimizer_steps(epoch_batch_counts: Sequence[int], config: TrainConfig) -> 
     return sum(math.ceil(batches / config.gradient_accumulation_steps) for batches in epoch_batch_counts)
 
 
-def _optimizer(model: DualAgentModel, config: TrainConfig) -> torch.optim.Optimizer:
-    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        part = "encoder" if name.startswith("encoder.") else "heads"
-        # No decay on biases and normalization weights: decaying them only hurts (BERT recipe).
-        decay = not (
-            name.endswith(".bias") or "LayerNorm" in name or "layer_norm" in name or parameter.ndim == 1
-        )
-        groups.setdefault((part, decay), []).append(parameter)
-    lr = {"encoder": config.learning_rate_encoder, "heads": config.learning_rate_heads}
-    param_groups = [
-        {"params": params, "lr": lr[part], "weight_decay": config.weight_decay if decay else 0.0}
-        for (part, decay), params in sorted(groups.items())
-    ]
-    # The fused kernel (one pass over all parameters) is the same AdamW update, ~8x faster than the
-    # per-tensor default on CPU (7.6 vs 59 ms a step for MiniLM on 2 cores); CPU and CUDA support it.
-    devices = {p.device.type for p in model.parameters()}
-    return torch.optim.AdamW(param_groups, fused=devices <= {"cpu", "cuda"})
-
-
-def _linear_schedule(
-    optimizer: torch.optim.Optimizer, warmup: int, total: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 class Trainer:
     def __init__(
         self,
@@ -291,6 +290,14 @@ class Trainer:
         self.resumed_from: CheckpointInfo | None = None
         self.progress = sys.stdout.isatty() if progress is None else progress
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        frozen = freeze_lowest_layers(self.model, config.freeze_layers)
+        if frozen:
+            logger.info(
+                "froze the embeddings and the lowest %d encoder layers (%d parameters)",
+                config.freeze_layers,
+                frozen,
+            )
+        self.loss = loss_settings(config)
 
     def fit(self, train: WindowFeatures, validation: EvaluationData) -> FitResult:
         """Train from the latest valid checkpoint (or from scratch) to ``max_epochs``."""
@@ -300,11 +307,12 @@ class Trainer:
         # Epoch orders depend only on (seed, epoch), so the schedule's length is known exactly up front
         # even with negative sampling, and a resumed run sees the same batches.
         epochs = [epoch_batches(train, config, epoch=e) for e in range(config.max_epochs)]
+        self.loss = loss_settings(config, train.labels)
         # What train.precision=auto became on this machine: part of what the metrics depend on.
         self.tracker.set_tags({"precision": self.precision, "device": str(self.device)})
         total_steps = _optimizer_steps([len(batches) for batches in epochs], config)
-        optimizer = _optimizer(self.model, config)
-        scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+        optimizer = build_optimizer(self.model, config)
+        scheduler = build_schedule(optimizer, config, total_steps)
         result = FitResult(best_value=-math.inf, best_epoch=-1, best_metrics={})
         start_epoch, global_step = self._resume(optimizer, scheduler, result)
         # Before an epoch of work is spent (and after the resume point is known, so that it is
@@ -325,6 +333,7 @@ class Trainer:
                     device=self.device,
                     criteria=self.criteria,
                     max_answer_tokens=self.max_answer_tokens,
+                    tune_for=self.metric,
                 )
                 metrics = dict(evaluation.metrics)
                 value = metrics.get(self.metric)
@@ -444,12 +453,7 @@ class Trainer:
                     batch["input_ids"], batch["attention_mask"], batch["answer_mask"], batch["token_type_ids"]
                 )
             loss = joint_loss(
-                output,
-                batch["labels"],
-                batch["start_positions"],
-                batch["end_positions"],
-                criteria_weight=config.loss_weight_criteria,
-                evidence_weight=config.loss_weight_evidence,
+                output, batch["labels"], batch["start_positions"], batch["end_positions"], settings=self.loss
             )
             scaled = loss.total / accumulation
             if self.scaler is not None:

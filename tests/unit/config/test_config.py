@@ -69,6 +69,20 @@ def test_default_tracking_uri_follows_experiments_dir(tmp_path: Path, model_cach
         ("train.length_group_size=0", "train.length_group_size"),
         ("train.group_by_length=sometimes", "train.group_by_length"),
         ("data.feature_cache_entries=-1", "data.feature_cache_entries"),
+        ("heads.pooling=max", "heads.pooling"),
+        ("heads.criteria_head=deep", "heads.criteria_head"),
+        ("heads.evidence_head=crf", "heads.evidence_head"),
+        ("heads.hidden_size=0", "heads.hidden_size"),
+        ("heads.layer_mix_layers=0", "heads.layer_mix_layers"),
+        ("train.criteria_loss=hinge", "train.criteria_loss"),
+        ("train.optimizer=sgd", "train.optimizer"),
+        ("train.scheduler=step", "train.scheduler"),
+        ("train.layer_lr_decay=0", "train.layer_lr_decay"),
+        ("train.freeze_layers=-1", "train.freeze_layers"),
+        ("train.label_smoothing=0.5", "train.label_smoothing"),
+        ("train.hybrid_alpha=1.5", "train.hybrid_alpha"),
+        ("train.focal_gamma=-1", "train.focal_gamma"),
+        ("+search_space.heads.nope={type:categorical,choices:[1]}", "search_space.heads.nope"),
         ("hpo.n_trials=0", "hpo.n_trials"),
         ("hpo.metric=accuracy", "hpo.metric"),
         ("hpo.sampler=grid", "hpo.sampler"),
@@ -138,6 +152,15 @@ def test_round_trip_through_plain_dict() -> None:
     again = study_config_from_mapping(config.to_dict())
     assert again == config
     assert isinstance(again, StudyConfig)
+
+
+def test_with_params_routes_heads_and_train_settings() -> None:
+    config = compose_config(CONFIG_FILE, [])
+    changed = config.with_params({"heads.pooling": "cls", "train.optimizer": "adam", "batch_size": 8})
+    assert (changed.heads.pooling, changed.train.optimizer, changed.train.batch_size) == ("cls", "adam", 8)
+    assert changed.heads.criteria_head == config.heads.criteria_head
+    with pytest.raises(ConfigError, match=r"heads\.pooling"):
+        config.with_params({"heads.pooling": "max"})
 
 
 def test_with_train_validates() -> None:

@@ -12,6 +12,7 @@ from conftest import compose_tiny
 from dsm5_hpo.data.features import WindowFeatures, collate
 from dsm5_hpo.models.heads import CriteriaHead, EvidenceHead
 from dsm5_hpo.models.heads.evidence import MASKED_LOGIT
+from dsm5_hpo.models.heads.pooling import Pooling
 from dsm5_hpo.models.loading import load_encoder, resolve_model
 from dsm5_hpo.models.multi_task import DualAgentModel, DualOutput, joint_loss
 
@@ -206,14 +207,18 @@ def test_gradients_flow_to_the_encoder_and_both_heads(
 def test_heads_alone() -> None:
     torch.manual_seed(0)
     hidden = torch.randn(2, 5, 8)
-    criteria = CriteriaHead(8, dropout=0.0)
+    head, pooling = CriteriaHead(8, dropout=0.0), Pooling("mean", 8)
+
+    def criteria(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return head(pooling(states, mask))
+
     attention = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     assert criteria(hidden, attention).shape == (2,)
     # padding does not feed the criteria head; real tokens do (mean pooling)
     padded = hidden.clone()
     padded[0, 3:] += 5.0
     assert torch.allclose(criteria(hidden, attention)[0], criteria(padded, attention)[0])
-    expected = criteria.classifier(hidden[0, :3].mean(dim=0)).squeeze(-1)
+    expected = head.classifier(hidden[0, :3].mean(dim=0)).squeeze(-1)
     assert torch.allclose(criteria(hidden, attention)[0], expected)
     moved = hidden.clone()
     moved[1, 4] += 5.0

@@ -27,6 +27,7 @@ from dsm5_hpo.training.checkpoint_manager import (
     TrainingState,
     architecture_signature,
 )
+from dsm5_hpo.training.optimization import build_optimizer
 from dsm5_hpo.training.trainer import (
     EvaluationData,
     FitResult,
@@ -129,7 +130,9 @@ class SnapshotManager(CheckpointManager):
     saved: list[TrainingState]
 
     def save(self, state: TrainingState) -> CheckpointInfo:
-        self.saved = [*getattr(self, "saved", []), state]
+        # The state holds the live weights (the manager copies them when it writes): keep a copy.
+        copied = dataclasses.replace(state, model_state={k: v.clone() for k, v in state.model_state.items()})
+        self.saved = [*getattr(self, "saved", []), copied]
         return super().save(state)
 
 
@@ -535,7 +538,7 @@ def test_empty_training_split_is_a_training_error(setup: Setup) -> None:
 
 def test_optimizer_groups_split_lr_and_weight_decay(setup: Setup) -> None:
     model = setup.model()
-    optimizer = trainer_module._optimizer(model, setup.config.train)
+    optimizer = build_optimizer(model, setup.config.train)
     names = {id(p): n for n, p in model.named_parameters()}
     seen = 0
     for group in optimizer.param_groups:

@@ -1,26 +1,53 @@
-"""Criteria-matching head: does the post match the criterion in the window's question?"""
+"""Criteria-matching head: does the post match the criterion in the window's question?
+
+Pooled window representation (see pooling.py) -> one logit. Kinds:
+
+- ``linear``: a linear probe
+- ``mlp``: Linear -> GELU -> dropout -> Linear
+- ``mlp_residual``: LayerNorm(x + Linear(GELU(Linear(x)))) -> Linear: the MLP refines the
+  pooled state instead of replacing it, which trains stably even when the MLP starts random
+- ``gated``: a gated linear unit, (W x) * sigmoid(V x) -> dropout -> Linear
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+CRITERIA_HEADS = ("linear", "mlp", "mlp_residual", "gated")
+
 
 class CriteriaHead(nn.Module):
-    """Linear probe on the mean of the window's token states: (batch, seq, hidden) -> (batch,) logits.
+    """(batch, hidden) pooled states -> (batch,) logits."""
 
-    Mean pooling rather than [CLS]: sentence-transformers encoders such as all-MiniLM-L6-v2 were
-    trained to put the meaning in the mean of their token states, and their [CLS] state is weak,
-    which matters when a trial only has a few hundred optimizer steps to adapt.
-    """
-
-    def __init__(self, hidden_size: int, dropout: float) -> None:
+    def __init__(self, hidden_size: int, dropout: float, *, kind: str = "linear", width: int = 256) -> None:
         super().__init__()
+        if kind not in CRITERIA_HEADS:
+            raise ValueError(f"unknown criteria head {kind!r}; one of {', '.join(CRITERIA_HEADS)}")
+        self.kind = kind
         self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size, 1)
+        if kind == "linear":
+            self.classifier = nn.Linear(hidden_size, 1)
+        elif kind == "mlp":
+            self.hidden = nn.Linear(hidden_size, width)
+            self.classifier = nn.Linear(width, 1)
+        elif kind == "mlp_residual":
+            self.hidden = nn.Linear(hidden_size, width)
+            self.back = nn.Linear(width, hidden_size)
+            self.norm = nn.LayerNorm(hidden_size)
+            self.classifier = nn.Linear(hidden_size, 1)
+        else:
+            self.value = nn.Linear(hidden_size, width)
+            self.gate = nn.Linear(hidden_size, width)
+            self.classifier = nn.Linear(width, 1)
 
-    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask.unsqueeze(-1).to(hidden_states.dtype)  # (batch, seq, 1)
-        pooled = (hidden_states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # (batch, hidden)
-        logits: torch.Tensor = self.classifier(self.dropout(pooled))
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(pooled)
+        if self.kind == "mlp":
+            x = self.dropout(nn.functional.gelu(self.hidden(x)))
+        elif self.kind == "mlp_residual":
+            x = self.norm(x + self.dropout(self.back(nn.functional.gelu(self.hidden(x)))))
+        elif self.kind == "gated":
+            x = self.dropout(self.value(x) * torch.sigmoid(self.gate(x)))
+        logits: torch.Tensor = self.classifier(x)
         return logits.squeeze(-1)
