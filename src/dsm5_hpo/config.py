@@ -275,6 +275,12 @@ class TrainConfig:
     decay^(L - l), the embeddings at decay^(L + 1) (1.0 = one rate for the whole encoder)."""
     freeze_layers: int = 0
     """Freeze the embeddings and the lowest N encoder layers (0 = train everything)."""
+    augment_probability: float = 0.0
+    """Chance that each evidence span of a training pair is rewritten (one operation of
+    train.augment_operations) in an epoch; only evidence text changes, re-drawn every epoch;
+    validation and test are never augmented. 0 = off."""
+    augment_operations: str = "swap+delete+synonym+char_noise"
+    """Operations the augmentation draws from, joined by +: swap, delete, synonym, char_noise."""
     tune_thresholds: bool = True
     """After every validation pass, pick the match threshold and the null-answer margin that
     maximize the validation metric; they are kept with the epoch's metrics and used on test
@@ -343,6 +349,22 @@ class TrainConfig:
             f"must be in (0, 1], got {self.layer_lr_decay}",
         )
         _require(self.freeze_layers >= 0, "train.freeze_layers", f"must be >= 0, got {self.freeze_layers}")
+        _require(
+            0.0 <= self.augment_probability <= 1.0,
+            "train.augment_probability",
+            f"must be in [0, 1], got {self.augment_probability}",
+        )
+        from dsm5_hpo.data.augmentation import parse_operations  # data imports config: import here
+
+        try:
+            operations = parse_operations(self.augment_operations)
+        except ValueError as error:
+            _fail("train.augment_operations", str(error))
+        _require(
+            bool(operations) or self.augment_probability == 0.0,
+            "train.augment_operations",
+            "is empty while train.augment_probability > 0: name at least one operation",
+        )
 
 
 def searchable_setting(name: str) -> tuple[str, str]:

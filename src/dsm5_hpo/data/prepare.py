@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsm5_hpo.config import DataConfig
+from dsm5_hpo.config import DataConfig, TrainConfig
+from dsm5_hpo.data.augmentation import augment_examples, parse_operations
 from dsm5_hpo.data.feature_cache import FeatureCache
 from dsm5_hpo.data.features import WindowFeatures, tokenize_examples
 from dsm5_hpo.data.pairs import PairExample, SpanStats, build_examples
@@ -68,6 +70,31 @@ def _subset(dataset: RedSM5, max_posts: int) -> RedSM5:
         source=dataset.source,
         revision=f"{dataset.revision}[first {max_posts} posts]",
     )
+
+
+def augmented_epochs(
+    examples: Sequence[PairExample],
+    tokenizer: Any,
+    data: DataConfig,
+    train: TrainConfig,
+) -> list[WindowFeatures]:
+    """One set of training windows per epoch, each from a fresh evidence-only augmentation of
+    ``examples`` seeded by (train.seed, epoch): a resumed trial sees the same texts again."""
+    operations = parse_operations(train.augment_operations)
+    epochs = []
+    for epoch in range(train.max_epochs):
+        augmented = augment_examples(
+            examples,
+            probability=train.augment_probability,
+            operations=operations,
+            seed=train.seed * 1000 + epoch,
+        )
+        changed = sum(a is not e for a, e in zip(augmented, examples, strict=True))
+        logger.info("epoch %d: evidence of %d of %d training pairs augmented", epoch, changed, len(examples))
+        epochs.append(
+            tokenize_examples(augmented, tokenizer, max_length=data.max_length, doc_stride=data.doc_stride)
+        )
+    return epochs
 
 
 def feature_cache(config: DataConfig, cache_dir: Path) -> FeatureCache | None:

@@ -299,15 +299,22 @@ class Trainer:
             )
         self.loss = loss_settings(config)
 
-    def fit(self, train: WindowFeatures, validation: EvaluationData) -> FitResult:
-        """Train from the latest valid checkpoint (or from scratch) to ``max_epochs``."""
+    def fit(self, train: WindowFeatures | Sequence[WindowFeatures], validation: EvaluationData) -> FitResult:
+        """Train from the latest valid checkpoint (or from scratch) to ``max_epochs``.
+
+        ``train`` is the training windows, or one set per epoch (evidence augmentation re-draws
+        the texts each epoch; each set depends only on (seed, epoch), like the batches).
+        """
         config = self.config
-        if len(train) == 0:
+        per_epoch = [train] * config.max_epochs if isinstance(train, WindowFeatures) else list(train)
+        if len(per_epoch) != config.max_epochs:
+            raise ValueError(f"{len(per_epoch)} sets of training windows for {config.max_epochs} epochs")
+        if any(len(windows) == 0 for windows in per_epoch):
             raise TrainingError("the training split has no windows; check data.split and data.max_posts")
         # Epoch orders depend only on (seed, epoch), so the schedule's length is known exactly up front
         # even with negative sampling, and a resumed run sees the same batches.
-        epochs = [epoch_batches(train, config, epoch=e) for e in range(config.max_epochs)]
-        self.loss = loss_settings(config, train.labels)
+        epochs = [epoch_batches(per_epoch[e], config, epoch=e) for e in range(config.max_epochs)]
+        self.loss = loss_settings(config, per_epoch[0].labels)
         # What train.precision=auto became on this machine: part of what the metrics depend on.
         self.tracker.set_tags({"precision": self.precision, "device": str(self.device)})
         total_steps = _optimizer_steps([len(batches) for batches in epochs], config)
@@ -323,7 +330,7 @@ class Trainer:
                 set_log_context(epoch=epoch)
                 started = time.perf_counter()
                 epoch_loss, global_step = self._train_epoch(
-                    train, epochs[epoch], epoch, optimizer, scheduler, global_step
+                    per_epoch[epoch], epochs[epoch], epoch, optimizer, scheduler, global_step
                 )
                 train_seconds = time.perf_counter() - started
                 evaluation = evaluate_model(

@@ -82,6 +82,8 @@ def test_default_tracking_uri_follows_experiments_dir(tmp_path: Path, model_cach
         ("train.label_smoothing=0.5", "train.label_smoothing"),
         ("train.hybrid_alpha=1.5", "train.hybrid_alpha"),
         ("train.focal_gamma=-1", "train.focal_gamma"),
+        ("train.augment_probability=2", "train.augment_probability"),
+        ("train.augment_operations=swap+shout", "train.augment_operations"),
         ("+search_space.heads.nope={type:categorical,choices:[1]}", "search_space.heads.nope"),
         ("hpo.n_trials=0", "hpo.n_trials"),
         ("hpo.metric=accuracy", "hpo.metric"),

@@ -11,7 +11,7 @@ import pytest
 from conftest import SAMPLE_DIR, compose_tiny
 from dsm5_hpo.config import DataConfig, StudyConfig
 from dsm5_hpo.data.criteria import CRITERIA, SPECIAL_CASE
-from dsm5_hpo.data.prepare import SPLITS, PreparedData, prepare_data
+from dsm5_hpo.data.prepare import SPLITS, PreparedData, augmented_epochs, prepare_data
 from dsm5_hpo.data.schema import RedSM5
 from dsm5_hpo.data.sources import load_local
 from dsm5_hpo.errors import DataError
@@ -186,3 +186,26 @@ def test_missing_local_folder_is_reported(tmp_path: Path, tokenizer: Any) -> Non
     config = DataConfig(local_dir=str(tmp_path / "absent"), max_length=64, doc_stride=16)
     with pytest.raises(DataError, match="does not exist"):
         prepare_data(config, tokenizer, seed=0)
+
+
+def test_augmented_epochs_redraw_only_training_evidence_each_epoch(
+    tokenizer: Any, tmp_path: Path, model_cache: Path
+) -> None:
+    config = compose_tiny(tmp_path, model_cache, "train.augment_probability=1.0", "train.max_epochs=3")
+    data = prepare_data(config.data, tokenizer, seed=config.train.seed)
+    train = data.splits["train"]
+    epochs = augmented_epochs(train.examples, tokenizer, config.data, config.train)
+    assert len(epochs) == 3
+    assert epochs == augmented_epochs(train.examples, tokenizer, config.data, config.train)  # seeded
+    assert epochs[0].input_ids != epochs[1].input_ids  # re-drawn per epoch
+    assert epochs[0].input_ids != train.features.input_ids
+    # Labels and pairs are those of the split; pairs without evidence are tokenized as they were.
+    plain = {i for i, e in enumerate(train.examples) if not e.spans}
+    for windows in epochs:
+        assert {i for i, label in zip(windows.example_index, windows.labels, strict=True) if label} == {
+            i for i, label in zip(train.features.example_index, train.features.labels, strict=True) if label
+        }
+        for window, pair in enumerate(windows.example_index):
+            if pair in plain:
+                original = [w for w, p in enumerate(train.features.example_index) if p == pair]
+                assert windows.input_ids[window] in [train.features.input_ids[w] for w in original]

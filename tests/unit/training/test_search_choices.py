@@ -16,7 +16,7 @@ import torch
 
 from conftest import compose_tiny
 from dsm5_hpo.config import StudyConfig
-from dsm5_hpo.data.prepare import PreparedData, prepare_data
+from dsm5_hpo.data.prepare import PreparedData, augmented_epochs, prepare_data
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
 from dsm5_hpo.models.multi_task import build_model
 from dsm5_hpo.tracking.tracker import NullRunTracker
@@ -36,6 +36,8 @@ CHOICES: list[tuple[str, Any]] = [
     ("train.layer_lr_decay", 0.8),
     *[("train.freeze_layers", v) for v in (1, 2)],
     ("train.tune_thresholds", False),
+    ("train.augment_probability", 0.5),
+    *[("train.augment_operations", v) for v in ("swap", "delete", "synonym", "char_noise")],
 ]
 
 
@@ -63,6 +65,8 @@ def test_each_choice_trains_one_epoch(
     base: tuple[StudyConfig, Path, PreparedData], key: str, value: Any
 ) -> None:
     config, path, data = base
+    if key == "train.augment_operations":
+        config = config.with_params({"train.augment_probability": 1.0})
     config = config.with_params({key: value})
     section, name = key.split(".")
     assert getattr(getattr(config, section), name) == value
@@ -80,9 +84,11 @@ def test_each_choice_trains_one_epoch(
         tracker=tracker,
         progress=False,
     )
-    result = trainer.fit(
-        data.splits["train"].features, EvaluationData(validation.examples, validation.features)
-    )
+    train = data.splits["train"]
+    windows: Any = train.features
+    if config.train.augment_probability > 0:  # as the objective does
+        windows = augmented_epochs(train.examples, load_tokenizer(path), config.data, config.train)
+    result = trainer.fit(windows, EvaluationData(validation.examples, validation.features))
     assert result.epochs_run == 1
     assert math.isfinite(result.best_value)
     losses = [v for k, v, _ in tracker.metrics if k == "train_loss"]
