@@ -601,6 +601,29 @@ class StudyConfig:
             f"is {self.train.checkpoint_interval_epochs}, below retention_policy.min_interval_epochs "
             f"({self.retention_policy.min_interval_epochs}): raise the interval or lower the floor",
         )
+        self._check_search_space()
+
+    def _check_search_space(self) -> None:
+        """Every value a trial can draw must make a valid config: a bad choice or bound is refused
+        now, naming the search-space key, not when a trial draws it hours into the study."""
+        for name, spec in self.hpo.search_space.items():
+            if spec.type == "categorical":
+                values: tuple[Any, ...] = spec.choices
+            else:
+                values = (spec.low, spec.high)
+                if spec.type == "int":
+                    _require(
+                        float(spec.low or 0).is_integer() and float(spec.high or 0).is_integer(),
+                        f"search_space.{name}",
+                        f"an int parameter needs whole-number bounds, got low={spec.low}, high={spec.high}",
+                    )
+                    values = (int(spec.low or 0), int(spec.high or 0))
+            section, setting = searchable_setting(name)
+            for value in values:
+                try:  # the section alone: a whole StudyConfig would check its search space again
+                    dataclasses.replace(getattr(self, section), **{setting: value})
+                except (ConfigError, TypeError) as error:
+                    _fail(f"search_space.{name}", f"value {value!r} is not a valid setting: {error}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/YAML-serializable form (the 'resolved config' in reports and trials)."""

@@ -165,6 +165,28 @@ def test_with_params_routes_heads_and_train_settings() -> None:
         config.with_params({"heads.pooling": "max"})
 
 
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("+search_space.heads.pooling={type:categorical,choices:[mean,max]}", "'max'"),
+        ("search_space.dropout={type:float,low:0.0,high:1.5}", "1.5"),
+        ("+search_space.freeze_layers={type:int,low:0,high:-1}", "low"),
+        ("+search_space.batch_size_x={type:int,low:1,high:2}", "not a train"),
+        ("+search_space.optimizer={type:categorical,choices:[adamw,sgd]}", "'sgd'"),
+    ],
+)
+def test_a_search_space_value_no_trial_could_use_is_refused_up_front(override: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        compose_config(CONFIG_FILE, [override])
+    assert "'search_space." in str(error.value) and fragment in str(error.value)
+
+
+def test_the_shipped_search_spaces_only_hold_valid_values() -> None:
+    for space in ("default", "full"):
+        config = compose_config(CONFIG_FILE, [f"search_space={space}"])
+        assert config.hpo.search_space
+
+
 def test_with_train_validates() -> None:
     config = compose_config(CONFIG_FILE, [])
     assert config.with_train(batch_size=8).train.batch_size == 8
