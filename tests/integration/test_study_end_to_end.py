@@ -24,7 +24,13 @@ def finished(finished_study: FinishedStudy) -> FinishedStudy:
 def test_directory_layout(finished: FinishedStudy) -> None:
     experiments, study_dir = finished.experiments, finished.study_dir
     assert (experiments / "mlflow_db" / "mlflow.db").is_file()
-    for name in ("optuna.db", "study.json", "evaluation_report.json", "logs/study.jsonl"):
+    for name in (
+        "optuna.db",
+        "study.json",
+        "evaluation_report.json",
+        "logs/study.jsonl",
+        "best_model/dsm5_hpo.json",
+    ):
         assert (study_dir / name).is_file(), name
     trials = sorted(experiments.glob("trial_*"))
     assert len(trials) == 2

@@ -16,15 +16,16 @@ from typing import Any
 
 import dsm5_hpo
 from dsm5_hpo.config import StudyConfig
+from dsm5_hpo.data.criteria import DESCRIPTIONS
 from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import DataError, StorageError
 from dsm5_hpo.hpo.objective import checkpoint_manager
-from dsm5_hpo.models.multi_task import build_model
+from dsm5_hpo.models.multi_task import DualAgentModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.training.checkpoint_manager import CheckpointInfo
 from dsm5_hpo.training.evaluator import EvaluationResult
 from dsm5_hpo.training.thresholds import MARGIN_KEY, THRESHOLD_KEY
-from dsm5_hpo.training.trainer import EvaluationData, evaluate_model, resolve_device
+from dsm5_hpo.training.trainer import EvaluationData, criteria_prior_offset, evaluate_model, resolve_device
 
 REPORT_FILE = "evaluation_report.json"
 SCHEMA_FILE = Path(__file__).resolve().parents[3] / "contracts" / "evaluation_report.schema.json"
@@ -59,6 +60,8 @@ class TestEvaluation:
     """Every co-best checkpoint (same optimization-metric value); the first was evaluated."""
     config: StudyConfig
     """The trial's config as evaluated: with the thresholds tuned on validation, when they were."""
+    model: DualAgentModel
+    """The evaluated model (the best checkpoint's weights), for the export."""
 
 
 def config_at(config: StudyConfig, checkpoint: CheckpointInfo) -> StudyConfig:
@@ -98,7 +101,32 @@ def evaluate_trial_on_test(
         criteria=data.criteria,
         max_answer_tokens=config.data.max_answer_tokens,
     )
-    return TestEvaluation(result, co_best, evaluated)
+    return TestEvaluation(result, co_best, evaluated, model)
+
+
+def export_description(evaluation: TestEvaluation, *, study_id: str, trial_id: str) -> dict[str, Any]:
+    """What dsm5_hpo.json of the exported best model says besides its heads and files."""
+    config = evaluation.config
+    criteria = list(config.data.criteria)
+    return {
+        "input_format": "binary_pairs",
+        "criteria": criteria,
+        "questions": {c: DESCRIPTIONS[c] for c in criteria},
+        "match_threshold": config.train.match_threshold,
+        "null_score_margin": config.train.null_score_margin,
+        "criteria_logit_offset": criteria_prior_offset(config.train),
+        "max_length": config.data.max_length,
+        "doc_stride": config.data.doc_stride,
+        "max_answer_tokens": config.data.max_answer_tokens,
+        "dropout": config.train.dropout,
+        "encoder": {"name": config.model.name, "pretrained": config.model.pretrained},
+        "study_id": study_id,
+        "trial_id": trial_id,
+        "test_metrics": evaluation.result.metrics,
+        "synthetic_data": config.data.synthetic,
+        "code_version": code_version(),
+        "created_at": datetime.now(UTC).isoformat(),
+    }
 
 
 def build_report(

@@ -29,9 +29,10 @@ from dsm5_hpo.data.prepare import PreparedData, feature_cache, prepare_data
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, StorageError, TrainingError
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
-from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
+from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, export_description, write_report
 from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
 from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space
+from dsm5_hpo.models.export import export_model
 from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.storage.monitor import DiskMonitor, StorageMonitor
@@ -45,6 +46,8 @@ STUDY_FILE = "study.json"
 STOP_DRAIN_S = 5.0
 """On Ctrl-C or a full disk, the longest wait for MLflow before exiting (the rest is replayed later)."""
 OPTUNA_DB = "optuna.db"
+BEST_MODEL_DIR = "best_model"
+"""The exported best model (models/export.py), written after the test evaluation."""
 
 
 @dataclass
@@ -416,6 +419,13 @@ class StudyRunner:
             model_origin=resolved.origin,
         )
         outcome.report_path = write_report(report, study_dir)
+        exported = export_model(
+            evaluation.model,
+            load_tokenizer(resolved.path),
+            study_dir / BEST_MODEL_DIR,
+            description=export_description(evaluation, study_id=study_id, trial_id=outcome.best_trial_id),
+        )
+        logger.info("best model exported to %s (DualAgentModel.from_pretrained loads it)", exported)
         outcome.report = report
         study_run.log_metrics({f"test_{k}": v for k, v in result.metrics.items()}, step=0)
         study_run.log_dict(report, "evaluation_report.json")

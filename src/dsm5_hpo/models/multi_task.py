@@ -41,6 +41,18 @@ class DualAgentModel(nn.Module):
             hidden, dropout, kind=heads.evidence_head, width=heads.hidden_size, coupled=heads.coupling
         )
         self.hidden_size = hidden
+        self.export_info: dict[str, Any] = {}
+        """dsm5_hpo.json of an exported model loaded with from_pretrained (empty otherwise)."""
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> DualAgentModel:
+        """A model exported by a study (``study_<uuid>/best_model``), hash-verified; its
+        dsm5_hpo.json (criteria, thresholds, window settings) is on ``model.export_info``."""
+        from dsm5_hpo.models.export import load_exported  # export imports this module
+
+        model, info = load_exported(Path(path))
+        model.export_info = info
+        return model
 
     def head_config(self) -> dict[str, Any]:
         """What a checkpoint's heads must match to be loaded into this model (recorded in its metadata)."""

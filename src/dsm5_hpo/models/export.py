@@ -1,0 +1,130 @@
+"""The study's best model as a folder anyone can load without the study: `best_model/`.
+
+    best_model/encoder/          the encoder in Hugging Face format (config.json, model.safetensors,
+                                 tokenizer files)
+    best_model/heads.safetensors the pooling and the two heads' weights
+    best_model/dsm5_hpo.json     heads config, input format, criteria and their questions, the
+                                 thresholds chosen on validation, window settings, provenance, and
+                                 the SHA-256 and size of every other file
+
+Written into a temporary folder beside the target and renamed into place, so a crash leaves the
+previous export or the new one. :func:`load_exported` checks every hash before loading anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from dsm5_hpo.config import HeadsConfig
+from dsm5_hpo.errors import StorageError
+from dsm5_hpo.models.loading import load_encoder
+from dsm5_hpo.models.multi_task import DualAgentModel
+from dsm5_hpo.storage.atomic import atomic_write_json, fsync_path, sha256_file
+
+INFO_FILE = "dsm5_hpo.json"
+HEADS_FILE = "heads.safetensors"
+ENCODER_DIR = "encoder"
+EXPORT_FORMAT = 1
+
+
+def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
+    return {
+        path.relative_to(folder).as_posix(): {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != INFO_FILE
+    }
+
+
+def export_model(model: DualAgentModel, tokenizer: Any, folder: Path, *, description: dict[str, Any]) -> Path:
+    """Write ``model`` (and the tokenizer its encoder reads with) to ``folder``; returns ``folder``.
+
+    ``description`` goes into dsm5_hpo.json (criteria, questions, thresholds, window settings, ids).
+    """
+    staging = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+        encoder: Any = model.encoder  # a Hugging Face PreTrainedModel
+        encoder.save_pretrained(str(staging / ENCODER_DIR), safe_serialization=True)
+        tokenizer.save_pretrained(str(staging / ENCODER_DIR))
+        heads = {
+            name: tensor.detach().to("cpu").contiguous()
+            for name, tensor in model.state_dict().items()
+            if not name.startswith("encoder.")
+        }
+        save_file(heads, str(staging / HEADS_FILE))
+        info = {
+            "format": EXPORT_FORMAT,
+            **description,
+            "heads": dataclasses.asdict(model.heads),
+            "head_config": model.head_config(),
+            "files": _file_table(staging),
+        }
+        atomic_write_json(staging / INFO_FILE, info)
+        for path in staging.rglob("*"):
+            if path.is_file():
+                fsync_path(path)
+        if folder.exists():  # a previous export of this study: replaced whole
+            old = folder.parent / f".old-{folder.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(folder, old)
+            os.replace(staging, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, folder)
+        fsync_path(folder.parent)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise StorageError(f"cannot export the best model to {folder}: {error}") from error
+    return folder
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    """dsm5_hpo.json of an export, after checking that every file it lists is there and intact."""
+    info_path = folder / INFO_FILE
+    try:
+        info: dict[str, Any] = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise StorageError(
+            f"{info_path} is missing or unreadable ({error}): not an exported dsm5_hpo model"
+        ) from error
+    if info.get("format") != EXPORT_FORMAT:
+        raise StorageError(
+            f"{info_path}: export format {info.get('format')!r}, this version reads {EXPORT_FORMAT}"
+        )
+    for name, entry in dict(info.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise StorageError(f"exported model {folder}: file {name} is missing")
+        actual = sha256_file(path)
+        if actual != entry.get("sha256"):
+            raise StorageError(
+                f"exported model {folder}: file {name} fails its SHA-256 check (recorded "
+                f"{str(entry.get('sha256'))[:12]}…, found {actual[:12]}…): it was changed or damaged; export again"
+            )
+    return info
+
+
+def load_exported(folder: Path) -> tuple[DualAgentModel, dict[str, Any]]:
+    """The exported model (eval mode, on CPU) and its dsm5_hpo.json; every hash is checked first."""
+    info = read_info(folder)
+    model = DualAgentModel(
+        load_encoder(folder / ENCODER_DIR),
+        dropout=float(info.get("dropout", 0.0)),
+        heads=HeadsConfig(**info["heads"]),
+    )
+    heads = load_file(str(folder / HEADS_FILE))
+    result = model.load_state_dict(heads, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("encoder.")]
+    if missing or result.unexpected_keys:
+        raise StorageError(
+            f"exported model {folder}: {HEADS_FILE} does not fit the heads in {INFO_FILE} "
+            f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})"
+        )
+    return model.eval(), info
