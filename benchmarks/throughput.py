@@ -47,6 +47,7 @@ from dsm5_hpo.config import StudyConfig, TrainConfig
 from dsm5_hpo.data.features import WindowFeatures, collate
 from dsm5_hpo.data.prepare import SplitData, prepare_data
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
+from dsm5_hpo.models.losses import LossSettings
 from dsm5_hpo.models.multi_task import DualAgentModel, build_model, joint_loss
 from dsm5_hpo.tracking.tracker import NullRunTracker
 from dsm5_hpo.training import trainer as ours
@@ -74,13 +75,10 @@ def subset(features: WindowFeatures, indices: Sequence[int]) -> WindowFeatures:
 class WithLoss(nn.Module):
     """Our model for transformers.Trainer: takes the collated batch, returns {'loss': joint loss}."""
 
-    def __init__(self, model: DualAgentModel, config: TrainConfig) -> None:
+    def __init__(self, model: DualAgentModel, loss: LossSettings) -> None:
         super().__init__()
         self.model = model
-        self.weights = {
-            "criteria_weight": config.loss_weight_criteria,
-            "evidence_weight": config.loss_weight_evidence,
-        }
+        self.loss = loss  # the loss our trainer trains with (ours.loss_settings)
 
     def forward(
         self,
@@ -93,7 +91,7 @@ class WithLoss(nn.Module):
         end_positions: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         output = self.model(input_ids, attention_mask, answer_mask, token_type_ids)
-        loss = joint_loss(output, labels, start_positions, end_positions, **self.weights)
+        loss = joint_loss(output, labels, start_positions, end_positions, self.loss)
         return {"loss": loss.total}
 
 
@@ -175,7 +173,7 @@ def run_transformers(
     )
     clock = EpochClock()
     trainer = Trainer(
-        model=WithLoss(model, config),
+        model=WithLoss(model, ours.loss_settings(config, train.labels)),
         args=args,
         train_dataset=Indices(len(train)),
         data_collator=lambda indices: collate(train, indices),

@@ -41,6 +41,8 @@ class PreparedData:
     splits: dict[str, SplitData]
     span_stats: SpanStats
     criteria: tuple[str, ...]
+    tokenizer: Any
+    """The tokenizer the windows were built with (augmented epochs and the export reuse it)."""
 
     def summary(self) -> dict[str, Any]:
         """Counts recorded in study.json, MLflow and reports."""
@@ -143,7 +145,7 @@ def prepare_data(
             )
         splits[name] = SplitData(examples, features)
     stats.warn()
-    prepared = PreparedData(dataset, split, splits, stats, config.criteria)
+    prepared = PreparedData(dataset, split, splits, stats, config.criteria, tokenizer)
     summary = prepared.summary()
     logger.info(
         "data %s: %d posts -> pairs %s, windows %s; %d/%d evidence sentences located",

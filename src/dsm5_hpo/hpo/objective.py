@@ -23,7 +23,6 @@ from dsm5_hpo.data.features import WindowFeatures
 from dsm5_hpo.data.prepare import PreparedData, augmented_epochs
 from dsm5_hpo.errors import ResumableStop
 from dsm5_hpo.hpo.search_space import suggest_params
-from dsm5_hpo.models.loading import load_tokenizer
 from dsm5_hpo.models.multi_task import DualAgentModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
@@ -99,8 +98,6 @@ class Objective:
     """The study's free-space guard, shared by every trial's checkpoint manager."""
     snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
     """Host memory for asynchronous checkpoints, reused from trial to trial (trials run one at a time)."""
-    tokenizer: Any = None
-    """The encoder's tokenizer (loaded on first use when a trial augments its training texts)."""
 
     def __call__(self, trial: optuna.Trial, reported: set[int] | None = None) -> float:
         """Run ``trial``; a trial re-attached after a crash (its folder exists) continues in place.
@@ -229,7 +226,7 @@ class Objective:
         train = self.data.splits["train"]
         windows: WindowFeatures | list[WindowFeatures] = train.features
         if config.train.augment_probability > 0:
-            windows = augmented_epochs(train.examples, self._tokenizer(), config.data, config.train)
+            windows = augmented_epochs(train.examples, self.data.tokenizer, config.data, config.train)
         try:
             result = trainer.fit(windows, EvaluationData(validation.examples, validation.features))
         except Exception:  # pruned or failed: the trial has ended (a signal leaves it resumable instead)
@@ -254,12 +251,6 @@ class Objective:
             },
         )
         return result.best_value
-
-    def _tokenizer(self) -> Any:
-        """The encoder's tokenizer, loaded once (only augmented trials tokenize during the study)."""
-        if self.tokenizer is None:
-            self.tokenizer = load_tokenizer(self.model_path)
-        return self.tokenizer
 
     def _finish(
         self, trial_dir: Path, record: dict[str, Any], run: RunTracker, state: str, run_status: str

@@ -421,7 +421,7 @@ class StudyRunner:
         outcome.report_path = write_report(report, study_dir)
         exported = export_model(
             evaluation.model,
-            load_tokenizer(resolved.path),
+            data.tokenizer,
             study_dir / BEST_MODEL_DIR,
             description=export_description(evaluation, study_id=study_id, trial_id=outcome.best_trial_id),
         )

@@ -103,18 +103,14 @@ def joint_loss(
     labels: torch.Tensor,
     start_positions: torch.Tensor,
     end_positions: torch.Tensor,
-    *,
-    criteria_weight: float = 1.0,
-    evidence_weight: float = 1.0,
     settings: LossSettings | None = None,
 ) -> LossParts:
     """w_c x criteria loss + w_e x mean(CE(start), CE(end)); position 0 is the null answer.
 
-    ``settings`` chooses the criteria loss and smoothing (default: plain BCE, no smoothing); its
-    weights are used when given, else ``criteria_weight``/``evidence_weight``.
+    ``settings`` chooses the criteria loss, smoothing and the two weights (default: plain BCE, no
+    smoothing, both weights 1).
     """
-    if settings is None:
-        settings = LossSettings(criteria_weight=criteria_weight, evidence_weight=evidence_weight)
+    settings = settings or LossSettings()
     criteria = criteria_loss(output.criteria_logits, labels, settings)
     evidence = evidence_loss(
         output.start_logits, output.end_logits, start_positions, end_positions, settings.label_smoothing

@@ -14,6 +14,7 @@ from dsm5_hpo.models.heads import CriteriaHead, EvidenceHead
 from dsm5_hpo.models.heads.evidence import MASKED_LOGIT
 from dsm5_hpo.models.heads.pooling import Pooling
 from dsm5_hpo.models.loading import load_encoder, resolve_model
+from dsm5_hpo.models.losses import LossSettings
 from dsm5_hpo.models.multi_task import DualAgentModel, DualOutput, joint_loss
 
 
@@ -125,8 +126,7 @@ def test_joint_loss_is_finite_and_matches_its_definition(
         batch["labels"],
         batch["start_positions"],
         batch["end_positions"],
-        criteria_weight=0.3,
-        evidence_weight=2.0,
+        settings=LossSettings(criteria_weight=0.3, evidence_weight=2.0),
     )
     for value in (parts.total, parts.criteria, parts.evidence):
         assert value.ndim == 0
@@ -158,8 +158,7 @@ def test_loss_weights_are_respected(
         batch["labels"],
         batch["start_positions"],
         batch["end_positions"],
-        criteria_weight=w_c,
-        evidence_weight=w_e,
+        settings=LossSettings(criteria_weight=w_c, evidence_weight=w_e),
     )
     assert parts.total.item() == pytest.approx(w_c * parts.criteria.item() + w_e * parts.evidence.item())
     if w_c == 0.0:
@@ -182,8 +181,7 @@ def test_gradients_flow_to_the_encoder_and_both_heads(
         batch["labels"],
         batch["start_positions"],
         batch["end_positions"],
-        criteria_weight=1.0,
-        evidence_weight=1.0,
+        settings=LossSettings(criteria_weight=1.0, evidence_weight=1.0),
     )
     parts.total.backward()
     named = dict(model.named_parameters())
