@@ -12,6 +12,16 @@ PYTHON ?= python3
 VENV ?= .venv
 ARGS ?=
 MLFLOW_PORT ?= 5000
+# The UIs listen on loopback only unless told otherwise (they expose every metric and param).
+MLFLOW_HOST ?= 127.0.0.1
+DASHBOARD_PORT ?= 8080
+DASHBOARD_HOST ?= 127.0.0.1
+# make predict INPUT=posts.csv [OUTPUT=predictions.jsonl] [MODEL=experiments/study_<uuid>/best_model]
+INPUT ?=
+OUTPUT ?=
+MODEL ?=
+# make dashboard / report / status: one study (default: the newest)
+STUDY ?=
 # Extra pip options for the torch step only, e.g. a CPU-only index on a machine without a GPU.
 TORCH_PIP_ARGS ?=
 # Poetry for `make lock`: the project's wrapper (../shared/tools/poetry) run by a Python that has
@@ -27,7 +37,8 @@ STAMP := $(VENV)/.installed
 LOCK_TOOL := scripts/lock_requirements.py
 LINT_PATHS := $(wildcard src tests scripts benchmarks)
 
-.PHONY: help install train resume evaluate cleanup sync bench mlflow-ui test test-fast lint format lock clean clean-all
+.PHONY: help install train resume evaluate predict status report cleanup sync bench mlflow-ui dashboard test test-fast \
+	lint format lock clean clean-all
 
 help: ## List the targets
 	@echo "usage: make <target> [ARGS='hydra.overrides or --flags']"
@@ -62,6 +73,16 @@ resume: $(STAMP) ## Continue the newest interrupted study (ARGS="--study-id ID" 
 evaluate: $(STAMP) ## Evaluate the study's best model on the test split (JSON report)
 	$(PY) -m dsm5_hpo.cli.evaluate $(ARGS)
 
+predict: $(STAMP) ## Criteria + evidence for new posts: INPUT=posts.csv|.jsonl|.txt [OUTPUT=out.jsonl] [MODEL=dir]
+	@test -n "$(INPUT)" || { echo "usage: make predict INPUT=posts.csv [OUTPUT=predictions.jsonl] [MODEL=experiments/study_<uuid>/best_model]" >&2; exit 2; }
+	$(PY) -m dsm5_hpo.cli.predict --input "$(INPUT)" $(if $(OUTPUT),--output "$(OUTPUT)") $(if $(MODEL),--model "$(MODEL)") $(ARGS)
+
+status: $(STAMP) ## Table of the studies, or of one study's trials (STUDY=ID or STUDY=latest); safe while one runs
+	$(PY) -m dsm5_hpo.cli.status $(if $(STUDY),--study-id $(STUDY)) $(ARGS)
+
+report: $(STAMP) ## Redraw a study's plots and summary_report.json (STUDY=ID, default the newest)
+	$(PY) -m dsm5_hpo.cli.report $(if $(STUDY),--study-id $(STUDY)) $(ARGS)
+
 cleanup: $(STAMP) ## List checkpoints the retention policy lets go, and leftovers (APPLY=1 deletes them)
 	$(PY) -m dsm5_hpo.cli.cleanup $(if $(APPLY),--apply) $(ARGS)
 
@@ -71,8 +92,11 @@ sync: $(STAMP) ## Send to MLflow the metrics earlier runs left in experiments/tr
 bench: $(STAMP) ## Run every benchmark, figures into benchmarks/results.json (QUICK=1: smoke runs)
 	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick)
 
-mlflow-ui: $(STAMP) ## Browse every trial's metrics in the MLflow UI (experiments/mlflow_db)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///experiments/mlflow_db/mlflow.db --host 127.0.0.1 --port $(MLFLOW_PORT) $(ARGS)
+mlflow-ui: $(STAMP) ## MLflow UI on experiments/mlflow_db (MLFLOW_HOST=127.0.0.1 MLFLOW_PORT=5000)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///experiments/mlflow_db/mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) $(ARGS)
+
+dashboard: $(STAMP) ## optuna-dashboard on a study (STUDY=ID, default the newest; DASHBOARD_HOST/DASHBOARD_PORT)
+	$(PY) -m dsm5_hpo.cli.dashboard $(if $(STUDY),--study-id $(STUDY)) --host $(DASHBOARD_HOST) --port $(DASHBOARD_PORT) $(ARGS)
 
 # The core packages must stay at >= 80 % line+branch coverage (the seed's target).
 CORE_COVERAGE := */dsm5_hpo/training/*,*/dsm5_hpo/models/*,*/dsm5_hpo/data/*,*/dsm5_hpo/hpo/*

@@ -60,6 +60,9 @@ class DirectRunTracker:
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         return None
 
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        return None
+
     def finish(self, status: str = "FINISHED") -> None:
         return None
 

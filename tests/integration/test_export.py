@@ -99,3 +99,28 @@ def test_a_damaged_export_is_refused_naming_the_file(exported: Path, tmp_path: P
         expected = INFO_FILE
     with pytest.raises(StorageError, match=expected.replace(".", r"\.")):
         DualAgentModel.from_pretrained(copy)
+
+
+def test_a_full_disk_during_export_keeps_the_previous_export_and_leaves_no_staging(
+    exported: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from dsm5_hpo.models import export as export_module
+
+    model = DualAgentModel.from_pretrained(exported)
+    target = tmp_path / "best_model"
+    shutil.copytree(exported, target)
+    before = read_info(target)
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export_module, "save_file", disk_full)
+    from dsm5_hpo.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(exported / "encoder")
+    with pytest.raises(StorageError, match=r"cannot export the best model to .*No space left on device"):
+        export_module.export_model(model, tokenizer, target, description={"input_format": "binary_pairs"})
+    assert read_info(target) == before  # the previous export, whole and verified
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model"]  # no .tmp-best_model-* left

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, Interrupted, PipelineError, ResumableStop
@@ -62,12 +63,13 @@ def _raise_interrupted(signum: int, frame: object) -> None:
     raise Interrupted(signal.Signals(signum).name)
 
 
-def run_cli(main: Callable[[], int]) -> int:
+def run_cli(main: Callable[[], int], *, log_stream: TextIO | None = None) -> int:
     """Run ``main``; expected errors become one line on stderr and their exit code, no traceback.
 
     SIGINT and SIGTERM stop the run as :class:`Interrupted`, which leaves a study resumable.
+    Log lines go to stdout unless ``log_stream`` says otherwise.
     """
-    setup_logging(os.environ.get("DSM5_LOG_LEVEL", "INFO"))
+    setup_logging(os.environ.get("DSM5_LOG_LEVEL", "INFO"), log_stream)
     previous = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return main()

@@ -71,6 +71,10 @@ class _Trial:
     value: float | None
 
 
+EXPORT_LEFTOVERS = (".tmp-best_model-*", ".old-best_model-*")
+"""models/export.py's staging and replaced folders, beside study_<uuid>/best_model."""
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -169,6 +173,12 @@ def _plan_study(planner: _Planner, study_dir: Path, record: dict[str, Any]) -> s
     if owner is not None:
         planner.plan.skipped.append((study_dir, f"the study is running now ({owner}): left alone"))
         return referenced
+    for pattern in EXPORT_LEFTOVERS:  # an export interrupted between its write and its rename
+        for path in sorted(study_dir.glob(pattern)):
+            if path.is_dir() and not path.is_symlink():
+                planner.add(
+                    path, "delete", "temporary folder left by an interrupted export of the best model"
+                )
     if policy.keep_all:
         planner.plan.skipped.append((study_dir, "retention_policy.keep_all: its checkpoints are all kept"))
         for trial in trials.values():

@@ -29,6 +29,12 @@ from dsm5_hpo.data.prepare import PreparedData, feature_cache, prepare_data
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, StorageError, TrainingError
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
+from dsm5_hpo.hpo.outputs import (
+    mlflow_loss_reader,
+    no_losses,
+    refresh_summary_quietly,
+    render_study_plots_quietly,
+)
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, export_description, write_report
 from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
 from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space
@@ -45,6 +51,8 @@ logger = logging.getLogger(__name__)
 STUDY_FILE = "study.json"
 STOP_DRAIN_S = 5.0
 """On Ctrl-C or a full disk, the longest wait for MLflow before exiting (the rest is replayed later)."""
+PLOT_DRAIN_S = 10.0
+"""Before drawing the training curves, the longest wait for MLflow to take the trials' losses."""
 OPTUNA_DB = "optuna.db"
 BEST_MODEL_DIR = "best_model"
 """The exported best model (models/export.py), written after the test evaluation."""
@@ -191,6 +199,7 @@ class StudyRunner:
                 logger.warning("study %s %s; continue it with `make resume`", study_id, what)
                 record.update(state=stop.state, finished_at=datetime.now(UTC).isoformat())
                 atomic_write_json(study_dir / STUDY_FILE, record)
+                refresh_summary_quietly(study_dir, record)
                 drain_timeout_s = min(STOP_DRAIN_S, config.tracking.drain_timeout_s)  # exit promptly
                 raise
             except Exception as error:
@@ -198,6 +207,7 @@ class StudyRunner:
                 logger.error("study %s stopped: %s: %s", study_id, type(error).__name__, error)
                 record.update(state="FAILED", error=str(error), finished_at=datetime.now(UTC).isoformat())
                 atomic_write_json(study_dir / STUDY_FILE, record)
+                refresh_summary_quietly(study_dir, record)
                 raise
             finally:
                 # Whatever MLflow does not take in time stays in the outbox for the next run.
@@ -257,8 +267,23 @@ class StudyRunner:
         )
         record.pop("error", None)
         atomic_write_json(study_dir / STUDY_FILE, record)
+        refresh_summary_quietly(study_dir, record)
+        self._publish_plots(study_dir, record, study_run)
         study_run.finish("FINISHED")
         return outcome
+
+    def _publish_plots(self, study_dir: Path, record: dict[str, Any], study_run: RunTracker) -> None:
+        """The study's plots into study_dir/plots and its MLflow run (training losses read from MLflow)."""
+        config = self.config
+        uri = config.tracking.resolved_uri(config.paths.experiments)
+        # Training losses are read back from MLflow only when it is a local database: a remote server
+        # that is down would hold the end of the study in MLflow's HTTP retries.
+        local = config.tracking.backend != "none" and uri.startswith(("sqlite:", "file:"))
+        losses = mlflow_loss_reader(uri) if local else no_losses
+        if local:  # the trials' losses reach MLflow through the outbox: send what waits before reading
+            self.tracker.drain(min(PLOT_DRAIN_S, config.tracking.drain_timeout_s))
+        study = optuna.load_study(study_name=str(record["study_name"]), storage=str(record["optuna_storage"]))
+        render_study_plots_quietly(study_dir, record, study, losses=losses, run=study_run)
 
     def _optimize(
         self,
@@ -329,6 +354,7 @@ class StudyRunner:
             study_run.set_tags(tags)
             if self.checkpointing:  # the trial has ended: keep the study under max_total_size
                 prune_study(study, config.retention_policy)
+            refresh_summary_quietly(study_dir, record, study.trials)
 
         # Trials a dead process left RUNNING continue first, in trial-number order.
         for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):

@@ -437,6 +437,12 @@ class OutboxSender:
             self._send_batch(run_id, chunk)
         elif op == "dict":
             self._client.log_dict(run_id, first["data"], first["file"])
+        elif op == "artifact":
+            path = Path(first["path"])
+            if not path.is_file():  # replaced or deleted since it was queued: nothing left to send
+                logger.warning("artifact %s is gone; not logged to run %s", path, run_id)
+                return
+            self._client.log_artifact(run_id, str(path), first.get("dir"))
         elif op == "status":
             self._client.update_run(run_id, status=first["status"])
         elif op == "terminate":

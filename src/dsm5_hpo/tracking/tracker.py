@@ -41,6 +41,7 @@ class RunTracker(Protocol):
     def log_params(self, params: Mapping[str, Any]) -> None: ...
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
     def finish(self, status: str = "FINISHED") -> None: ...
     def flush(self) -> None: ...
 
@@ -50,8 +51,10 @@ class Tracker(Protocol):
         self, name: str, *, parent: RunTracker | None = None, tags: Mapping[str, Any] | None = None
     ) -> RunTracker: ...
     def resume_run(self, run_id: str) -> RunTracker: ...
+    def attach_run(self, run_id: str) -> RunTracker: ...
     def find_run(self, tags: Mapping[str, str]) -> str | None: ...
     def describe(self) -> str: ...
+    def drain(self, timeout_s: float | None = None) -> bool: ...
     def close(self, timeout_s: float | None = None) -> int: ...
 
 
@@ -63,6 +66,7 @@ class NullRunTracker:
         self.metrics: list[tuple[str, float, int]] = []
         self.params: dict[str, Any] = {}
         self.tags: dict[str, Any] = {}
+        self.artifacts: list[tuple[Path, str | None]] = []
         self.status = "RUNNING"
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
@@ -76,6 +80,9 @@ class NullRunTracker:
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         return None
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.artifacts.append((path, artifact_path))
 
     def finish(self, status: str = "FINISHED") -> None:
         self.status = status
@@ -105,6 +112,14 @@ class NullTracker:
         self.runs.append(run)
         return run
 
+    def attach_run(self, run_id: str) -> NullRunTracker:
+        for run in self.runs:
+            if run.run_id == run_id:
+                return run
+        run = NullRunTracker(run_id=run_id)
+        self.runs.append(run)
+        return run
+
     def find_run(self, tags: Mapping[str, str]) -> str | None:
         for run in self.runs:
             if all(str(run.tags.get(k)) == v for k, v in tags.items()):
@@ -113,6 +128,9 @@ class NullTracker:
 
     def describe(self) -> str:
         return "tracking disabled"
+
+    def drain(self, timeout_s: float | None = None) -> bool:
+        return True
 
     def close(self, timeout_s: float | None = None) -> int:
         return 0
@@ -190,6 +208,11 @@ class MlflowRunTracker:
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         self._enqueue([{"op": "dict", "run": self.run_id, "data": dict(data), "file": artifact_file}])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Queue a file (by its absolute path: it is copied when sent, so it must stay there)."""
+        entry = {"op": "artifact", "run": self.run_id, "path": str(path.resolve()), "dir": artifact_path}
+        self._enqueue([entry])
 
     def finish(self, status: str = "FINISHED") -> None:
         self._enqueue(
@@ -320,6 +343,10 @@ class MlflowTracker:
         self.outbox.append([{**entry, "tags": all_tags, "parent": parent_id}])
         self.sender.wake()
         return self._run_tracker(local)
+
+    def attach_run(self, run_id: str) -> MlflowRunTracker:
+        """Add to an existing run (artifacts, tags) without re-opening it: its status stays as it is."""
+        return self._run_tracker(self.outbox.resolve(run_id))
 
     def resume_run(self, run_id: str) -> MlflowRunTracker:
         """Re-open a run of an interrupted process: status back to RUNNING, logged steps remembered."""

@@ -145,13 +145,23 @@ def human_handler(stream: TextIO) -> logging.Handler:
     return handler
 
 
-def setup_logging(level: str = "INFO") -> logging.Logger:
-    """Configure the package logger with a stdout handler; idempotent."""
+def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Logger:
+    """Configure the package logger with a handler on ``stream`` (default stdout); idempotent.
+
+    A command whose stdout is data (``predict`` writing JSON lines) passes sys.stderr.
+    """
     root = logging.getLogger(ROOT_LOGGER)
     root.setLevel(level.upper())
     root.propagate = False
-    if not any(getattr(h, "_dsm5_stdout", False) for h in root.handlers):
-        handler = human_handler(sys.stdout)
+    existing = [h for h in root.handlers if getattr(h, "_dsm5_stdout", False)]
+    if existing:
+        # Re-pointed only on request: the stream set up first stays otherwise (a later sys.stdout may be
+        # a short-lived capture that is closed before the next record).
+        for handler in existing:
+            if stream is not None and isinstance(handler, logging.StreamHandler):
+                handler.setStream(stream)
+    else:
+        handler = human_handler(stream if stream is not None else sys.stdout)
         handler._dsm5_stdout = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     # Libraries we drive log through their own loggers; their warnings still go to stdout.

@@ -73,6 +73,11 @@ def experiments(tmp_path: Path) -> Path:
     quarantined.mkdir(parents=True)
     (quarantined / "model.safetensors").write_bytes(b"y" * 50)
     _trial(root, "orphan", "gone", "COMPLETE", [0.4])
+    # An export of the best model interrupted before its rename (the export itself is kept).
+    (root / "study_A" / ".tmp-best_model-1a2b3c4d" / "encoder").mkdir(parents=True)
+    (root / "study_A" / ".tmp-best_model-1a2b3c4d" / "encoder" / "model.safetensors").write_bytes(b"z" * 80)
+    (root / "study_A" / "best_model").mkdir()
+    (root / "study_A" / "best_model" / "heads.safetensors").write_bytes(b"h" * 10)
     (root / "mlflow_db").mkdir()
     (root / "mlflow_db" / "mlflow.db").write_bytes(b"sqlite")
     # A study run by a live process right now (this one): left alone, its trials are not orphans.
@@ -105,6 +110,8 @@ def test_plan_lists_what_the_policy_and_the_leftovers_allow(experiments: Path) -
         ("trial_stopped/checkpoints/quarantine/epoch_0001-20260101T000000Z", "delete"),
         # A trial whose study is gone.
         ("trial_orphan/checkpoints", "delete"),
+        # The half-written export.
+        ("study_A/.tmp-best_model-1a2b3c4d", "delete"),
     }
     skipped = {path.name: why for path, why in plan.skipped}
     assert "running now" in skipped["study_B"] and "outside" in skipped["trial_linked"]
@@ -119,6 +126,7 @@ def test_apply_deletes_exactly_the_plan_and_nothing_else(experiments: Path, tmp_
         experiments / "study_A" / "study.json",
         experiments / "study_A" / "evaluation_report.json",
         experiments / "study_A" / "logs" / "study.jsonl",
+        experiments / "study_A" / "best_model" / "heads.safetensors",
         experiments / "trial_ended" / "trial.json",
         experiments / "trial_ended" / "validation_report.json",
         experiments / "trial_orphan" / "trial.json",

@@ -38,6 +38,7 @@ class FakeClient:
         self.status: dict[str, str] = {}
         self.created = 0
         self.batches = 0
+        self.artifacts: list[tuple[str, str, str | None]] = []
 
     def _check(self) -> None:
         if self.down:
@@ -75,6 +76,10 @@ class FakeClient:
     def log_dict(self, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
         self._check()
 
+    def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+        self._check()
+        self.artifacts.append((run_id, Path(local_path).read_text(), artifact_path))
+
 
 def metric(run: str, key: str, step: int, value: float = 0.5) -> dict[str, Any]:
     return {"op": "metric", "run": run, "key": key, "value": value, "step": step, "ts": 1000 + step}
@@ -110,6 +115,30 @@ def test_entries_reach_mlflow_in_batches_and_the_file_goes(tmp_path: Path, clien
     assert client.params[("r1", "lr")] == "1"
     assert client.batches == 3  # 900 + 900 + (200 metrics and the param)
     assert not outbox.path.exists() and outbox.pending_count() == 0
+
+
+def test_artifacts_are_sent_when_mlflow_is_back_and_a_vanished_file_is_skipped(
+    tmp_path: Path, client: FakeClient
+) -> None:
+    plot, gone = tmp_path / "plot.png", tmp_path / "gone.png"
+    plot.write_text("png bytes")
+    outbox = Outbox(tmp_path / "outbox")
+    outbox.append(
+        [
+            {"op": "artifact", "run": "r1", "path": str(plot), "dir": "plots"},
+            {"op": "artifact", "run": "r1", "path": str(gone), "dir": "plots"},
+        ]
+    )
+    client.down = True
+    sender = make_sender(outbox, client)
+    sender.send_some()
+    assert client.artifacts == [] and outbox.pending_count() == 2  # kept while MLflow is down
+    client.down = False
+    with captured_logs("dsm5_hpo.tracking.metrics_buffer") as records:
+        pump(sender)
+    assert client.artifacts == [("r1", "png bytes", "plots")]
+    assert outbox.pending_count() == 0
+    assert any("gone.png is gone" in r.getMessage() for r in records)
 
 
 def test_backoff_while_down_then_everything_once(tmp_path: Path, client: FakeClient) -> None:

@@ -1,0 +1,139 @@
+"""What a study leaves for people to read: its summary and its plots, refreshed by the study itself
+(summary after every trial, both at the end) and by ``make report`` for any study, any time.
+
+Nothing here may stop a study: a summary or plot that cannot be written is a WARNING (the trials
+and their checkpoints are what matter); ``make report`` reports the same problems as errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import optuna
+from optuna.trial import FrozenTrial
+
+from dsm5_hpo.hpo.plots import PLOTS_DIR, PlotIndex, TrialCurve, read_json, render_plots, top_trials
+from dsm5_hpo.hpo.summary import collect_summary, load_trials, write_summary
+from dsm5_hpo.tracking.tracker import RunTracker
+
+logger = logging.getLogger(__name__)
+
+LossReader = Callable[[str], list[float]]
+"""MLflow run id -> the run's training loss per epoch (empty when unknown)."""
+REPORT_FILE = "evaluation_report.json"
+PLOTLY_JS = "plotly.min.js"
+
+
+def no_losses(run_id: str) -> list[float]:
+    return []
+
+
+def mlflow_loss_reader(tracking_uri: str) -> LossReader:
+    """Per-epoch training loss (``train_loss_epoch``) of a trial's MLflow run, from ``tracking_uri``."""
+
+    def read(run_id: str) -> list[float]:
+        from mlflow import MlflowClient
+
+        try:
+            history = MlflowClient(tracking_uri=tracking_uri).get_metric_history(run_id, "train_loss_epoch")
+        except Exception as error:  # noqa: BLE001 - MLflow down or the run unknown: plot without the loss
+            logger.info("no training loss for run %s from MLflow (%s)", run_id, type(error).__name__)
+            return []
+        by_step = {int(m.step): float(m.value) for m in history}
+        return [by_step[s] for s in sorted(by_step)]
+
+    return read
+
+
+def trial_curves(
+    trials: Sequence[FrozenTrial], metric: str, losses: LossReader = no_losses
+) -> list[TrialCurve]:
+    """Per-epoch validation ``metric`` (from each top trial's validation_report.json) and training loss."""
+    curves = []
+    for trial in top_trials(trials):
+        report = read_json(Path(str(trial.user_attrs.get("trial_dir", ""))) / "validation_report.json")
+        if report is None:
+            continue
+        validation = [float(epoch.get(metric) or 0.0) for epoch in report.get("history") or []]
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        curves.append(
+            TrialCurve(
+                number=trial.number,
+                value=float(trial.value or 0.0),
+                validation=validation,
+                train_loss=losses(str(run_id)) if run_id else [],
+            )
+        )
+    return curves
+
+
+def refresh_summary(
+    study_dir: Path, record: Mapping[str, Any], trials: Sequence[FrozenTrial] | None = None
+) -> Path:
+    """Rewrite summary_report.json (trials read from Optuna's storage unless given)."""
+    found = list(trials) if trials is not None else load_trials(record)
+    return write_summary(study_dir, collect_summary(study_dir, record, found))
+
+
+def refresh_summary_quietly(
+    study_dir: Path, record: Mapping[str, Any], trials: Sequence[FrozenTrial] | None = None
+) -> None:
+    """:func:`refresh_summary` from inside a study: a failure is a WARNING, the study goes on."""
+    try:
+        refresh_summary(study_dir, record, trials)
+    except (OSError, jsonschema.ValidationError, optuna.exceptions.OptunaError) as error:
+        logger.warning("summary_report.json of %s not updated: %s", study_dir.name, error)
+
+
+def render_study_plots(
+    study_dir: Path,
+    record: Mapping[str, Any],
+    study: optuna.Study,
+    *,
+    losses: LossReader = no_losses,
+    run: RunTracker | None = None,
+) -> PlotIndex:
+    """Draw the study's plots into ``study_dir/plots``; with ``run``, log them to it (under plots/)."""
+    metric = str((record.get("config") or {}).get("hpo", {}).get("metric", "value"))
+    folder = study_dir / PLOTS_DIR
+    index = render_plots(
+        study,
+        folder,
+        metric=metric,
+        report=read_json(study_dir / REPORT_FILE),
+        curves=trial_curves(study.trials, metric, losses),
+    )
+    if run is not None:
+        names = [name for files in index.files.values() for name in files]
+        if any(name.endswith(".html") for name in names) and (folder / PLOTLY_JS).is_file():
+            names.append(PLOTLY_JS)  # the pages load it from beside them, in MLflow too
+        for name in names:
+            run.log_artifact(folder / name, PLOTS_DIR)
+    return index
+
+
+def render_study_plots_quietly(
+    study_dir: Path,
+    record: Mapping[str, Any],
+    study: optuna.Study,
+    *,
+    losses: LossReader = no_losses,
+    run: RunTracker | None = None,
+) -> None:
+    try:
+        index = render_study_plots(study_dir, record, study, losses=losses, run=run)
+    except (OSError, ValueError, RuntimeError, ImportError) as error:
+        logger.warning(
+            "plots of %s not drawn: %s: %s (make report retries)", study_dir.name, type(error).__name__, error
+        )
+        return
+    logger.info(
+        "plots in %s: %s%s",
+        study_dir / PLOTS_DIR,
+        ", ".join(index.files) or "none",
+        f" (skipped: {', '.join(index.skipped)})" if index.skipped else "",
+    )

@@ -1,0 +1,210 @@
+"""A study at a glance: ``summary_report.json`` (rewritten after every trial) and the rows that
+``python -m dsm5_hpo.cli.status`` prints.
+
+Trial counts by state, the best trial, the top trials with their params and scores, what the
+study keeps on disk (total and in retained checkpoints) and how long it has run. Built from
+Optuna's storage and the trial folders only (never MLflow), so it works while MLflow is down and
+while the study runs. Validated against ``contracts/summary_report.schema.json`` before writing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dsm5_hpo.errors import ConfigError, StorageError
+from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
+from dsm5_hpo.storage.atomic import atomic_write_json
+from dsm5_hpo.training.checkpoint_pruning import checkpoint_directories
+
+SUMMARY_FILE = "summary_report.json"
+SUMMARY_SCHEMA = Path(__file__).resolve().parents[3] / "contracts" / "summary_report.schema.json"
+SCHEMA_VERSION = "1.0"
+TOP_K = 5
+STATES: tuple[str, ...] = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
+@dataclass(frozen=True)
+class TrialStorage:
+    retained_checkpoint_bytes: int
+    checkpoints: int
+    total_bytes: int
+
+
+def directory_bytes(path: Path) -> int:
+    """Bytes of every regular file under ``path`` (links not followed; 0 when it does not exist)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                stat = os.lstat(os.path.join(root, name))
+            except OSError:  # removed while we walk (retention runs concurrently): not kept any more
+                continue
+            if not os.path.islink(os.path.join(root, name)):
+                total += stat.st_size
+    return total
+
+
+def trial_storage(trial_dir: Path) -> TrialStorage:
+    checkpoints = [p for p in checkpoint_directories(trial_dir / CHECKPOINTS_DIR) if not p.is_symlink()]
+    return TrialStorage(
+        retained_checkpoint_bytes=sum(directory_bytes(p) for p in checkpoints),
+        checkpoints=len(checkpoints),
+        total_bytes=directory_bytes(trial_dir),
+    )
+
+
+def _duration(trial: FrozenTrial, now: datetime) -> float | None:
+    if trial.datetime_start is None:
+        return None
+    end = trial.datetime_complete or now
+    start = trial.datetime_start
+    if start.tzinfo is None:  # Optuna stores naive local times
+        start, end = start.astimezone(UTC), (end if end.tzinfo else end.astimezone(UTC))
+    return max(0.0, (end - start).total_seconds())
+
+
+def trial_row(trial: FrozenTrial, storage: TrialStorage | None, now: datetime) -> dict[str, Any]:
+    """One trial as the summary and the status table show it."""
+    return {
+        "number": trial.number,
+        "trial_id": str(trial.user_attrs.get("trial_uuid", "")) or None,
+        "state": trial.state.name,
+        "value": trial.value,
+        "epochs": len(trial.intermediate_values),
+        "best_epoch": trial.user_attrs.get("best_epoch"),
+        "params": dict(trial.params),
+        "duration_s": _duration(trial, now),
+        "retained_checkpoint_bytes": storage.retained_checkpoint_bytes if storage else 0,
+        "checkpoints": storage.checkpoints if storage else 0,
+    }
+
+
+def build_summary(
+    record: Mapping[str, Any],
+    trials: Sequence[FrozenTrial],
+    storage: Mapping[int, TrialStorage],
+    *,
+    study_dir_bytes: int,
+    now: datetime,
+    top_k: int = TOP_K,
+) -> dict[str, Any]:
+    """The summary of a study (``record`` = its study.json) from its trials and their disk use."""
+    config = record.get("config") or {}
+    hpo = config.get("hpo") or {}
+    counts = {state: 0 for state in STATES}
+    for trial in trials:
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    rows = {t.number: trial_row(t, storage.get(t.number), now) for t in trials}
+    complete = sorted(
+        (t for t in trials if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: (-float(t.value or 0.0), t.number),
+    )
+    created = datetime.fromisoformat(str(record["created_at"]))
+    finished = record.get("finished_at")
+    end = datetime.fromisoformat(str(finished)) if finished and record.get("state") != "RUNNING" else now
+    retained = sum(s.retained_checkpoint_bytes for s in storage.values())
+    trials_bytes = sum(s.total_bytes for s in storage.values())
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "study_id": str(record["study_id"]),
+        "state": str(record.get("state", "UNKNOWN")),
+        "metric": str(hpo.get("metric", "")),
+        "direction": "maximize",
+        "n_trials_target": int(hpo.get("n_trials", len(trials))),
+        "trial_counts": counts,
+        "best_trial": rows[complete[0].number] if complete else None,
+        "top_trials": [rows[t.number] for t in complete[:top_k]],
+        "test_value": _test_value(record),
+        "storage": {
+            "total_bytes": study_dir_bytes + trials_bytes,
+            "study_dir_bytes": study_dir_bytes,
+            "trials_bytes": trials_bytes,
+            "retained_checkpoint_bytes": retained,
+            "retained_checkpoints": sum(s.checkpoints for s in storage.values()),
+            "max_total_size": (config.get("retention_policy") or {}).get("max_total_size"),
+        },
+        "time": {
+            "created_at": created.isoformat(),
+            "updated_at": now.isoformat(),
+            "wall_time_s": max(0.0, (end - created).total_seconds()),
+            "trials_time_s": sum(r["duration_s"] or 0.0 for r in rows.values()),
+        },
+        "synthetic_data": bool(record.get("synthetic_data", False)),
+    }
+
+
+def _test_value(record: Mapping[str, Any]) -> float | None:
+    report = record.get("report")
+    if not report:
+        return None
+    try:
+        data = json.loads(Path(str(report)).read_text(encoding="utf-8"))
+        return float(data["optimization_metric"]["test_value"])
+    except (OSError, ValueError, KeyError, TypeError):  # the summary must not fail on a moved report
+        return None
+
+
+def load_trials(record: Mapping[str, Any]) -> list[FrozenTrial]:
+    """Every trial of the study, read from its Optuna storage (works while the study runs)."""
+    storage = str(record["optuna_storage"])
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        return []  # created, no trial stored yet
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=str(record["study_name"]), storage=storage)
+    except KeyError as error:  # Optuna: no study of that name in the storage
+        raise StorageError(f"{storage} holds no study {record['study_name']!r}: {error}") from error
+    return list(study.trials)
+
+
+def measure_storage(trials: Sequence[FrozenTrial]) -> dict[int, TrialStorage]:
+    """Disk use of each trial's folder now, by trial number."""
+    return {
+        t.number: trial_storage(Path(str(t.user_attrs["trial_dir"])))
+        for t in trials
+        if "trial_dir" in t.user_attrs
+    }
+
+
+def collect_summary(
+    study_dir: Path,
+    record: Mapping[str, Any],
+    trials: Sequence[FrozenTrial],
+    *,
+    now: datetime | None = None,
+    storage: Mapping[int, TrialStorage] | None = None,
+) -> dict[str, Any]:
+    """:func:`build_summary` with disk use measured now (unless ``storage`` is given)."""
+    return build_summary(
+        record,
+        trials,
+        storage if storage is not None else measure_storage(trials),
+        study_dir_bytes=directory_bytes(study_dir),
+        now=now or datetime.now(UTC),
+    )
+
+
+def validate_summary(summary: Mapping[str, Any], schema_path: Path = SUMMARY_SCHEMA) -> None:
+    try:
+        schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read the summary schema {schema_path}: {error}") from error
+    jsonschema.validate(dict(summary), schema)
+
+
+def write_summary(study_dir: Path, summary: Mapping[str, Any]) -> Path:
+    """Validate, then write ``summary_report.json`` atomically into ``study_dir``."""
+    validate_summary(summary)
+    path = study_dir / SUMMARY_FILE
+    atomic_write_json(path, dict(summary))
+    return path

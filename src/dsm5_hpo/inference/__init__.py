@@ -1,0 +1,1 @@
+"""Using an exported model on new posts."""

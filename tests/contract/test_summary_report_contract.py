@@ -1,0 +1,55 @@
+"""contracts/summary_report.schema.json: a valid schema, met by a real study's summary, enforced on write."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import REPO_ROOT
+from dsm5_hpo.hpo.summary import SUMMARY_FILE, SUMMARY_SCHEMA, validate_summary, write_summary
+from integration_helpers import FinishedStudy
+
+pytestmark = pytest.mark.integration
+
+
+def test_schema_file_is_a_valid_draft_2020_12_schema() -> None:
+    assert SUMMARY_SCHEMA == REPO_ROOT / "contracts" / "summary_report.schema.json"
+    jsonschema.Draft202012Validator.check_schema(json.loads(SUMMARY_SCHEMA.read_text()))
+
+
+def test_the_study_wrote_a_summary_that_meets_the_contract(finished_study: FinishedStudy) -> None:
+    summary = json.loads((finished_study.study_dir / SUMMARY_FILE).read_text())
+    validate_summary(summary)
+    assert summary["study_id"] == finished_study.study["study_id"] and summary["state"] == "COMPLETE"
+    assert summary["trial_counts"]["COMPLETE"] == 2 and summary["n_trials_target"] == 2
+    assert summary["best_trial"]["trial_id"] == finished_study.report["best_trial_id"]
+    assert summary["best_trial"]["value"] == pytest.approx(finished_study.study["best_value"])
+    assert summary["test_value"] == pytest.approx(finished_study.report["optimization_metric"]["test_value"])
+    assert summary["storage"]["retained_checkpoint_bytes"] > 0
+    assert summary["storage"]["total_bytes"] > summary["storage"]["retained_checkpoint_bytes"]
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda s: s.pop("trial_counts"),
+        lambda s: s["trial_counts"].update(COMPLETE=-1),
+        lambda s: s["best_trial"].update(state="DONE"),
+        lambda s: s["storage"].update(total_bytes="big"),
+        lambda s: s.update(unexpected=1),
+        lambda s: s["top_trials"][0].pop("params"),
+    ],
+)
+def test_broken_summaries_are_refused_and_not_written(
+    finished_study: FinishedStudy, tmp_path: Path, breakage
+) -> None:  # type: ignore[no-untyped-def]
+    summary = json.loads((finished_study.study_dir / SUMMARY_FILE).read_text())
+    broken = copy.deepcopy(summary)
+    breakage(broken)
+    with pytest.raises(jsonschema.ValidationError):
+        write_summary(tmp_path, broken)
+    assert not (tmp_path / SUMMARY_FILE).exists()

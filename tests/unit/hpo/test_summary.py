@@ -1,0 +1,120 @@
+"""summary_report.json from trials and disk use (pure), and the disk measurements behind it."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
+from dsm5_hpo.hpo.summary import (
+    TrialStorage,
+    build_summary,
+    directory_bytes,
+    trial_storage,
+    validate_summary,
+)
+
+START = datetime(2026, 11, 30, 8, 0, 0)  # Optuna keeps naive local times
+
+
+def trial(number: int, state: TrialState, value: float | None, epochs: int = 2) -> optuna.trial.FrozenTrial:
+    made = optuna.trial.create_trial(
+        state=state,
+        value=value if state == TrialState.COMPLETE else None,
+        params={"lr": (number + 1) / 10_000},
+        distributions={"lr": FloatDistribution(1e-5, 1e-2, log=True)},
+        intermediate_values={e: 0.1 * e for e in range(epochs)},
+        user_attrs={"trial_uuid": f"uuid-{number}", "best_epoch": epochs - 1},
+    )
+    made.number = number
+    made.datetime_start = START + timedelta(minutes=10 * number)
+    made.datetime_complete = (
+        None if state == TrialState.RUNNING else made.datetime_start + timedelta(minutes=5)
+    )
+    return made
+
+
+def record(**extra: Any) -> dict[str, Any]:
+    return {
+        "study_id": "abc",
+        "state": "RUNNING",
+        "created_at": START.astimezone(UTC).isoformat(),
+        "config": {
+            "hpo": {"metric": "joint_score", "n_trials": 6},
+            "retention_policy": {"max_total_size": "10GB"},
+        },
+        "synthetic_data": True,
+        **extra,
+    }
+
+
+def test_counts_best_and_top_trials_in_score_order() -> None:
+    trials = [
+        trial(0, TrialState.COMPLETE, 0.5),
+        trial(1, TrialState.PRUNED, None, epochs=1),
+        trial(2, TrialState.COMPLETE, 0.7),
+        trial(3, TrialState.FAIL, None, epochs=0),
+        trial(4, TrialState.COMPLETE, 0.6),
+        trial(5, TrialState.RUNNING, None, epochs=1),
+    ]
+    storage = {0: TrialStorage(100, 1, 150), 2: TrialStorage(300, 2, 350), 5: TrialStorage(50, 1, 60)}
+    now = START.astimezone(UTC) + timedelta(hours=1)
+    summary = build_summary(record(), trials, storage, study_dir_bytes=40, now=now, top_k=2)
+    validate_summary(summary)
+    assert summary["trial_counts"] == {"COMPLETE": 3, "PRUNED": 1, "FAIL": 1, "RUNNING": 1, "WAITING": 0}
+    assert summary["best_trial"]["number"] == 2 and summary["best_trial"]["value"] == 0.7
+    assert [t["number"] for t in summary["top_trials"]] == [2, 4]
+    assert summary["best_trial"]["retained_checkpoint_bytes"] == 300
+    assert summary["best_trial"]["epochs"] == 2 and summary["best_trial"]["params"] == {"lr": 3e-4}
+    assert summary["top_trials"][1]["retained_checkpoint_bytes"] == 0  # no folder measured
+    assert summary["storage"] == {
+        "total_bytes": 40 + 150 + 350 + 60,
+        "study_dir_bytes": 40,
+        "trials_bytes": 560,
+        "retained_checkpoint_bytes": 450,
+        "retained_checkpoints": 4,
+        "max_total_size": "10GB",
+    }
+    assert summary["time"]["wall_time_s"] == 3600.0  # still running: up to now
+    # five finished trials of 5 min each, and the running one from 08:50 to 09:00
+    assert summary["time"]["trials_time_s"] == 5 * 300.0 + 600.0
+    assert summary["n_trials_target"] == 6 and summary["metric"] == "joint_score"
+    assert summary["test_value"] is None
+
+
+def test_a_finished_study_counts_its_wall_time_up_to_its_end_and_reads_its_test_value(tmp_path: Path) -> None:
+    report = tmp_path / "evaluation_report.json"
+    report.write_text('{"optimization_metric": {"test_value": 0.42}}')
+    end = START.astimezone(UTC) + timedelta(minutes=30)
+    done = record(state="COMPLETE", finished_at=end.isoformat(), report=str(report))
+    summary = build_summary(
+        done, [trial(0, TrialState.COMPLETE, 0.5)], {}, study_dir_bytes=0, now=end + timedelta(days=2)
+    )
+    validate_summary(summary)
+    assert summary["time"]["wall_time_s"] == 1800.0 and summary["test_value"] == 0.42
+    moved = build_summary({**done, "report": str(tmp_path / "gone.json")}, [], {}, study_dir_bytes=0, now=end)
+    assert moved["test_value"] is None and moved["best_trial"] is None and moved["top_trials"] == []
+
+
+def test_disk_use_counts_files_once_and_never_follows_links(tmp_path: Path) -> None:
+    trial_dir = tmp_path / "trial_x"
+    (trial_dir / "checkpoints" / "epoch_0000").mkdir(parents=True)
+    (trial_dir / "checkpoints" / "epoch_0001").mkdir()
+    (trial_dir / "checkpoints" / ".quarantine").mkdir()
+    (trial_dir / "checkpoints" / "epoch_0000" / "model.safetensors").write_bytes(b"x" * 1000)
+    (trial_dir / "checkpoints" / "epoch_0001" / "model.safetensors").write_bytes(b"x" * 500)
+    (trial_dir / "checkpoints" / ".quarantine" / "bad").write_bytes(b"x" * 70)
+    (trial_dir / "trial.json").write_bytes(b"x" * 30)
+    outside = tmp_path / "big"
+    outside.write_bytes(b"x" * 10_000)
+    os.symlink(outside, trial_dir / "link")
+    assert directory_bytes(trial_dir) == 1600
+    assert trial_storage(trial_dir) == TrialStorage(
+        retained_checkpoint_bytes=1500, checkpoints=2, total_bytes=1600
+    )
+    assert directory_bytes(tmp_path / "missing") == 0
