@@ -128,3 +128,35 @@ clean: ## Remove caches and build output (keeps experiments/ and the venv)
 
 clean-all: clean ## clean, and remove the venv too
 	rm -rf $(VENV)
+
+# ---------------------------------------------------------------------------- Docker (GPU image)
+# docker/Dockerfile and docker/docker-compose.yml; README "Docker". The image's user takes the host
+# user's uid/gid, so that experiments/ stays writable from both sides (1000 when make runs as root:
+# the image never runs as root). DSM5_EXPERIMENTS_DIR / DSM5_DATA_DIR (absolute paths) move the mounts.
+.PHONY: docker-build docker-train docker-resume docker-shell docker-workers
+DOCKER ?= docker
+N ?= 2
+DOCKER_UID := $(if $(filter 0,$(shell id -u)),1000,$(shell id -u))
+DOCKER_GID := $(if $(filter 0,$(shell id -g)),1000,$(shell id -g))
+DOCKER_COMPOSE := APP_UID=$(DOCKER_UID) APP_GID=$(DOCKER_GID) $(DOCKER) compose -f docker/docker-compose.yml
+# Created here, not by Docker: a bind-mount folder Docker creates belongs to root.
+DOCKER_EXPERIMENTS := mkdir -p $(or $(DSM5_EXPERIMENTS_DIR),experiments)
+
+docker-build: ## Build the GPU image (locked versions, CUDA torch, non-root user)
+	$(DOCKER_COMPOSE) build trainer
+
+docker-train: ## make train in the GPU container (ARGS: Hydra overrides; output in experiments/)
+	$(DOCKER_EXPERIMENTS)
+	$(DOCKER_COMPOSE) run --rm trainer python -m dsm5_hpo.cli.train --config configs/hpo_study.yaml $(ARGS)
+
+docker-resume: ## make resume in the GPU container (ARGS="--study-id ID" for another study)
+	$(DOCKER_EXPERIMENTS)
+	$(DOCKER_COMPOSE) run --rm trainer python -m dsm5_hpo.cli.train --resume $(ARGS)
+
+docker-shell: ## A bash shell in the GPU container, with the same mounts
+	$(DOCKER_EXPERIMENTS)
+	$(DOCKER_COMPOSE) run --rm trainer bash
+
+docker-workers: ## PostgreSQL, an MLflow server and N GPU workers sharing them (N=2)
+	$(DOCKER_EXPERIMENTS)
+	$(DOCKER_COMPOSE) --profile scale up --scale worker=$(N) postgres mlflow worker
