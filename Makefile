@@ -43,7 +43,7 @@ LINT_PATHS := $(wildcard src tests scripts benchmarks)
 help: ## List the targets
 	@echo "usage: make <target> [ARGS='hydra.overrides or --flags']"
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
-		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+		| awk 'BEGIN {FS = ":.*## "}; {printf "  %-15s %s\n", $$1, $$2}'
 
 install: $(STAMP) ## Create the venv (VENV=.venv) and install the locked versions, unless up to date
 

