@@ -30,6 +30,7 @@ BENCHMARKS = {
     "storage": ("storage.py", [], ["--quick"]),
     "throughput": ("throughput.py", [], ["--quick"]),
     "tracking_overhead": ("tracking_overhead.py", ["--repeats", "15"], ["--quick"]),
+    "shared_workers": ("shared_workers.py", [], ["--quick"]),
 }
 
 

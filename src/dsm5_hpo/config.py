@@ -408,9 +408,50 @@ class HPOConfig:
     """Stop starting new trials after this many seconds (0 = no limit)."""
     search_space: dict[str, ParamSpec] = field(default_factory=dict)
     """train.<field> -> distribution; each trial's train config takes the sampled values."""
+    storage: str = ""
+    """Optuna storage shared by several workers: a database URL (postgresql://user@host:5432/db, or
+    sqlite:////abs/path.db for workers on one machine). Empty (default): each study keeps its own
+    SQLite file in study_<uuid>/optuna.db and one process drives it."""
+    study_name: str = "dsm5_hpo"
+    """With a shared storage: the study every worker started with the same storage and name joins."""
+    heartbeat_interval_s: float = 30.0
+    """With a shared storage: how often a worker records that its trial is alive, and how often a worker
+    with nothing to start checks for trials whose worker died."""
+    heartbeat_grace_s: float = 120.0
+    """With a shared storage: a running trial without a heartbeat for this long belongs to a dead
+    worker; it is marked failed and queued again (same params, same folder), for any worker to take."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether several workers share this study through a database (hpo.storage)."""
+        return bool(self.storage)
 
     def __post_init__(self) -> None:
         _require(self.n_trials >= 1, "hpo.n_trials", f"must be >= 1, got {self.n_trials}")
+        if self.storage:
+            scheme = self.storage.split("://", 1)[0] if "://" in self.storage else ""
+            _require(
+                scheme in SHARED_STORAGE_SCHEMES,
+                "hpo.storage",
+                f"must be a database URL ({', '.join(s + '://...' for s in SHARED_STORAGE_SCHEMES)}), "
+                f"not {self.storage.split('@')[-1]!r}; leave it empty for one process with its own SQLite file",
+            )
+            _require(
+                not re.match(r"^[^:/]+://[^/@]*:[^/@]*@", self.storage),
+                "hpo.storage",
+                "holds a password; it would be saved in study.json and MLflow: put it in PGPASSWORD or "
+                "~/.pgpass (libpq reads both) and give the URL without it (postgresql://user@host:5432/db)",
+            )
+            _require(
+                bool(self.study_name.strip()), "hpo.study_name", "must not be empty with a shared storage"
+            )
+        _require(self.heartbeat_interval_s > 0, "hpo.heartbeat_interval_s", "must be > 0 s")
+        _require(
+            self.heartbeat_grace_s > self.heartbeat_interval_s,
+            "hpo.heartbeat_grace_s",
+            f"must be longer than hpo.heartbeat_interval_s ({self.heartbeat_interval_s} s), got "
+            f"{self.heartbeat_grace_s} s: a live worker would look dead between two heartbeats",
+        )
         _require(self.sampler in ("tpe", "random"), "hpo.sampler", "must be 'tpe' or 'random'")
         _require(self.pruner in ("median", "none"), "hpo.pruner", "must be 'median' or 'none'")
         _require(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")
@@ -440,6 +481,9 @@ class HPOConfig:
                 assert spec.low is not None and spec.high is not None
                 _require(spec.low <= spec.high, key, f"low ({spec.low}) must be <= high ({spec.high})")
                 _require(not spec.log or spec.low > 0, key, "log scale needs low > 0")
+
+
+SHARED_STORAGE_SCHEMES: tuple[str, ...] = ("postgresql", "postgresql+psycopg", "sqlite")
 
 
 @dataclass(frozen=True)

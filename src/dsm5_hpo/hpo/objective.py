@@ -139,13 +139,18 @@ class Objective:
             ),
         ):
             run = self._run_tracker(trial, trial_uuid, config, params)
-            logger.info(
-                "trial %d of %d %s: %s",
-                trial.number + 1,
-                self.config.hpo.n_trials,
-                "resumed" if resumed else "started",
-                params,
-            )
+            if self.config.hpo.shared:  # numbers run past n_trials there: dead workers' trials are re-queued
+                logger.info(
+                    "trial number %d %s: %s", trial.number, "resumed" if resumed else "started", params
+                )
+            else:
+                logger.info(
+                    "trial %d of %d %s: %s",
+                    trial.number + 1,
+                    self.config.hpo.n_trials,
+                    "resumed" if resumed else "started",
+                    params,
+                )
             try:
                 value = self._train(trial, config, trial_dir, run, set(reported or ()))
             except optuna.TrialPruned:

@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import optuna
 from optuna.trial import FrozenTrial
 
@@ -85,7 +84,7 @@ def refresh_summary_quietly(
     """:func:`refresh_summary` from inside a study: a failure is a WARNING, the study goes on."""
     try:
         refresh_summary(study_dir, record, trials)
-    except (OSError, jsonschema.ValidationError, optuna.exceptions.OptunaError) as error:
+    except Exception as error:  # noqa: BLE001 - a summary must never stop a study or hide why it stopped
         logger.warning("summary_report.json of %s not updated: %s", study_dir.name, error)
 
 
@@ -126,7 +125,7 @@ def render_study_plots_quietly(
 ) -> None:
     try:
         index = render_study_plots(study_dir, record, study, losses=losses, run=run)
-    except (OSError, ValueError, RuntimeError, ImportError) as error:
+    except Exception as error:  # noqa: BLE001 - plots must never stop a study (make report redraws them)
         logger.warning(
             "plots of %s not drawn: %s: %s (make report retries)", study_dir.name, type(error).__name__, error
         )

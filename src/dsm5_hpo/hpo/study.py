@@ -11,6 +11,7 @@ same folder and MLflow run, and the study still ends with ``hpo.n_trials`` trial
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -37,6 +38,16 @@ from dsm5_hpo.hpo.outputs import (
 )
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, export_description, write_report
 from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
+from dsm5_hpo.hpo.shared import (
+    FINAL_EVALUATION,
+    RETRY_OF,
+    SharedWorker,
+    finished_trials,
+    make_storage,
+    shared_study_id,
+    storage_lock,
+    worker_id,
+)
 from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space
 from dsm5_hpo.models.export import export_model
 from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
@@ -128,6 +139,8 @@ class StudyRunner:
         self.tracker = tracker
         self.progress = progress
         self.checkpointing = checkpointing
+        self.sleep: Callable[[float], None] = time.sleep
+        """How a worker of a shared study waits for the others (tests inject their own)."""
         policy = config.retention_policy
         # Runs for the whole study (started in _drive): logs usage, warns when the disk runs low.
         self.disk_monitor: DiskMonitor = disk_monitor or StorageMonitor(
@@ -138,16 +151,30 @@ class StudyRunner:
         )
 
     def run(self) -> StudyOutcome:
-        """Start a new study."""
-        study_id = str(uuid.uuid4())
-        study_dir = self.config.paths.experiments / f"study_{study_id}"
-        study_dir.mkdir(parents=True, exist_ok=False)
+        """Start a new study, or, with a shared storage (hpo.storage), join the workers' study."""
+        hpo = self.config.hpo
+        if hpo.shared:
+            study_id = shared_study_id(hpo.storage, hpo.study_name)
+            study_dir = self.config.paths.experiments / f"study_{study_id}"
+            if (study_dir / STUDY_FILE).is_file():  # a worker on this machine was here before
+                joined = read_study_record(study_dir)
+                joined.update(state="RUNNING", config=self.config.to_dict())
+                joined.pop("finished_at", None)
+                atomic_write_json(study_dir / STUDY_FILE, joined)
+                return self._drive(study_dir, joined)
+            storage, study_name = hpo.storage, hpo.study_name
+        else:
+            study_id = str(uuid.uuid4())
+            study_dir = self.config.paths.experiments / f"study_{study_id}"
+            storage, study_name = f"sqlite:///{(study_dir / OPTUNA_DB).resolve()}", f"study_{study_id}"
+        study_dir.mkdir(parents=True, exist_ok=hpo.shared)
         record: dict[str, Any] = {
             "study_id": study_id,
             "state": "RUNNING",
             "created_at": datetime.now(UTC).isoformat(),
-            "optuna_storage": f"sqlite:///{(study_dir / OPTUNA_DB).resolve()}",
-            "study_name": f"study_{study_id}",
+            "optuna_storage": storage,
+            "study_name": study_name,
+            "shared": hpo.shared,
             "config": self.config.to_dict(),
             "synthetic_data": self.config.data.synthetic,
             "checkpointing": self.checkpointing,
@@ -179,14 +206,18 @@ class StudyRunner:
     def _drive(self, study_dir: Path, record: dict[str, Any]) -> StudyOutcome:
         study_id = str(record["study_id"])
         config = self.config
+        shared = config.hpo.shared
+        # Shared: several workers (maybe on this machine, maybe with one experiments folder) drive the
+        # study together; the database coordinates them, and each keeps a log of its own.
+        log_name = f"worker_{worker_id().replace(':', '_')}.jsonl" if shared else "study.jsonl"
         with (
             log_context(study=study_id),
             json_log_file(
-                study_dir / "logs" / "study.jsonl",
+                study_dir / "logs" / log_name,
                 max_bytes=config.logging.max_bytes,
                 backup_count=config.logging.backup_count,
             ),
-            study_lock(study_dir),
+            contextlib.nullcontext() if shared else study_lock(study_dir),
             self.disk_monitor,
         ):
             resuming = "mlflow_run_id" in record or (study_dir / OPTUNA_DB).exists()
@@ -252,7 +283,13 @@ class StudyRunner:
         )
         record.update(state="RUNNING", data=data.summary(), model_origin=resolved.origin)
         atomic_write_json(study_dir / STUDY_FILE, record)
-        study_run = self._study_run(study_id, study_dir, record, data)
+        shared = config.hpo.shared
+        with (  # one study run in MLflow for all the workers: the first creates it, the others find it
+            storage_lock(make_storage(config.hpo), config.hpo.storage, config.hpo.study_name)
+            if shared
+            else contextlib.nullcontext()
+        ):
+            study_run = self._study_run(study_id, study_dir, record, data)
         try:
             outcome = self._optimize(study_id, study_dir, data, resolved, study_run, record)
         except BaseException as error:
@@ -265,10 +302,13 @@ class StudyRunner:
             best_value=outcome.best_value,
             report=str(outcome.report_path) if outcome.report_path else None,
         )
+        if outcome.report_path is None and config.hpo.shared:  # another worker's report, in a shared folder
+            record["report"] = read_study_record(study_dir).get("report")
         record.pop("error", None)
         atomic_write_json(study_dir / STUDY_FILE, record)
         refresh_summary_quietly(study_dir, record)
-        self._publish_plots(study_dir, record, study_run)
+        if not config.hpo.shared or outcome.report_path is not None:  # one worker draws a shared study
+            self._publish_plots(study_dir, record, study_run)
         study_run.finish("FINISHED")
         return outcome
 
@@ -297,9 +337,10 @@ class StudyRunner:
         config = self.config
         started = time.monotonic()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        shared_storage = make_storage(config.hpo) if config.hpo.shared else None
         study = optuna.create_study(
             study_name=str(record["study_name"]),
-            storage=str(record["optuna_storage"]),
+            storage=shared_storage or str(record["optuna_storage"]),
             direction="maximize",
             sampler=make_sampler(config),
             pruner=make_pruner(config),
@@ -325,12 +366,12 @@ class StudyRunner:
             self.checkpointing,
             space,
         )
-        done_before = len([t for t in study.trials if t.state.is_finished()])
+        done_before = finished_trials(study.trials)
 
         def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-            done = len([t for t in study.trials if t.state.is_finished()])
+            done = finished_trials(study.trials)
             rate = (done - done_before) / max(1e-9, time.monotonic() - started)
-            eta = (config.hpo.n_trials - done) / rate if rate > 0 else 0.0
+            eta = max(0, config.hpo.n_trials - done) / rate if rate > 0 else 0.0
             best = _best_or_none(study)
             logger.info(
                 "trial %d of %d %s%s; best so far: %s; %.1f trials/hour; ETA %.0f s",
@@ -355,6 +396,15 @@ class StudyRunner:
             if self.checkpointing:  # the trial has ended: keep the study under max_total_size
                 prune_study(study, config.retention_policy)
             refresh_summary_quietly(study_dir, record, study.trials)
+
+        if shared_storage is not None:
+            workers = SharedWorker(
+                study, shared_storage, config.hpo, objective, after_trial, sleep=self.sleep
+            )
+            workers.run_trials(deadline=started + config.hpo.timeout_s if config.hpo.timeout_s else None)
+            if not workers.claim_final_evaluation(self.checkpointing):
+                return self._outcome_without_evaluation(study, study_id, study_dir)
+            return self._finish(study, study_id, study_dir, data, resolved, study_run)
 
         # Trials a dead process left RUNNING continue first, in trial-number order.
         for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):
@@ -386,23 +436,19 @@ class StudyRunner:
         else:
             study.tell(trial, value)
 
-    def _finish(
-        self,
-        study: optuna.Study,
-        study_id: str,
-        study_dir: Path,
-        data: PreparedData,
-        resolved: ResolvedModel,
-        study_run: RunTracker,
-    ) -> StudyOutcome:
-        config = self.config
-        states = [t.state for t in study.trials]
+    def _outcome(
+        self, study: optuna.Study, study_id: str, study_dir: Path
+    ) -> tuple[StudyOutcome, FrozenTrial]:
+        """The study's counts and best trial (TrainingError when no trial completed)."""
+        trials = study.trials
+        requeued = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
+        states = [t.state for t in trials if not (t.state == TrialState.FAIL and t.number in requeued)]
         counts = {s: states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         best = _best_or_none(study)
         if best is None:
             raise TrainingError(
                 f"no trial completed ({counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed); "
-                f"see the trial logs in {config.paths.experiments}/trial_*/logs"
+                f"see the trial logs in {self.config.paths.experiments}/trial_*/logs"
             )
         assert best.value is not None
         outcome = StudyOutcome(
@@ -417,6 +463,31 @@ class StudyRunner:
             n_pruned=counts[TrialState.PRUNED],
             n_failed=counts[TrialState.FAIL],
         )
+        return outcome, best
+
+    def _outcome_without_evaluation(
+        self, study: optuna.Study, study_id: str, study_dir: Path
+    ) -> StudyOutcome:
+        """A worker of a shared study that leaves the test evaluation to the worker that claimed it."""
+        outcome, _ = self._outcome(study, study_id, study_dir)
+        logger.info(
+            "every trial of the shared study has ended; the test evaluation is done by worker %s",
+            study.user_attrs.get(FINAL_EVALUATION, "?"),
+        )
+        return outcome
+
+    def _finish(
+        self,
+        study: optuna.Study,
+        study_id: str,
+        study_dir: Path,
+        data: PreparedData,
+        resolved: ResolvedModel,
+        study_run: RunTracker,
+    ) -> StudyOutcome:
+        config = self.config
+        outcome, best = self._outcome(study, study_id, study_dir)
+        assert best.value is not None
         if not self.checkpointing:
             logger.warning(
                 "checkpointing was off (--no-checkpoint): no weights to evaluate on the test split"

@@ -107,8 +107,15 @@ def prune_study_for_space(trials: Sequence[FrozenTrial], policy: RetentionConfig
 
 
 def prune_study(study: optuna.Study, policy: RetentionConfig) -> None:
-    """``prune_study_checkpoints`` over every trial of ``study`` (none is running between trials)."""
+    """``prune_study_checkpoints`` over the ended trials of ``study``.
+
+    A trial still running or queued (on another worker of a shared study, or a dead worker's trial
+    queued again, which reuses its folder) is left to its own checkpoint manager.
+    """
+    trials = study.trials
+    active = {str(t.user_attrs.get("trial_dir")) for t in trials if not t.state.is_finished()}
+    ended = [t for t in trials if t.state.is_finished() and str(t.user_attrs.get("trial_dir")) not in active]
     try:
-        prune_study_checkpoints(study.trials, policy)
+        prune_study_checkpoints(ended, policy)
     except Exception as error:  # noqa: BLE001 - housekeeping must not stop a study that is working
         logger.warning("cannot apply the study retention policy: %s", error)

@@ -168,12 +168,10 @@ def load_trials(record: Mapping[str, Any]) -> list[FrozenTrial]:
 
 
 def measure_storage(trials: Sequence[FrozenTrial]) -> dict[int, TrialStorage]:
-    """Disk use of each trial's folder now, by trial number."""
-    return {
-        t.number: trial_storage(Path(str(t.user_attrs["trial_dir"])))
-        for t in trials
-        if "trial_dir" in t.user_attrs
-    }
+    """Disk use of each trial's folder now, by trial number. A folder shared by a failed trial and its
+    retry (a dead worker's trial queued again) is counted once, for the retry."""
+    newest = {str(t.user_attrs["trial_dir"]): t.number for t in trials if "trial_dir" in t.user_attrs}
+    return {number: trial_storage(Path(folder)) for folder, number in newest.items()}
 
 
 def collect_summary(

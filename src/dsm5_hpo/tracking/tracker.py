@@ -294,10 +294,7 @@ class MlflowTracker:
                 description=f"opening MLflow at {redact(uri)}",
             )
             if experiment is None:
-                artifact_root.mkdir(parents=True, exist_ok=True)
-                self.experiment_id = self._client.create_experiment(
-                    experiment_name, artifact_location=artifact_root.resolve().as_uri()
-                )
+                self.experiment_id = self._create_experiment(uri, experiment_name, artifact_root)
             else:
                 self.experiment_id = experiment.experiment_id
         except Exception as error:
@@ -313,6 +310,25 @@ class MlflowTracker:
             raise TrackingError(f"cannot use the tracking outbox folder {directory}: {error}") from error
         self.sender = OutboxSender(self.outbox, self._client)
         self.sender.start()
+
+    def _create_experiment(self, uri: str, name: str, artifact_root: Path) -> str:
+        # A tracking server keeps artifacts where it is configured to (--artifacts-destination): a local
+        # path here would put them on this worker's disk, out of the other workers' reach.
+        local = uri.startswith(("sqlite:", "file:"))
+        if local:
+            artifact_root.mkdir(parents=True, exist_ok=True)
+        try:
+            return str(
+                self._client.create_experiment(
+                    name, artifact_location=artifact_root.resolve().as_uri() if local else None
+                )
+            )
+        except Exception:
+            # Another worker of a shared study created it a moment ago: use theirs.
+            existing = self._client.get_experiment_by_name(name)
+            if existing is None:
+                raise
+            return str(existing.experiment_id)
 
     def _run_tracker(self, run_id: str, logged: set[tuple[str, int]] | None = None) -> MlflowRunTracker:
         return MlflowRunTracker(self.outbox, run_id, logged=logged, wake=self.sender.nudge)
@@ -350,6 +366,13 @@ class MlflowTracker:
 
     def resume_run(self, run_id: str) -> MlflowRunTracker:
         """Re-open a run of an interrupted process: status back to RUNNING, logged steps remembered."""
+        # The process that ran it may have died with entries in its outbox since this tracker opened
+        # (a worker of a shared study, killed while another goes on): take them over first, so that the
+        # steps it logged count as logged and are sent, not run again and left behind.
+        try:
+            self.outbox.adopt_orphans()
+        except OSError as error:
+            logger.warning("cannot take over the outbox of a dead process: %s", error)
         real = self.outbox.resolve(run_id)
         pending = self.outbox.pending_keys(real)
         if real.startswith(LOCAL_PREFIX):  # never created: all it has is in the outbox

@@ -1,0 +1,277 @@
+"""Two workers share one study through a real PostgreSQL server and one MLflow server; one worker is
+killed mid-trial and the other finishes its trial from the last checkpoint (shared experiments folder).
+
+Skipped, with the reason, where PostgreSQL cannot be run (see tests/postgres_server.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from conftest import CONFIG_FILE, SAMPLE_DIR
+from postgres_server import postgres_server, unavailable_reason
+
+pytestmark = pytest.mark.integration
+needs_postgres = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+
+STUDY_NAME = "two-workers"
+N_TRIALS = 6
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One MLflow tracking server for both workers (SQLite backend behind it), as in the compose stack."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = tmp_path_factory.mktemp("mlflow_server")
+    mlflow = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(folder / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=5):
+                break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            assert server.poll() is None and time.monotonic() < deadline, "the MLflow server did not start"
+            time.sleep(0.5)
+    try:
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _worker(experiments: Path, cache: Path, url: str, tracking: str, log: Path) -> subprocess.Popen[bytes]:
+    overrides = [
+        "model=tiny",
+        f"data.local_dir={SAMPLE_DIR}",
+        "data.max_posts=24",
+        "data.max_length=64",
+        "data.doc_stride=16",
+        f"train.max_epochs={EPOCHS}",
+        "train.eval_batch_size=128",
+        f"hpo.n_trials={N_TRIALS}",
+        "hpo.pruner=none",
+        f"hpo.storage={url}",
+        f"hpo.study_name={STUDY_NAME}",
+        "hpo.heartbeat_interval_s=1",
+        "hpo.heartbeat_grace_s=5",
+        f"tracking.uri={tracking}",
+        f"paths.experiments_dir={experiments}",
+        f"paths.cache_dir={cache}",
+    ]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dsm5_hpo.cli.train", "--config", str(CONFIG_FILE), *overrides],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                "OMP_NUM_THREADS": "1",
+            },  # two workers on this machine split its cores (README)
+        )
+
+
+def _running_trial_with_a_checkpoint(study: optuna.Study, worker_pid: int) -> optuna.trial.FrozenTrial | None:
+    for trial in study.get_trials(states=(TrialState.RUNNING,)):
+        mine = str(trial.user_attrs.get("worker", "")).endswith(f":{worker_pid}")
+        folder = Path(str(trial.user_attrs.get("trial_dir", ""))) / "checkpoints"
+        if mine and list(folder.glob("epoch_0000")):
+            return trial
+    return None
+
+
+@needs_postgres
+def test_two_workers_share_a_study_and_one_finishes_the_trial_of_the_other_that_was_killed(
+    postgres_url: str, mlflow_uri: str, tmp_path: Path
+) -> None:
+    experiments, cache = tmp_path / "experiments", tmp_path / "cache"
+    started = time.monotonic()
+    first = _worker(experiments, cache, postgres_url, mlflow_uri, tmp_path / "worker1.log")
+    time.sleep(1.0)
+    second = _worker(experiments, cache, postgres_url, mlflow_uri, tmp_path / "worker2.log")
+    try:
+        # Kill the first worker once a trial of its own is running and has a committed checkpoint.
+        killed = None
+        deadline = time.monotonic() + 300
+        while killed is None:
+            assert first.poll() is None, (tmp_path / "worker1.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "worker 1 never had a running trial with a checkpoint"
+            try:
+                study = optuna.load_study(study_name=STUDY_NAME, storage=postgres_url)
+            except KeyError:  # not created yet
+                time.sleep(0.3)
+                continue
+            killed = _running_trial_with_a_checkpoint(study, first.pid)
+            if killed is None:
+                time.sleep(0.2)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        assert second.wait(timeout=900) == 0, (tmp_path / "worker2.log").read_text()[-4000:]
+    finally:
+        for process in (first, second):
+            if process.poll() is None:
+                process.kill()
+    elapsed = time.monotonic() - started
+
+    study = optuna.load_study(study_name=STUDY_NAME, storage=postgres_url)
+    trials = study.trials
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # Exactly n_trials completed, each with its own params and its own trial folder: none ran twice.
+    assert len(complete) == N_TRIALS, [(t.number, t.state.name) for t in trials]
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == N_TRIALS
+    assert len({t.user_attrs["trial_uuid"] for t in complete}) == N_TRIALS
+    # The killed trial: marked FAIL once its heartbeat stopped, queued again with the same params and
+    # folder, and finished by the second worker from its checkpoint.
+    failed = study.trials[killed.number]
+    assert failed.state == TrialState.FAIL
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    assert retry.state == TrialState.COMPLETE and retry.params == killed.params
+    assert retry.user_attrs["trial_uuid"] == killed.user_attrs["trial_uuid"]
+    assert retry.user_attrs["worker"].endswith(f":{second.pid}")
+    trial_dir = Path(retry.user_attrs["trial_dir"])
+    assert json.loads((trial_dir / "trial.json").read_text())["resumed"] is True
+    log = (trial_dir / "logs" / "trial.jsonl").read_text()
+    assert "resuming from" in log and "epoch_0000" in log
+    assert sorted(retry.intermediate_values) == list(range(EPOCHS))
+
+    # One test evaluation, by the surviving worker.
+    (study_dir,) = experiments.glob("study_*")
+    assert study.user_attrs["final_evaluation"].endswith(f":{second.pid}")
+    report = json.loads((study_dir / "evaluation_report.json").read_text())
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    assert report["best_trial_id"] == best.user_attrs["trial_uuid"]
+    record = json.loads((study_dir / "study.json").read_text())
+    assert record["state"] == "COMPLETE" and record["shared"] is True
+    assert "evaluating it on the test split" not in (tmp_path / "worker1.log").read_text()
+
+    # MLflow (one server): every completed trial's run finished with every epoch, no step twice.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    for trial in complete:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED", (trial.number, run.info.status)
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_joint_score")]
+        assert sorted(steps) == list(range(EPOCHS)), (trial.number, steps)
+    study_runs = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.study_id = '{record['study_id']}' and tags.role = 'study'",
+    )
+    assert len(study_runs) == 1  # the workers share one study run
+
+    print(f"\n2 workers, {N_TRIALS} trials of {EPOCHS} epochs, one worker killed: {elapsed:.1f} s")
+
+
+def test_a_password_in_the_storage_url_is_refused_with_the_fix() -> None:
+    from dsm5_hpo.config import HPOConfig
+    from dsm5_hpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"hpo.storage.*PGPASSWORD or ~/.pgpass"):
+        HPOConfig(storage="postgresql://dsm5:secret@db:5432/optuna")
+    with pytest.raises(ConfigError, match=r"hpo.storage.*must be a database URL"):
+        HPOConfig(storage="redis://db:6379")
+    with pytest.raises(ConfigError, match=r"hpo.heartbeat_grace_s"):
+        HPOConfig(storage="postgresql://dsm5@db/optuna", heartbeat_interval_s=10, heartbeat_grace_s=5)
+
+
+def test_an_unreachable_storage_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dsm5_hpo.cli.train",
+            "--config",
+            str(CONFIG_FILE),
+            "model=tiny",
+            f"data.local_dir={SAMPLE_DIR}",
+            "data.max_posts=24",
+            "tracking=none",
+            "hpo.storage=postgresql://dsm5@127.0.0.1:9/optuna",  # port 9 (discard): nothing listens
+            f"paths.experiments_dir={tmp_path}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "cannot open the shared study storage postgresql://dsm5@127.0.0.1:9/optuna" in done.stderr
+
+
+def test_a_worker_joining_a_finished_shared_study_leaves_the_evaluation_to_the_first(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    """In-process, over a shared SQLite storage: the same study id, one evaluation, a second worker
+    (started later on the same machine) finds nothing left and evaluates nothing."""
+    import contextlib
+    import io
+
+    from conftest import TINY_OVERRIDES
+    from dsm5_hpo.cli import train
+    from dsm5_hpo.hpo.shared import shared_study_id
+
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    overrides = [
+        *TINY_OVERRIDES,
+        f"hpo.storage={storage}",
+        "hpo.study_name=joined",
+        f"paths.experiments_dir={tmp_path / 'experiments'}",
+        f"paths.cache_dir={model_cache}",
+    ]
+    outputs = []
+    for _ in range(2):
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            assert train.main(["--config", str(CONFIG_FILE), *overrides]) == 0, buffer.getvalue()
+        outputs.append(buffer.getvalue())
+    (study_dir,) = (tmp_path / "experiments").glob("study_*")
+    assert study_dir.name == f"study_{shared_study_id(storage, 'joined')}"
+    assert "test joint_score" in outputs[0] and "report:" in outputs[0]
+    assert "test joint_score" not in outputs[1]  # the second worker did not evaluate again
+    study = optuna.load_study(study_name="joined", storage=storage)
+    assert len(study.trials) == 2 and study.user_attrs["final_evaluation"]
+    record = json.loads((study_dir / "study.json").read_text())
+    assert record["state"] == "COMPLETE" and record["report"]  # the first worker's report is kept
+    assert (study_dir / "logs").is_dir() and list((study_dir / "logs").glob("worker_*.jsonl"))
