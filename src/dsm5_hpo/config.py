@@ -367,6 +367,10 @@ class TrainConfig:
         )
 
 
+MODEL_PARAM = "model"
+"""Search-space key choosing the encoder among the model configs (configs/model/<choice>.yaml)."""
+
+
 def searchable_setting(name: str) -> tuple[str, str]:
     """Search-space key -> (section, setting): 'heads.pooling' -> ('heads', 'pooling');
     'train.seed' and plain 'seed' -> ('train', 'seed')."""
@@ -467,6 +471,11 @@ class HPOConfig:
         )
         for name, spec in self.search_space.items():
             key = f"search_space.{name}"
+            if name == MODEL_PARAM:  # the encoder: one of the model configs (configs/model/<name>.yaml)
+                _require(
+                    spec.type == "categorical", key, "must be categorical: choices are configs/model/ names"
+                )
+                continue
             section, field_name = searchable_setting(name)
             known = SEARCHABLE[section]
             _require(
@@ -635,6 +644,9 @@ class StudyConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     retention_policy: RetentionConfig = field(default_factory=RetentionConfig)
     """Hydra group retention_policy/ (default.yaml; keep_all.yaml for benchmarks)."""
+    model_catalog: dict[str, ModelConfig] = field(default_factory=dict)
+    """The encoders search_space.model may choose, by configs/model/ name (filled in when the config
+    is composed, so a resumed study has them without the YAML files)."""
 
     def __post_init__(self) -> None:
         # train.checkpoint_interval_epochs decides when checkpoints are written; the policy only
@@ -651,6 +663,15 @@ class StudyConfig:
         """Every value a trial can draw must make a valid config: a bad choice or bound is refused
         now, naming the search-space key, not when a trial draws it hours into the study."""
         for name, spec in self.hpo.search_space.items():
+            if name == MODEL_PARAM:
+                missing = [c for c in spec.choices if str(c) not in self.model_catalog]
+                _require(
+                    not missing,
+                    f"search_space.{name}",
+                    f"no model config for {missing}: each choice must be a file configs/model/<choice>.yaml "
+                    f"(known here: {', '.join(sorted(self.model_catalog)) or 'none'})",
+                )
+                continue
             if spec.type == "categorical":
                 values: tuple[Any, ...] = spec.choices
             else:
@@ -681,11 +702,18 @@ class StudyConfig:
     def with_params(self, params: Mapping[str, Any]) -> StudyConfig:
         """A copy with a trial's sampled ``params`` applied: 'heads.x' to heads, 'x' or 'train.x' to train."""
         changes: dict[str, dict[str, Any]] = {"train": {}, "heads": {}}
+        model = self.model
         for name, value in params.items():
+            if name == MODEL_PARAM:
+                if str(value) not in self.model_catalog:
+                    _fail("search_space.model", f"{value!r} is not in the study's model catalog")
+                model = self.model_catalog[str(value)]
+                continue
             section, field_name = searchable_setting(name)
             changes[section][field_name] = value
         return dataclasses.replace(
             self,
+            model=model,
             train=dataclasses.replace(self.train, **changes["train"]),
             heads=dataclasses.replace(self.heads, **changes["heads"]),
         )

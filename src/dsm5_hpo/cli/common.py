@@ -13,7 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from dsm5_hpo.config import StudyConfig, study_config_from_mapping
+import yaml
+
+from dsm5_hpo.config import MODEL_PARAM, StudyConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, Interrupted, PipelineError, ResumableStop
 from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker, Tracker
 from dsm5_hpo.utils.logging import redact, setup_logging
@@ -42,7 +44,29 @@ def compose_config(config_file: Path, overrides: Sequence[str]) -> StudyConfig:
             f"cannot compose {config_file} with overrides {list(overrides)}: {first_line}"
         ) from error
     assert isinstance(mapping, dict)
-    return study_config_from_mapping({str(k): v for k, v in mapping.items()})
+    plain = {str(k): v for k, v in mapping.items()}
+    plain["model_catalog"] = model_catalog(config_file.resolve().parent, plain.get("search_space"))
+    return study_config_from_mapping(plain)
+
+
+def model_catalog(config_dir: Path, space: object) -> dict[str, object]:
+    """configs/model/<choice>.yaml of every choice of search_space.model (empty without one)."""
+    spec = space.get(MODEL_PARAM) if isinstance(space, dict) else None
+    if not isinstance(spec, dict):
+        return {}
+    catalog: dict[str, object] = {}
+    for choice in spec.get("choices") or []:
+        path = config_dir / "model" / f"{choice}.yaml"
+        try:
+            catalog[str(choice)] = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            known = sorted(p.stem for p in (config_dir / "model").glob("*.yaml"))
+            raise ConfigError(
+                f"config key 'search_space.model': no model config {path}; choose among {', '.join(known)}"
+            ) from error
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"config key 'search_space.model': cannot read {path}: {error}") from error
+    return catalog
 
 
 def build_tracker(config: StudyConfig) -> Tracker:

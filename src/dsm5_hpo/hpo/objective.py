@@ -23,6 +23,7 @@ from dsm5_hpo.data.features import WindowFeatures
 from dsm5_hpo.data.prepare import PreparedData, augmented_epochs
 from dsm5_hpo.errors import ResumableStop
 from dsm5_hpo.hpo.search_space import suggest_params
+from dsm5_hpo.hpo.trial_inputs import InputsByModel, TrialInputs
 from dsm5_hpo.models.multi_task import DualAgentModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
@@ -98,6 +99,8 @@ class Objective:
     """The study's free-space guard, shared by every trial's checkpoint manager."""
     snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
     """Host memory for asynchronous checkpoints, reused from trial to trial (trials run one at a time)."""
+    inputs: InputsByModel | None = None
+    """Encoder and data per trial when search_space.model chooses the encoder (else model_path, data)."""
 
     def __call__(self, trial: optuna.Trial, reported: set[int] | None = None) -> float:
         """Run ``trial``; a trial re-attached after a crash (its folder exists) continues in place.
@@ -159,7 +162,12 @@ class Objective:
             except ResumableStop as stop:  # a signal or a full disk: Optuna keeps the trial RUNNING
                 self._finish(trial_dir, record, run, stop.state, "KILLED")
                 raise
-            except BaseException:
+            except BaseException as error:
+                # Recorded where people look: trial.json, the trial's Optuna attrs and its MLflow run.
+                record["error"] = f"{type(error).__name__}: {error}"
+                trial.set_user_attr("error", record["error"][:2000])
+                run.set_tags({"error": record["error"][:5000]})
+                logger.error("trial %d failed: %s", trial.number, record["error"])
                 self._finish(trial_dir, record, run, "FAILED", "FAILED")
                 raise
             self._finish(trial_dir, record, run, "COMPLETE", "FINISHED")
@@ -185,8 +193,10 @@ class Objective:
     def _train(
         self, trial: optuna.Trial, config: StudyConfig, trial_dir: Path, run: RunTracker, reported: set[int]
     ) -> float:
+        inputs = self.inputs.for_config(config) if self.inputs else TrialInputs(self.model_path, self.data)
+        data = inputs.data
         seed_everything(config.train.seed)
-        model = build_model(self.model_path, config)
+        model = build_model(inputs.model_path, config)
 
         def report(epoch: int, metrics: dict[str, float | None]) -> None:
             value = metrics[self.config.hpo.metric]
@@ -219,7 +229,7 @@ class Objective:
         trainer = Trainer(
             model,
             config.train,
-            criteria=self.data.criteria,
+            criteria=data.criteria,
             metric=self.config.hpo.metric,
             max_answer_tokens=config.data.max_answer_tokens,
             tracker=run,
@@ -227,11 +237,11 @@ class Objective:
             checkpoints=checkpoints,
             progress=self.progress,
         )
-        validation = self.data.splits["validation"]
-        train = self.data.splits["train"]
+        validation = data.splits["validation"]
+        train = data.splits["train"]
         windows: WindowFeatures | list[WindowFeatures] = train.features
         if config.train.augment_probability > 0:
-            windows = augmented_epochs(train.examples, self.data.tokenizer, config.data, config.train)
+            windows = augmented_epochs(train.examples, data.tokenizer, config.data, config.train)
         try:
             result = trainer.fit(windows, EvaluationData(validation.examples, validation.features))
         except Exception:  # pruned or failed: the trial has ended (a signal leaves it resumable instead)

@@ -105,6 +105,9 @@ def _optuna_plot(
     try:
         with warnings.catch_warnings():  # Optuna's matplotlib backend is "experimental", on every call
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.simplefilter(
+                "ignore", UserWarning
+            )  # matplotlib: a parameter all trials share has no range
             _save_png(draw_png(study), folder / f"{name}.png", title)
             figure = draw_html(study)
         figure.update_layout(title=title)

@@ -49,6 +49,7 @@ from dsm5_hpo.hpo.shared import (
     worker_id,
 )
 from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space
+from dsm5_hpo.hpo.trial_inputs import InputsByModel, TrialInputs
 from dsm5_hpo.models.export import export_model
 from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
 from dsm5_hpo.storage.atomic import atomic_write_json
@@ -140,6 +141,8 @@ class StudyRunner:
         self.progress = progress
         self.checkpointing = checkpointing
         self.sleep: Callable[[float], None] = time.sleep
+        self.inputs: InputsByModel | None = None
+        """Encoders and tokenized data by model (set when the study's trials start)."""
         """How a worker of a shared study waits for the others (tests inject their own)."""
         policy = config.retention_policy
         # Runs for the whole study (started in _drive): logs usage, warns when the disk runs low.
@@ -355,6 +358,7 @@ class StudyRunner:
             prune_study=lambda step: prune_study_for_space(study.trials, policy, step),
             escalate=not policy.keep_all,
         )
+        self.inputs = InputsByModel.of_study(config.model, resolved, data)
         objective = Objective(
             config,
             data,
@@ -365,6 +369,7 @@ class StudyRunner:
             self.progress,
             self.checkpointing,
             space,
+            inputs=self.inputs,
         )
         done_before = finished_trials(study.trials)
 
@@ -500,8 +505,11 @@ class StudyRunner:
             best.value,
         )
         trial_config = config.with_params(best.params)
+        # The best trial's own encoder and windows (search_space.model may have chosen another).
+        inputs = self.inputs.for_config(trial_config) if self.inputs else TrialInputs(resolved.path, data)
+        data = inputs.data
         evaluation = evaluate_trial_on_test(
-            trial_config, data, resolved.path, trial_dir_of(best), outcome.best_trial_id
+            trial_config, data, inputs.model_path, trial_dir_of(best), outcome.best_trial_id
         )
         result = evaluation.result
         report = build_report(

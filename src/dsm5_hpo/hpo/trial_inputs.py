@@ -1,0 +1,80 @@
+"""The encoder and tokenized data a trial trains on: the study's own, or, when search_space.model
+chose another encoder for the trial, that one (resolved and tokenized on first use, then reused).
+
+Trials run one at a time, so one other encoder's data is kept beside the study's; the splits are the
+same for every encoder (they depend on the post ids and the seed only), the windows are the encoder's
+own. An encoder that cannot be had (not in the HF cache, hub unreachable, gated, unreadable) is a
+:class:`ModelUnavailable`: that trial fails with the loader's message and the study goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsm5_hpo.config import ModelConfig, StudyConfig
+from dsm5_hpo.data.prepare import PreparedData, feature_cache, prepare_data
+from dsm5_hpo.errors import ConfigError, TrainingError
+from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
+
+logger = logging.getLogger(__name__)
+
+
+class ModelUnavailable(TrainingError):
+    """The trial's encoder cannot be loaded: the trial fails, the study goes on."""
+
+
+@dataclass(frozen=True)
+class TrialInputs:
+    model_path: Path
+    data: PreparedData
+
+
+def _prepare(config: StudyConfig) -> TrialInputs:
+    resolved = resolve_model(config.model, cache_dir=config.paths.cache)
+    data = prepare_data(
+        config.data,
+        load_tokenizer(resolved.path),
+        seed=config.train.seed,
+        cache=feature_cache(config.data, config.paths.cache),
+    )
+    return TrialInputs(resolved.path, data)
+
+
+class InputsByModel:
+    """The study's inputs, and those of the last other encoder a trial asked for."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        inputs: TrialInputs,
+        prepare: Callable[[StudyConfig], TrialInputs] = _prepare,
+    ) -> None:
+        self._study_model = model
+        self._study_inputs = inputs
+        self._prepare = prepare
+        self._other: tuple[ModelConfig, TrialInputs] | None = None
+
+    @classmethod
+    def of_study(cls, model: ModelConfig, resolved: ResolvedModel, data: PreparedData) -> InputsByModel:
+        return cls(model, TrialInputs(resolved.path, data))
+
+    def for_config(self, config: StudyConfig) -> TrialInputs:
+        """Inputs for a trial's config (its model may be the study's or another)."""
+        if config.model == self._study_model:
+            return self._study_inputs
+        if self._other is not None and self._other[0] == config.model:
+            return self._other[1]
+        self._other = None  # free the previous encoder's windows before tokenizing for the next
+        try:
+            inputs = self._prepare(config)
+        except ConfigError as error:
+            raise ModelUnavailable(
+                f"encoder {config.model.name} ({config.model.pretrained or config.model.local_path}) is not "
+                f"available: {error}"
+            ) from error
+        logger.info("trial encoder %s from %s", config.model.name, inputs.model_path)
+        self._other = (config.model, inputs)
+        return inputs
