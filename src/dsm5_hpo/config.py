@@ -67,6 +67,9 @@ class SplitConfig:
         _require(abs(total - 1.0) < 1e-6, "data.split", f"train + validation + test must be 1.0, got {total}")
 
 
+INPUT_FORMATS: tuple[str, ...] = ("binary_pairs", "multi_label")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "redsm5_sample"
@@ -96,6 +99,11 @@ class DataConfig:
     feature_cache_entries: int = 8
     """Tokenized splits kept in <paths.cache_dir>/features (keyed by data, tokenizer and window
     settings; least recently used removed first); 0 = tokenize every time, keep nothing."""
+    input_format: Literal["binary_pairs", "multi_label"] = "binary_pairs"
+    """binary_pairs: one pass per (post, criterion), the criterion's description read beside the post,
+    one logit and one evidence span. multi_label: one pass per post (no question), a logit and an
+    evidence span per criterion. Both are evaluated per (post, criterion) with the same metrics.
+    Searchable as data.input_format."""
 
     @property
     def criteria(self) -> tuple[str, ...]:
@@ -115,6 +123,11 @@ class DataConfig:
         _require(self.max_answer_tokens >= 1, "data.max_answer_tokens", "must be >= 1")
         _require(self.max_posts >= 0, "data.max_posts", "must be >= 0 (0 = all posts)")
         _require(self.feature_cache_entries >= 0, "data.feature_cache_entries", "must be >= 0 (0 = no cache)")
+        _require(
+            self.input_format in INPUT_FORMATS,
+            "data.input_format",
+            f"must be one of {', '.join(INPUT_FORMATS)}, got {self.input_format!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -255,7 +268,8 @@ class TrainConfig:
     """Predict 'no evidence' when null score - best span score exceeds this (SQuAD 2 rule)."""
     negative_sampling: float = 1.0
     """Share of non-matching pairs' windows trained on each epoch (re-drawn per epoch; 1.0 = all).
-    Most (post, criterion) pairs do not match; evaluation always uses every pair."""
+    Most (post, criterion) pairs do not match; evaluation always uses every pair. binary_pairs only:
+    with data.input_format=multi_label a window holds every criterion, and this is set to 1.0."""
     criteria_loss: Literal["bce", "weighted_bce", "focal", "hybrid"] = "bce"
     """Criteria loss: BCE; BCE with positives weighted by the negatives/positives ratio of the
     windows trained on; focal (train.focal_gamma); hybrid = hybrid_alpha x BCE + (1 - hybrid_alpha) x focal."""
@@ -375,7 +389,7 @@ def searchable_setting(name: str) -> tuple[str, str]:
     """Search-space key -> (section, setting): 'heads.pooling' -> ('heads', 'pooling');
     'train.seed' and plain 'seed' -> ('train', 'seed')."""
     section, dot, rest = name.partition(".")
-    if dot and section in ("train", "heads"):
+    if dot and section in ("train", "heads", "data"):
         return section, rest
     return "train", name
 
@@ -481,7 +495,7 @@ class HPOConfig:
             _require(
                 field_name in known,
                 key,
-                f"is not a {section}.* setting; known: {', '.join(sorted(known))} (prefix heads. for the heads)",
+                f"is not a {section}.* setting; known: {', '.join(sorted(known))} (heads.x for the heads, data.input_format)",
             )
             if spec.type == "categorical":
                 _require(len(spec.choices) >= 1, key, "categorical needs at least one value in 'choices'")
@@ -657,6 +671,10 @@ class StudyConfig:
             f"is {self.train.checkpoint_interval_epochs}, below retention_policy.min_interval_epochs "
             f"({self.retention_policy.min_interval_epochs}): raise the interval or lower the floor",
         )
+        if self.data.input_format == "multi_label" and self.train.negative_sampling != 1.0:
+            # A multi_label window holds every criterion of its post: there are no negative pairs to
+            # leave out. Set here, so the resolved config (reports, MLflow) shows what was trained.
+            object.__setattr__(self, "train", dataclasses.replace(self.train, negative_sampling=1.0))
         self._check_search_space()
 
     def _check_search_space(self) -> None:
@@ -701,7 +719,7 @@ class StudyConfig:
 
     def with_params(self, params: Mapping[str, Any]) -> StudyConfig:
         """A copy with a trial's sampled ``params`` applied: 'heads.x' to heads, 'x' or 'train.x' to train."""
-        changes: dict[str, dict[str, Any]] = {"train": {}, "heads": {}}
+        changes: dict[str, dict[str, Any]] = {"train": {}, "heads": {}, "data": {}}
         model = self.model
         for name, value in params.items():
             if name == MODEL_PARAM:
@@ -714,6 +732,7 @@ class StudyConfig:
         return dataclasses.replace(
             self,
             model=model,
+            data=dataclasses.replace(self.data, **changes["data"]),
             train=dataclasses.replace(self.train, **changes["train"]),
             heads=dataclasses.replace(self.heads, **changes["heads"]),
         )
@@ -722,6 +741,9 @@ class StudyConfig:
 SEARCHABLE: dict[str, set[str]] = {
     "train": {f.name for f in dataclasses.fields(TrainConfig)},
     "heads": {f.name for f in dataclasses.fields(HeadsConfig)},
+    # Data settings change the windows, so a trial that draws one is tokenized for it; only the input
+    # format is a modelling choice (paths, sources and splits are not to be searched).
+    "data": {"input_format"},
 }
 """Settings a search space may sample, per section."""
 

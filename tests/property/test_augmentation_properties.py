@@ -93,3 +93,34 @@ def test_only_evidence_text_changes_and_spans_stay_valid(
     )
     if probability == 0.0 or not example.spans:
         assert augmented == example
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    example=examples(),
+    split=st.integers(0, 6),
+    operations=st.lists(st.sampled_from(OPERATIONS), min_size=1, max_size=4, unique=True),
+    probability=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_multi_label_posts_change_only_evidence_and_every_criterion_keeps_its_spans(
+    example: PairExample, split: int, operations: list[str], probability: float, seed: int
+) -> None:
+    """multi_label: one text per post, augmented once over the evidence of all its criteria; each
+    criterion's spans are re-located in it (here the post's spans are shared out over 3 criteria)."""
+    from dsm5_hpo.data.augmentation import augment_posts
+
+    shares = [example.spans[:split], example.spans[split : split + 1], example.spans[split + 1 :]]
+    pairs = [
+        PairExample("p", f"C{k}", "q", example.text, int(bool(spans)), tuple(spans))
+        for k, spans in enumerate(shares)
+    ]
+    augmented = augment_posts(pairs, criteria=3, probability=probability, operations=operations, seed=seed)
+    assert len({a.text for a in augmented}) == 1  # still one text for the post
+    text = augmented[0].text
+    union = tuple(sorted(s for a in augmented for s in a.spans))
+    assert outside(text, union) == outside(example.text, example.spans)
+    for before, after in zip(pairs, augmented, strict=True):
+        assert len(after.spans) == len(before.spans) and after.label == before.label
+        for start, end in after.spans:
+            assert 0 <= start < end <= len(text) and text[start:end].strip()

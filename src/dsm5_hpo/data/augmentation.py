@@ -153,3 +153,35 @@ def augment_examples(
         augment_example(e, probability=probability, operations=operations, rng=rng, lexicon=lexicon)
         for e in examples
     ]
+
+
+def augment_posts(
+    examples: Sequence[PairExample],
+    *,
+    criteria: int,
+    probability: float,
+    operations: Sequence[str],
+    seed: int,
+) -> list[PairExample]:
+    """multi_label: all criteria of a post share one text, so the post is augmented once, on the evidence
+    of every criterion together, and each criterion's spans are re-located in the new text.
+    ``examples`` are post-major with ``criteria`` pairs per post (pairs.build_examples order)."""
+    rng = random.Random(seed)
+    lexicon = load_lexicon()
+    out: list[PairExample] = []
+    for first in range(0, len(examples), criteria):
+        pairs = examples[first : first + criteria]
+        union = sorted({span for pair in pairs for span in pair.spans})
+        merged = dataclasses.replace(pairs[0], criterion="*", spans=tuple(union))
+        augmented = augment_example(
+            merged, probability=probability, operations=operations, rng=rng, lexicon=lexicon
+        )
+        if augmented is merged:
+            out.extend(pairs)
+            continue
+        moved = dict(zip(union, augmented.spans, strict=True))
+        out.extend(
+            dataclasses.replace(pair, text=augmented.text, spans=tuple(sorted(moved[s] for s in pair.spans)))
+            for pair in pairs
+        )
+    return out

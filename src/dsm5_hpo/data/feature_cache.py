@@ -59,10 +59,21 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 
 def features_key(
-    examples: Sequence[PairExample], tokenizer_sha: str, *, max_length: int, doc_stride: int
+    examples: Sequence[PairExample],
+    tokenizer_sha: str,
+    *,
+    max_length: int,
+    doc_stride: int,
+    variant: str = "",
 ) -> str:
+    """``variant`` names a windowing other than binary_pairs' (e.g. 'multi_label'); '' keeps the keys
+    binary_pairs windows always had."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([FORMAT_VERSION, tokenizer_sha, max_length, doc_stride]).encode())
+    digest.update(
+        json.dumps(
+            [FORMAT_VERSION, tokenizer_sha, max_length, doc_stride, *([variant] if variant else [])]
+        ).encode()
+    )
     for e in examples:
         row = [e.post_id, e.criterion, e.question, e.text, e.label, e.spans]
         digest.update(json.dumps(row, ensure_ascii=False).encode())
@@ -83,6 +94,20 @@ def to_arrays(features: WindowFeatures) -> dict[str, np.ndarray]:
         "labels": np.asarray(features.labels, dtype=np.int64),
         "example_index": np.asarray(features.example_index, dtype=np.int64),
         "pad_token_id": np.asarray([features.pad_token_id], dtype=np.int64),
+        # multi_label windows: (windows, criteria); (0, 0) for binary_pairs
+        "multi_labels": np.asarray(features.multi_labels, dtype=np.int64).reshape(
+            len(features.multi_labels), -1
+        )
+        if features.multi_labels
+        else np.zeros((0, 0), dtype=np.int64),
+        "multi_starts": np.asarray(features.multi_starts, dtype=np.int64).reshape(
+            len(features.multi_starts), -1
+        )
+        if features.multi_starts
+        else np.zeros((0, 0), dtype=np.int64),
+        "multi_ends": np.asarray(features.multi_ends, dtype=np.int64).reshape(len(features.multi_ends), -1)
+        if features.multi_ends
+        else np.zeros((0, 0), dtype=np.int64),
     }
 
 
@@ -111,6 +136,15 @@ def from_arrays(arrays: Mapping[str, np.ndarray]) -> WindowFeatures:
     features.end_positions = arrays["end_positions"].tolist()
     features.labels = arrays["labels"].tolist()
     features.example_index = arrays["example_index"].tolist()
+    multi = [
+        arrays[name] if name in arrays else np.zeros((0, 0))
+        for name in ("multi_labels", "multi_starts", "multi_ends")
+    ]
+    if any(len(m) not in (0, windows) for m in multi) or len({m.shape for m in multi}) != 1:
+        raise ValueError("multi-label targets disagree with the window count")
+    features.multi_labels, features.multi_starts, features.multi_ends = (
+        [[int(v) for v in row] for row in m.tolist()] for m in multi
+    )
     return features
 
 
@@ -131,13 +165,18 @@ class FeatureCache:
         doc_stride: int,
         describe: Mapping[str, Any] | None = None,
         build: Builder = tokenize_examples,
+        variant: str = "",
     ) -> WindowFeatures:
         """The windows of ``examples``: from the cache when an intact entry exists, else built and stored.
 
         ``describe`` is recorded in the entry's JSON for people reading the cache folder.
         """
         key = features_key(
-            examples, tokenizer_fingerprint(tokenizer), max_length=max_length, doc_stride=doc_stride
+            examples,
+            tokenizer_fingerprint(tokenizer),
+            max_length=max_length,
+            doc_stride=doc_stride,
+            variant=variant,
         )
         cached = self._load(key)
         if cached is not None:

@@ -8,7 +8,7 @@ entirely inside the window, or the [CLS] position (0) for "no evidence here" (SQ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -29,11 +29,99 @@ class WindowFeatures:
     end_positions: list[int]
     labels: list[int]
     example_index: list[int]
-    """Index of the window's pair in the example list."""
+    """Index of the window's pair in the example list (multi_label: of the post's first pair; its
+    criteria's pairs follow it in criteria order)."""
     pad_token_id: int
+    multi_labels: list[list[int]] = field(default_factory=list)
+    """multi_label windows only: per window, the label of each criterion (``labels`` then holds
+    whether any criterion matches; the start/end lists hold 0)."""
+    multi_starts: list[list[int]] = field(default_factory=list)
+    multi_ends: list[list[int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    @property
+    def outputs(self) -> int:
+        """Criteria predicted per window: 1 (binary_pairs) or the number of criteria (multi_label)."""
+        return len(self.multi_labels[0]) if self.multi_labels else 1
+
+    def pair_labels(self) -> list[int]:
+        """One 0/1 per (window, criterion) trained on: what class weights are computed from."""
+        return (
+            [label for row in self.multi_labels for label in row] if self.multi_labels else list(self.labels)
+        )
+
+
+def tokenize_posts(
+    examples: Sequence[PairExample], tokenizer: Any, *, criteria: int, max_length: int, doc_stride: int
+) -> WindowFeatures:
+    """multi_label windows: ``[CLS] slice of the post [SEP]``, one set per post, with a label and an
+    evidence span target per criterion. ``examples`` are post-major, ``criteria`` pairs per post in
+    criteria order (as pairs.build_examples makes them)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError("model tokenizer: a fast (Rust) tokenizer is needed for character offsets")
+    if len(examples) % criteria:
+        raise ValueError(f"{len(examples)} pairs are not {criteria} per post")
+    firsts = list(range(0, len(examples), criteria))
+    for first in firsts:
+        if len({e.post_id for e in examples[first : first + criteria]}) != 1:
+            raise ValueError(f"pairs {first}..{first + criteria - 1} are not one post's criteria")
+    room = max_length - int(tokenizer.num_special_tokens_to_add(pair=False))
+    if room <= doc_stride:
+        raise ConfigError(
+            f"config key 'data.doc_stride': windows of data.max_length={max_length} tokens hold {room} of the post, "
+            f"which must be more than doc_stride={doc_stride}; lower data.doc_stride or raise data.max_length"
+        )
+    encoded = tokenizer(
+        [examples[first].text for first in firsts],
+        truncation=True,
+        max_length=max_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        padding=False,
+    )
+    features = WindowFeatures([], [], [], [], [], [], [], pad_token_id=int(tokenizer.pad_token_id or 0))
+    for window, post in enumerate(encoded["overflow_to_sample_mapping"]):
+        first = firsts[post]
+        sequence_ids = encoded.sequence_ids(window)
+        offsets = [
+            (int(o[0]), int(o[1])) if sequence_ids[i] == 0 else None
+            for i, o in enumerate(encoded["offset_mapping"][window])
+        ]
+        targets = [_answer_tokens(examples[first + k], offsets) for k in range(criteria)]
+        labels = [examples[first + k].label for k in range(criteria)]
+        ids = list(encoded["input_ids"][window])
+        features.input_ids.append(ids)
+        type_ids = encoded.get("token_type_ids")
+        features.token_type_ids.append(list(type_ids[window]) if type_ids is not None else [0] * len(ids))
+        features.context_offsets.append(offsets)
+        features.start_positions.append(0)
+        features.end_positions.append(0)
+        features.labels.append(int(any(labels)))
+        features.example_index.append(first)
+        features.multi_labels.append(labels)
+        features.multi_starts.append([start for start, _ in targets])
+        features.multi_ends.append([end for _, end in targets])
+    return features
+
+
+def tokenize_for(
+    input_format: str,
+    examples: Sequence[PairExample],
+    tokenizer: Any,
+    *,
+    criteria: int,
+    max_length: int,
+    doc_stride: int,
+) -> WindowFeatures:
+    """The windows of ``examples`` in ``input_format`` (data.input_format)."""
+    if input_format == "multi_label":
+        return tokenize_posts(
+            examples, tokenizer, criteria=criteria, max_length=max_length, doc_stride=doc_stride
+        )
+    return tokenize_examples(examples, tokenizer, max_length=max_length, doc_stride=doc_stride)
 
 
 def tokenize_examples(
@@ -131,12 +219,20 @@ def collate(features: WindowFeatures, indices: Sequence[int]) -> dict[str, torch
         attention_mask[row, :n] = 1
         answer_mask[row, 0] = True
         answer_mask[row, :n] |= torch.tensor([o is not None for o in features.context_offsets[i]])
+    if features.multi_labels:  # (batch, criteria) targets
+        labels = torch.tensor([features.multi_labels[i] for i in indices], dtype=torch.float32)
+        starts = torch.tensor([features.multi_starts[i] for i in indices], dtype=torch.long)
+        ends = torch.tensor([features.multi_ends[i] for i in indices], dtype=torch.long)
+    else:
+        labels = torch.tensor([features.labels[i] for i in indices], dtype=torch.float32)
+        starts = torch.tensor([features.start_positions[i] for i in indices], dtype=torch.long)
+        ends = torch.tensor([features.end_positions[i] for i in indices], dtype=torch.long)
     return {
         "input_ids": input_ids,
         "token_type_ids": token_type_ids,
         "attention_mask": attention_mask,
         "answer_mask": answer_mask,
-        "labels": torch.tensor([features.labels[i] for i in indices], dtype=torch.float32),
-        "start_positions": torch.tensor([features.start_positions[i] for i in indices], dtype=torch.long),
-        "end_positions": torch.tensor([features.end_positions[i] for i in indices], dtype=torch.long),
+        "labels": labels,
+        "start_positions": starts,
+        "end_positions": ends,
     }

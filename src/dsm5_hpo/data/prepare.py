@@ -6,17 +6,18 @@ evaluate CLI from a trial's saved config, which gives back exactly the same test
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dsm5_hpo.config import DataConfig, TrainConfig
-from dsm5_hpo.data.augmentation import augment_examples, parse_operations
+from dsm5_hpo.data.augmentation import augment_examples, augment_posts, parse_operations
 from dsm5_hpo.data.feature_cache import FeatureCache
-from dsm5_hpo.data.features import WindowFeatures, tokenize_examples
+from dsm5_hpo.data.features import WindowFeatures, tokenize_for
 from dsm5_hpo.data.pairs import PairExample, SpanStats, build_examples
 from dsm5_hpo.data.schema import RedSM5
 from dsm5_hpo.data.sources import load_redsm5
@@ -83,20 +84,31 @@ def augmented_epochs(
     """One set of training windows per epoch, each from a fresh evidence-only augmentation of
     ``examples`` seeded by (train.seed, epoch): a resumed trial sees the same texts again."""
     operations = parse_operations(train.augment_operations)
+    build = windows_builder(data)
     epochs = []
     for epoch in range(train.max_epochs):
-        augmented = augment_examples(
-            examples,
-            probability=train.augment_probability,
-            operations=operations,
-            seed=train.seed * 1000 + epoch,
-        )
+        seed = train.seed * 1000 + epoch
+        if data.input_format == "multi_label":  # one text per post: augmented once for all its criteria
+            augmented = augment_posts(
+                examples,
+                criteria=len(data.criteria),
+                probability=train.augment_probability,
+                operations=operations,
+                seed=seed,
+            )
+        else:
+            augmented = augment_examples(
+                examples, probability=train.augment_probability, operations=operations, seed=seed
+            )
         changed = sum(a is not e for a, e in zip(augmented, examples, strict=True))
         logger.info("epoch %d: evidence of %d of %d training pairs augmented", epoch, changed, len(examples))
-        epochs.append(
-            tokenize_examples(augmented, tokenizer, max_length=data.max_length, doc_stride=data.doc_stride)
-        )
+        epochs.append(build(augmented, tokenizer, max_length=data.max_length, doc_stride=data.doc_stride))
     return epochs
+
+
+def windows_builder(config: DataConfig) -> Callable[..., WindowFeatures]:
+    """tokenize(examples, tokenizer, max_length=, doc_stride=) for data.input_format."""
+    return functools.partial(tokenize_for, config.input_format, criteria=len(config.criteria))
 
 
 def feature_cache(config: DataConfig, cache_dir: Path) -> FeatureCache | None:
@@ -131,17 +143,24 @@ def prepare_data(
     for name in SPLITS:
         examples, split_stats = build_examples(dataset, split.of(name), config.criteria, warn=False)
         stats.add(split_stats)
+        build = windows_builder(config)
         if cache is None:
-            features = tokenize_examples(
-                examples, tokenizer, max_length=config.max_length, doc_stride=config.doc_stride
-            )
+            features = build(examples, tokenizer, max_length=config.max_length, doc_stride=config.doc_stride)
         else:
             features = cache.windows(
                 examples,
                 tokenizer,
                 max_length=config.max_length,
                 doc_stride=config.doc_stride,
-                describe={"data": config.name, "revision": dataset.revision, "split": name, "seed": seed},
+                describe={
+                    "data": config.name,
+                    "revision": dataset.revision,
+                    "split": name,
+                    "seed": seed,
+                    "input_format": config.input_format,
+                },
+                build=build,
+                variant="" if config.input_format == "binary_pairs" else config.input_format,
             )
         splits[name] = SplitData(examples, features)
     stats.warn()

@@ -109,7 +109,7 @@ def export_description(evaluation: TestEvaluation, *, study_id: str, trial_id: s
     config = evaluation.config
     criteria = list(config.data.criteria)
     return {
-        "input_format": "binary_pairs",
+        "input_format": config.data.input_format,
         "criteria": criteria,
         "questions": {c: DESCRIPTIONS[c] for c in criteria},
         "match_threshold": config.train.match_threshold,

@@ -358,7 +358,7 @@ class StudyRunner:
             prune_study=lambda step: prune_study_for_space(study.trials, policy, step),
             escalate=not policy.keep_all,
         )
-        self.inputs = InputsByModel.of_study(config.model, resolved, data)
+        self.inputs = InputsByModel.of_study(config, resolved, data)
         objective = Objective(
             config,
             data,

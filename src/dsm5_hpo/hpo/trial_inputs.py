@@ -1,5 +1,6 @@
-"""The encoder and tokenized data a trial trains on: the study's own, or, when search_space.model
-chose another encoder for the trial, that one (resolved and tokenized on first use, then reused).
+"""The encoder and tokenized data a trial trains on: the study's own, or, when the search space chose
+another encoder (search_space.model) or input format (data.input_format) for the trial, those (resolved
+and tokenized on first use, then reused).
 
 Trials run one at a time, so one other encoder's data is kept beside the study's; the splits are the
 same for every encoder (they depend on the post ids and the seed only), the windows are the encoder's
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsm5_hpo.config import ModelConfig, StudyConfig
+from dsm5_hpo.config import DataConfig, ModelConfig, StudyConfig
 from dsm5_hpo.data.prepare import PreparedData, feature_cache, prepare_data
 from dsm5_hpo.errors import ConfigError, TrainingError
 from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
@@ -48,24 +49,29 @@ class InputsByModel:
 
     def __init__(
         self,
-        model: ModelConfig,
+        config: StudyConfig,
         inputs: TrialInputs,
         prepare: Callable[[StudyConfig], TrialInputs] = _prepare,
     ) -> None:
-        self._study_model = model
+        self._study_key = self._key(config)
         self._study_inputs = inputs
         self._prepare = prepare
-        self._other: tuple[ModelConfig, TrialInputs] | None = None
+        self._other: tuple[tuple[ModelConfig, DataConfig], TrialInputs] | None = None
+
+    @staticmethod
+    def _key(config: StudyConfig) -> tuple[ModelConfig, DataConfig]:
+        return config.model, config.data
 
     @classmethod
-    def of_study(cls, model: ModelConfig, resolved: ResolvedModel, data: PreparedData) -> InputsByModel:
-        return cls(model, TrialInputs(resolved.path, data))
+    def of_study(cls, config: StudyConfig, resolved: ResolvedModel, data: PreparedData) -> InputsByModel:
+        return cls(config, TrialInputs(resolved.path, data))
 
     def for_config(self, config: StudyConfig) -> TrialInputs:
-        """Inputs for a trial's config (its model may be the study's or another)."""
-        if config.model == self._study_model:
+        """Inputs for a trial's config (its encoder and input format may be the study's or others)."""
+        key = self._key(config)
+        if key == self._study_key:
             return self._study_inputs
-        if self._other is not None and self._other[0] == config.model:
+        if self._other is not None and self._other[0] == key:
             return self._other[1]
         self._other = None  # free the previous encoder's windows before tokenizing for the next
         try:
@@ -76,5 +82,5 @@ class InputsByModel:
                 f"available: {error}"
             ) from error
         logger.info("trial encoder %s from %s", config.model.name, inputs.model_path)
-        self._other = (config.model, inputs)
+        self._other = (key, inputs)
         return inputs

@@ -1,9 +1,10 @@
 """Predictions of an exported best model on new posts: every criterion, its probability, its
 match decision, and its evidence span or none.
 
-A post is read exactly as in training and evaluation: one (post, criterion) pair per criterion,
-each split into the same overlapping windows (max_length and doc_stride from the export), the
-windows merged back per pair by the same decoder, so a long post is read whole. Posts go through
+A post is read exactly as in training and evaluation: in the export's input format (binary_pairs: one
+pass per criterion, the criterion's description beside the post; multi_label: one pass per post), in
+the same overlapping windows (max_length and doc_stride from the export), the windows merged back per
+(post, criterion) by the same decoder, so a long post is read whole. Posts go through
 in chunks, so memory stays bounded whatever the input size.
 """
 
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dsm5_hpo.data.features import tokenize_examples
+from dsm5_hpo.data.features import tokenize_for
 from dsm5_hpo.data.pairs import PairExample
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.inference.posts import Post
@@ -27,7 +28,7 @@ from dsm5_hpo.training.trainer import EvaluationData, predict, resolve_device, r
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_INPUT_FORMATS = ("binary_pairs",)
+SUPPORTED_INPUT_FORMATS = ("binary_pairs", "multi_label")
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,11 @@ class Predictor:
         by_post: dict[int, list[PairPrediction]] = {}
         if readable:
             examples = self._examples(readable)
-            features = tokenize_examples(
+            features = tokenize_for(
+                str(self.info["input_format"]),
                 examples,
                 self.tokenizer,
+                criteria=len(self.criteria),
                 max_length=int(self.info["max_length"]),
                 doc_stride=int(self.info["doc_stride"]),
             )

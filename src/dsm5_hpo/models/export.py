@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from dsm5_hpo.config import HeadsConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.models.loading import load_encoder
-from dsm5_hpo.models.multi_task import DualAgentModel
+from dsm5_hpo.models.multi_task import DualAgentModel, outputs_for
 from dsm5_hpo.storage.atomic import atomic_write_json, fsync_path, sha256_file
 
 INFO_FILE = "dsm5_hpo.json"
@@ -118,6 +118,7 @@ def load_exported(folder: Path) -> tuple[DualAgentModel, dict[str, Any]]:
         load_encoder(folder / ENCODER_DIR),
         dropout=float(info.get("dropout", 0.0)),
         heads=HeadsConfig(**info["heads"]),
+        outputs=outputs_for(str(info.get("input_format", "binary_pairs")), len(info.get("criteria") or ())),
     )
     heads = load_file(str(folder / HEADS_FILE))
     result = model.load_state_dict(heads, strict=False)

@@ -18,16 +18,23 @@ from dsm5_hpo.models.losses import LossSettings, criteria_loss, evidence_loss
 
 @dataclass
 class DualOutput:
-    criteria_logits: torch.Tensor  # (batch,)
-    start_logits: torch.Tensor  # (batch, seq)
-    end_logits: torch.Tensor  # (batch, seq)
+    criteria_logits: torch.Tensor  # (batch,); multi_label: (batch, criteria)
+    start_logits: torch.Tensor  # (batch, seq); multi_label: (batch, seq, criteria)
+    end_logits: torch.Tensor  # (batch, seq); multi_label: (batch, seq, criteria)
 
 
 class DualAgentModel(nn.Module):
     """Criteria matching and evidence binding on one Hugging Face encoder."""
 
-    def __init__(self, encoder: nn.Module, dropout: float, heads: HeadsConfig | None = None) -> None:
+    def __init__(
+        self, encoder: nn.Module, dropout: float, heads: HeadsConfig | None = None, *, outputs: int = 1
+    ) -> None:
+        """``outputs``: criteria predicted per window, 1 for binary_pairs (the criterion is in the input),
+        the number of criteria for multi_label (a logit and a span per criterion)."""
         super().__init__()
+        if outputs < 1:
+            raise ValueError(f"outputs must be >= 1, got {outputs}")
+        self.outputs = outputs
         heads = heads or HeadsConfig()
         self.encoder = encoder
         config = getattr(encoder, "config")  # noqa: B009 - nn.Module has no typed config
@@ -36,9 +43,16 @@ class DualAgentModel(nn.Module):
         self.heads = heads
         # An encoder with fewer layers than heads.layer_mix_layers has all of them mixed.
         self.pooling = Pooling(heads.pooling, hidden, layers=max(1, min(heads.layer_mix_layers, layers or 1)))
-        self.criteria_head = CriteriaHead(hidden, dropout, kind=heads.criteria_head, width=heads.hidden_size)
+        self.criteria_head = CriteriaHead(
+            hidden, dropout, kind=heads.criteria_head, width=heads.hidden_size, outputs=outputs
+        )
         self.evidence_head = EvidenceHead(
-            hidden, dropout, kind=heads.evidence_head, width=heads.hidden_size, coupled=heads.coupling
+            hidden,
+            dropout,
+            kind=heads.evidence_head,
+            width=heads.hidden_size,
+            coupled=heads.coupling,
+            outputs=outputs,
         )
         self.hidden_size = hidden
         self.export_info: dict[str, Any] = {}
@@ -64,6 +78,8 @@ class DualAgentModel(nn.Module):
             "head_hidden_size": self.heads.hidden_size,
             "layer_mix_layers": self.heads.layer_mix_layers,
             "hidden_size": self.hidden_size,
+            # Only when not 1, so that binary_pairs checkpoints written before multi_label existed still fit.
+            **({"outputs": self.outputs} if self.outputs != 1 else {}),
         }
 
     def forward(
@@ -88,7 +104,17 @@ class DualAgentModel(nn.Module):
 
 def build_model(encoder_path: Path, config: StudyConfig) -> DualAgentModel:
     """The study's model: the encoder at ``encoder_path`` with the heads of ``config``."""
-    return DualAgentModel(load_encoder(encoder_path), dropout=config.train.dropout, heads=config.heads)
+    return DualAgentModel(
+        load_encoder(encoder_path),
+        dropout=config.train.dropout,
+        heads=config.heads,
+        outputs=outputs_for(config.data.input_format, len(config.data.criteria)),
+    )
+
+
+def outputs_for(input_format: str, criteria: int) -> int:
+    """Criteria predicted per window for an input format."""
+    return criteria if input_format == "multi_label" else 1
 
 
 @dataclass

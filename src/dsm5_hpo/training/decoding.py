@@ -24,8 +24,8 @@ _TOP_K = 20  # candidate start and end tokens per window; SQuAD's usual n-best s
 class WindowOutputs:
     """Raw model outputs of every window of a split, in feature order (logits as float32)."""
 
-    criteria_logits: np.ndarray  # (windows,)
-    start_logits: list[np.ndarray]  # per window: (tokens,)
+    criteria_logits: np.ndarray  # (windows,); multi_label: (windows, criteria)
+    start_logits: list[np.ndarray]  # per window: (tokens,); multi_label: (tokens, criteria)
     end_logits: list[np.ndarray]
 
 
@@ -51,6 +51,27 @@ def _best_span(
     return best_score, best
 
 
+def per_pair_windows(
+    features: WindowFeatures, outputs: WindowOutputs
+) -> tuple[WindowFeatures, WindowOutputs]:
+    """multi_label outputs ((windows, criteria) logits, (tokens, criteria) span logits) as one virtual
+    window per (window, criterion), so that the binary_pairs decoder (and its metrics) apply unchanged;
+    binary_pairs outputs are returned as they are."""
+    if outputs.criteria_logits.ndim == 1:
+        return features, outputs
+    windows, criteria = outputs.criteria_logits.shape
+    virtual = WindowFeatures([], [], [], [], [], [], [], pad_token_id=features.pad_token_id)
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    for window in range(windows):
+        for k in range(criteria):
+            virtual.example_index.append(features.example_index[window] + k)
+            virtual.context_offsets.append(features.context_offsets[window])
+            starts.append(outputs.start_logits[window][:, k])
+            ends.append(outputs.end_logits[window][:, k])
+    return virtual, WindowOutputs(outputs.criteria_logits.reshape(-1), starts, ends)
+
+
 def decode_predictions(
     examples: Sequence[PairExample],
     features: WindowFeatures,
@@ -59,7 +80,8 @@ def decode_predictions(
     max_answer_tokens: int,
     null_score_margin: float,
 ) -> list[PairPrediction]:
-    """One :class:`PairPrediction` per example, in example order."""
+    """One :class:`PairPrediction` per example, in example order (multi_label outputs too)."""
+    features, outputs = per_pair_windows(features, outputs)
     n = len(examples)
     prob = np.zeros(n)
     best_score = np.full(n, -np.inf)

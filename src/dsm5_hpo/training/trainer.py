@@ -130,7 +130,8 @@ def predict(
     features = data.features
     # Sorting by length keeps padding small; outputs go back to feature order below.
     order = sorted(range(len(features)), key=lambda i: len(features.input_ids[i]))
-    criteria = np.zeros(len(features), dtype=np.float32)
+    shape = (len(features),) if features.outputs == 1 else (len(features), features.outputs)
+    criteria = np.zeros(shape, dtype=np.float32)
     starts: list[np.ndarray] = [np.empty(0)] * len(features)
     ends: list[np.ndarray] = [np.empty(0)] * len(features)
     for batch_indices in plain_batches(order, batch_size):
@@ -314,7 +315,7 @@ class Trainer:
         # Epoch orders depend only on (seed, epoch), so the schedule's length is known exactly up front
         # even with negative sampling, and a resumed run sees the same batches.
         epochs = [epoch_batches(per_epoch[e], config, epoch=e) for e in range(config.max_epochs)]
-        self.loss = loss_settings(config, per_epoch[0].labels)
+        self.loss = loss_settings(config, per_epoch[0].pair_labels())
         # What train.precision=auto became on this machine: part of what the metrics depend on.
         self.tracker.set_tags({"precision": self.precision, "device": str(self.device)})
         total_steps = _optimizer_steps([len(batches) for batches in epochs], config)

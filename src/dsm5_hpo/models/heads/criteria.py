@@ -18,28 +18,31 @@ CRITERIA_HEADS = ("linear", "mlp", "mlp_residual", "gated")
 
 
 class CriteriaHead(nn.Module):
-    """(batch, hidden) pooled states -> (batch,) logits."""
+    """(batch, hidden) pooled states -> (batch,) logits, or (batch, outputs) with several outputs."""
 
-    def __init__(self, hidden_size: int, dropout: float, *, kind: str = "linear", width: int = 256) -> None:
+    def __init__(
+        self, hidden_size: int, dropout: float, *, kind: str = "linear", width: int = 256, outputs: int = 1
+    ) -> None:
         super().__init__()
+        self.outputs = outputs
         if kind not in CRITERIA_HEADS:
             raise ValueError(f"unknown criteria head {kind!r}; one of {', '.join(CRITERIA_HEADS)}")
         self.kind = kind
         self.dropout = nn.Dropout(dropout)
         if kind == "linear":
-            self.classifier = nn.Linear(hidden_size, 1)
+            self.classifier = nn.Linear(hidden_size, outputs)
         elif kind == "mlp":
             self.hidden = nn.Linear(hidden_size, width)
-            self.classifier = nn.Linear(width, 1)
+            self.classifier = nn.Linear(width, outputs)
         elif kind == "mlp_residual":
             self.hidden = nn.Linear(hidden_size, width)
             self.back = nn.Linear(width, hidden_size)
             self.norm = nn.LayerNorm(hidden_size)
-            self.classifier = nn.Linear(hidden_size, 1)
+            self.classifier = nn.Linear(hidden_size, outputs)
         else:
             self.value = nn.Linear(hidden_size, width)
             self.gate = nn.Linear(hidden_size, width)
-            self.classifier = nn.Linear(width, 1)
+            self.classifier = nn.Linear(width, outputs)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         x = self.dropout(pooled)
@@ -50,4 +53,4 @@ class CriteriaHead(nn.Module):
         elif self.kind == "gated":
             x = self.dropout(self.value(x) * torch.sigmoid(self.gate(x)))
         logits: torch.Tensor = self.classifier(x)
-        return logits.squeeze(-1)
+        return logits.squeeze(-1) if self.outputs == 1 else logits

@@ -16,7 +16,8 @@ EVIDENCE_HEADS = ("linear", "mlp")
 
 
 class EvidenceHead(nn.Module):
-    """(batch, seq, hidden) -> start and end logits (batch, seq), masked outside the post."""
+    """(batch, seq, hidden) -> start and end logits (batch, seq), masked outside the post; with several
+    outputs (multi_label), (batch, seq, outputs): a span per criterion."""
 
     def __init__(
         self,
@@ -26,8 +27,10 @@ class EvidenceHead(nn.Module):
         kind: str = "linear",
         width: int = 256,
         coupled: bool = False,
+        outputs: int = 1,
     ) -> None:
         super().__init__()
+        self.outputs = outputs
         if kind not in EVIDENCE_HEADS:
             raise ValueError(f"unknown evidence head {kind!r}; one of {', '.join(EVIDENCE_HEADS)}")
         self.kind = kind
@@ -35,10 +38,10 @@ class EvidenceHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         inputs = 2 * hidden_size if coupled else hidden_size
         if kind == "linear":
-            self.span = nn.Linear(inputs, 2)
+            self.span = nn.Linear(inputs, 2 * outputs)
         else:
             self.hidden = nn.Linear(inputs, width)
-            self.span = nn.Linear(width, 2)
+            self.span = nn.Linear(width, 2 * outputs)
 
     def forward(
         self, hidden_states: torch.Tensor, answer_mask: torch.Tensor, pooled: torch.Tensor | None = None
@@ -51,6 +54,9 @@ class EvidenceHead(nn.Module):
         x = self.dropout(x)
         if self.kind == "mlp":
             x = self.dropout(nn.functional.gelu(self.hidden(x)))
-        logits = self.span(x).float()  # (batch, seq, 2)
+        logits = self.span(x).float()  # (batch, seq, 2 x outputs): (start, end) of each output in turn
         logits = logits.masked_fill(~answer_mask.unsqueeze(-1), MASKED_LOGIT)
-        return logits[..., 0], logits[..., 1]
+        if self.outputs == 1:
+            return logits[..., 0], logits[..., 1]
+        pairs = logits.view(*logits.shape[:-1], self.outputs, 2)
+        return pairs[..., 0], pairs[..., 1]
