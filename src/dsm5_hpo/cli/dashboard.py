@@ -17,23 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dsm5_hpo.cli.common import run_cli
-from dsm5_hpo.cli.status import studies_newest_first
+from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.errors import ConfigError, Interrupted
 from dsm5_hpo.hpo.study import read_study_record
 
 
 def study_storage(experiments: Path, study_id: str | None) -> tuple[str, str]:
     """(study id, Optuna storage URL) of ``study_id``, or of the newest study."""
-    if study_id:
-        study_dir = experiments / f"study_{study_id}"
-    else:
-        studies = studies_newest_first(experiments)
-        if not studies:
-            raise ConfigError(
-                f"no study under {experiments}; start one with `make train`, or pass --experiments-dir"
-            )
-        study_dir = studies[0]
-    record = read_study_record(study_dir)
+    record = read_study_record(study_dir_of(experiments, study_id))
     storage = str(record["optuna_storage"])
     if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
         raise ConfigError(

@@ -22,11 +22,10 @@ import yaml
 
 from dsm5_hpo.cli.common import run_cli
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
-from dsm5_hpo.data.prepare import feature_cache, prepare_data
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
 from dsm5_hpo.hpo.study import newest_finished_study, read_study_record
-from dsm5_hpo.models.loading import load_tokenizer, resolve_model
+from dsm5_hpo.hpo.trial_inputs import prepare_inputs
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -55,14 +54,9 @@ def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> tuple
     config = _trial_config(trial_dir)
     trial = _read_json(trial_dir / "trial.json")
     validation = _read_json(trial_dir / "validation_report.json")
-    resolved = resolve_model(config.model, cache_dir=config.paths.cache)
-    data = prepare_data(
-        config.data,
-        load_tokenizer(resolved.path),
-        seed=config.train.seed,
-        cache=feature_cache(config.data, config.paths.cache),
-    )
-    evaluation = evaluate_trial_on_test(config, data, resolved.path, trial_dir, str(trial["trial_id"]))
+    inputs = prepare_inputs(config)  # the trial's own encoder and input format
+    data = inputs.data
+    evaluation = evaluate_trial_on_test(config, data, inputs.model_path, trial_dir, str(trial["trial_id"]))
     report = build_report(
         config=evaluation.config,
         study_id=study_id,
@@ -72,7 +66,7 @@ def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> tuple
         result=evaluation.result,
         checkpoints=evaluation.checkpoints,
         data=data,
-        model_origin=resolved.origin,
+        model_origin=inputs.origin,
     )
     return write_report(report, output_dir), report
 

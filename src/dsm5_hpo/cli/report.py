@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 
 from dsm5_hpo.cli.common import build_tracker, run_cli
-from dsm5_hpo.cli.status import studies_newest_first
+from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.config import study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, TrackingError
 from dsm5_hpo.hpo.outputs import (
@@ -56,16 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        experiments: Path = args.experiments_dir
-        if args.study_id:
-            study_dir = experiments / f"study_{args.study_id}"
-        else:
-            studies = studies_newest_first(experiments)
-            if not studies:
-                raise ConfigError(
-                    f"no study under {experiments}; start one with `make train`, or pass --experiments-dir"
-                )
-            study_dir = studies[0]
+        study_dir = study_dir_of(args.experiments_dir, args.study_id)
         record = read_study_record(study_dir)
         config = study_config_from_mapping(record["config"])
         summary_path = refresh_summary(study_dir, record)

@@ -118,6 +118,18 @@ def studies_newest_first(experiments: Path) -> list[Path]:
     return sorted(found, key=lambda p: str(read_study_record(p).get("created_at", "")), reverse=True)
 
 
+def study_dir_of(experiments: Path, study_id: str | None) -> Path:
+    """The folder of ``study_id``, or of the newest study (ConfigError when there is none)."""
+    if study_id:
+        return experiments / f"study_{study_id}"
+    studies = studies_newest_first(experiments)
+    if not studies:
+        raise ConfigError(
+            f"no study under {experiments}; start one with `make train`, or pass --experiments-dir"
+        )
+    return studies[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m dsm5_hpo.cli.status",

@@ -31,9 +31,13 @@ class ModelUnavailable(TrainingError):
 class TrialInputs:
     model_path: Path
     data: PreparedData
+    origin: str = ""
+    """Where the encoder came from (models.loading.ResolvedModel.origin), for reports."""
 
 
-def _prepare(config: StudyConfig) -> TrialInputs:
+def prepare_inputs(config: StudyConfig) -> TrialInputs:
+    """Resolve ``config``'s encoder and tokenize its data with it (windows from the feature cache when
+    the same were built before)."""
     resolved = resolve_model(config.model, cache_dir=config.paths.cache)
     data = prepare_data(
         config.data,
@@ -41,7 +45,7 @@ def _prepare(config: StudyConfig) -> TrialInputs:
         seed=config.train.seed,
         cache=feature_cache(config.data, config.paths.cache),
     )
-    return TrialInputs(resolved.path, data)
+    return TrialInputs(resolved.path, data, resolved.origin)
 
 
 class InputsByModel:
@@ -51,7 +55,7 @@ class InputsByModel:
         self,
         config: StudyConfig,
         inputs: TrialInputs,
-        prepare: Callable[[StudyConfig], TrialInputs] = _prepare,
+        prepare: Callable[[StudyConfig], TrialInputs] = prepare_inputs,
     ) -> None:
         self._study_key = self._key(config)
         self._study_inputs = inputs
@@ -64,7 +68,7 @@ class InputsByModel:
 
     @classmethod
     def of_study(cls, config: StudyConfig, resolved: ResolvedModel, data: PreparedData) -> InputsByModel:
-        return cls(config, TrialInputs(resolved.path, data))
+        return cls(config, TrialInputs(resolved.path, data, resolved.origin))
 
     def for_config(self, config: StudyConfig) -> TrialInputs:
         """Inputs for a trial's config (its encoder and input format may be the study's or others)."""
