@@ -275,3 +275,53 @@ def test_a_worker_joining_a_finished_shared_study_leaves_the_evaluation_to_the_f
     record = json.loads((study_dir / "study.json").read_text())
     assert record["state"] == "COMPLETE" and record["report"]  # the first worker's report is kept
     assert (study_dir / "logs").is_dir() and list((study_dir / "logs").glob("worker_*.jsonl"))
+
+
+def test_a_dead_workers_trial_whose_folder_is_elsewhere_is_started_again(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    """The dead worker ran on another machine (its trial folder is not visible here): the trial is
+    queued again and run from epoch 0 by this worker, and the study still ends with n_trials."""
+    import contextlib
+    import io
+
+    from conftest import TINY_OVERRIDES
+    from dsm5_hpo.cli import train
+    from dsm5_hpo.cli.common import compose_config
+    from dsm5_hpo.hpo.search_space import suggest_params
+    from dsm5_hpo.hpo.shared import make_storage
+
+    storage_url = f"sqlite:///{tmp_path / 'shared.db'}"
+    overrides = [
+        *TINY_OVERRIDES,
+        f"hpo.storage={storage_url}",
+        "hpo.study_name=elsewhere",
+        "hpo.heartbeat_interval_s=1",
+        "hpo.heartbeat_grace_s=2",
+        f"paths.experiments_dir={tmp_path / 'experiments'}",
+        f"paths.cache_dir={model_cache}",
+    ]
+    config = compose_config(CONFIG_FILE, overrides)
+    storage = make_storage(config.hpo)
+    study = optuna.create_study(study_name="elsewhere", storage=storage, direction="maximize")
+    dead = study.ask()
+    suggest_params(dead, config.hpo.search_space)
+    elsewhere = tmp_path / "other_machine" / "trial_dead"  # never created here
+    dead.set_user_attr("trial_uuid", "dead")
+    dead.set_user_attr("trial_dir", str(elsewhere))
+    dead.set_user_attr("worker", "other-host:1")
+    dead.report(0.5, 0)
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(3.0)  # past the grace period: that worker is gone
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert train.main(["--config", str(CONFIG_FILE), *overrides]) == 0, buffer.getvalue()
+    trials = optuna.load_study(study_name="elsewhere", storage=storage_url).trials
+    assert [t.state for t in trials].count(optuna.trial.TrialState.COMPLETE) == 2
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
+    assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == dead.params
+    log = (elsewhere / "logs" / "trial.jsonl").read_text()
+    assert "resuming from" not in log  # no checkpoint to continue from: trained again from epoch 0
+    assert sorted(retry.intermediate_values) == [0, 1]
+    assert json.loads((elsewhere / "trial.json").read_text())["state"] == "COMPLETE"
