@@ -20,13 +20,14 @@ from dsm5_hpo.cli.common import run_cli
 from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.errors import ConfigError, Interrupted
 from dsm5_hpo.hpo.study import read_study_record
+from dsm5_hpo.hpo.summary import not_created_yet
 
 
 def study_storage(experiments: Path, study_id: str | None) -> tuple[str, str]:
     """(study id, Optuna storage URL) of ``study_id``, or of the newest study."""
     record = read_study_record(study_dir_of(experiments, study_id))
     storage = str(record["optuna_storage"])
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+    if not_created_yet(storage):
         raise ConfigError(
             f"study {record['study_id']} has no Optuna database yet ({storage}); wait for its first trial"
         )

@@ -81,6 +81,12 @@ def features_key(
     return digest.hexdigest()
 
 
+def _matrix(rows: list[list[int]]) -> np.ndarray:
+    return (
+        np.asarray(rows, dtype=np.int64).reshape(len(rows), -1) if rows else np.zeros((0, 0), dtype=np.int64)
+    )
+
+
 def to_arrays(features: WindowFeatures) -> dict[str, np.ndarray]:
     """Flat arrays: tokens of every window end to end, cut by ``lengths``; offsets (-1, -1) = None."""
     offsets = [o if o is not None else (-1, -1) for row in features.context_offsets for o in row]
@@ -95,19 +101,9 @@ def to_arrays(features: WindowFeatures) -> dict[str, np.ndarray]:
         "example_index": np.asarray(features.example_index, dtype=np.int64),
         "pad_token_id": np.asarray([features.pad_token_id], dtype=np.int64),
         # multi_label windows: (windows, criteria); (0, 0) for binary_pairs
-        "multi_labels": np.asarray(features.multi_labels, dtype=np.int64).reshape(
-            len(features.multi_labels), -1
-        )
-        if features.multi_labels
-        else np.zeros((0, 0), dtype=np.int64),
-        "multi_starts": np.asarray(features.multi_starts, dtype=np.int64).reshape(
-            len(features.multi_starts), -1
-        )
-        if features.multi_starts
-        else np.zeros((0, 0), dtype=np.int64),
-        "multi_ends": np.asarray(features.multi_ends, dtype=np.int64).reshape(len(features.multi_ends), -1)
-        if features.multi_ends
-        else np.zeros((0, 0), dtype=np.int64),
+        "multi_labels": _matrix(features.multi_labels),
+        "multi_starts": _matrix(features.multi_starts),
+        "multi_ends": _matrix(features.multi_ends),
     }
 
 

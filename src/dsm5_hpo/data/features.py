@@ -59,8 +59,7 @@ def tokenize_posts(
     """multi_label windows: ``[CLS] slice of the post [SEP]``, one set per post, with a label and an
     evidence span target per criterion. ``examples`` are post-major, ``criteria`` pairs per post in
     criteria order (as pairs.build_examples makes them)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError("model tokenizer: a fast (Rust) tokenizer is needed for character offsets")
+    _require_fast(tokenizer)
     if len(examples) % criteria:
         raise ValueError(f"{len(examples)} pairs are not {criteria} per post")
     firsts = list(range(0, len(examples), criteria))
@@ -85,18 +84,9 @@ def tokenize_posts(
     features = WindowFeatures([], [], [], [], [], [], [], pad_token_id=int(tokenizer.pad_token_id or 0))
     for window, post in enumerate(encoded["overflow_to_sample_mapping"]):
         first = firsts[post]
-        sequence_ids = encoded.sequence_ids(window)
-        offsets = [
-            (int(o[0]), int(o[1])) if sequence_ids[i] == 0 else None
-            for i, o in enumerate(encoded["offset_mapping"][window])
-        ]
+        offsets = _add_tokens(features, encoded, window, post_sequence=0)
         targets = [_answer_tokens(examples[first + k], offsets) for k in range(criteria)]
         labels = [examples[first + k].label for k in range(criteria)]
-        ids = list(encoded["input_ids"][window])
-        features.input_ids.append(ids)
-        type_ids = encoded.get("token_type_ids")
-        features.token_type_ids.append(list(type_ids[window]) if type_ids is not None else [0] * len(ids))
-        features.context_offsets.append(offsets)
         features.start_positions.append(0)
         features.end_positions.append(0)
         features.labels.append(int(any(labels)))
@@ -128,8 +118,7 @@ def tokenize_examples(
     examples: Sequence[PairExample], tokenizer: Any, *, max_length: int, doc_stride: int
 ) -> WindowFeatures:
     """Windows for every example, in example order."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError("model tokenizer: a fast (Rust) tokenizer is needed for character offsets")
+    _require_fast(tokenizer)
     _check_stride(examples, tokenizer, max_length=max_length, doc_stride=doc_stride)
     try:
         encoded = tokenizer(
@@ -151,22 +140,36 @@ def tokenize_examples(
     features = WindowFeatures([], [], [], [], [], [], [], pad_token_id=int(tokenizer.pad_token_id or 0))
     for window, example_idx in enumerate(encoded["overflow_to_sample_mapping"]):
         example = examples[example_idx]
-        sequence_ids = encoded.sequence_ids(window)
-        offsets = [
-            (int(o[0]), int(o[1])) if sequence_ids[i] == 1 else None
-            for i, o in enumerate(encoded["offset_mapping"][window])
-        ]
+        offsets = _add_tokens(features, encoded, window, post_sequence=1)
         start, end = _answer_tokens(example, offsets)
-        ids = list(encoded["input_ids"][window])
-        features.input_ids.append(ids)
-        type_ids = encoded.get("token_type_ids")
-        features.token_type_ids.append(list(type_ids[window]) if type_ids is not None else [0] * len(ids))
-        features.context_offsets.append(offsets)
         features.start_positions.append(start)
         features.end_positions.append(end)
         features.labels.append(example.label)
         features.example_index.append(example_idx)
     return features
+
+
+def _require_fast(tokenizer: Any) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError("model tokenizer: a fast (Rust) tokenizer is needed for character offsets")
+
+
+def _add_tokens(
+    features: WindowFeatures, encoded: Any, window: int, *, post_sequence: int
+) -> list[tuple[int, int] | None]:
+    """Append window ``window`` of ``encoded`` (token ids, type ids, offsets) to ``features``; returns
+    its offsets: each token's char span in the post (sequence ``post_sequence``), None elsewhere."""
+    sequence_ids = encoded.sequence_ids(window)
+    offsets = [
+        (int(o[0]), int(o[1])) if sequence_ids[i] == post_sequence else None
+        for i, o in enumerate(encoded["offset_mapping"][window])
+    ]
+    ids = list(encoded["input_ids"][window])
+    features.input_ids.append(ids)
+    type_ids = encoded.get("token_type_ids")
+    features.token_type_ids.append(list(type_ids[window]) if type_ids is not None else [0] * len(ids))
+    features.context_offsets.append(offsets)
+    return offsets
 
 
 def _check_stride(

@@ -15,7 +15,6 @@ points out of it is reported and left alone. A study that a live process is runn
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from dsm5_hpo.errors import ConfigError, PipelineError
 from dsm5_hpo.hpo.lock import lock_owner
 from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
 from dsm5_hpo.hpo.study_retention import read_trial_checkpoints
+from dsm5_hpo.storage.atomic import read_json_object
 from dsm5_hpo.storage.checkpoint_io import STAGING_PREFIX, delete_directory
 from dsm5_hpo.storage.exhaustion import tree_size
 from dsm5_hpo.training.checkpoint_manager import QUARANTINE_DIR, STATE_FILE
@@ -73,14 +73,6 @@ class _Trial:
 
 EXPORT_LEFTOVERS = (".tmp-best_model-*", ".old-best_model-*")
 """models/export.py's staging and replaced folders, beside study_<uuid>/best_model."""
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -148,10 +140,10 @@ class _Planner:
 def _study_trials(root: Path, study_id: str) -> dict[str, _Trial]:
     trials: dict[str, _Trial] = {}
     for trial_dir in sorted(root.glob("trial_*")):
-        record = _read_json(trial_dir / "trial.json")
+        record = read_json_object(trial_dir / "trial.json")
         if record is None or record.get("study_id") != study_id or trial_dir.is_symlink():
             continue
-        report = _read_json(trial_dir / "validation_report.json") or {}
+        report = read_json_object(trial_dir / "validation_report.json") or {}
         value = report.get("value")
         trials[str(trial_dir)] = _Trial(
             trial_dir, str(record.get("state", "")), float(value) if isinstance(value, int | float) else None
@@ -221,7 +213,7 @@ def plan_cleanup(experiments_dir: Path, *, study_id: str | None = None) -> Clean
     planner = _Planner(root)
     if study_id is not None:
         study_dir = root / f"study_{study_id}"
-        record = _read_json(study_dir / "study.json")
+        record = read_json_object(study_dir / "study.json")
         if record is None:
             raise ConfigError(
                 f"study {study_id} not found under {root} (no readable study_{study_id}/study.json)"
@@ -230,7 +222,7 @@ def plan_cleanup(experiments_dir: Path, *, study_id: str | None = None) -> Clean
         return planner.plan
     referenced: set[Path] = set()
     for study_dir in planner.entries("study_*"):
-        record = _read_json(study_dir / "study.json")
+        record = read_json_object(study_dir / "study.json")
         if record is None:
             planner.plan.skipped.append((study_dir, "no readable study.json: its trials count as referenced"))
             continue
@@ -239,7 +231,7 @@ def plan_cleanup(experiments_dir: Path, *, study_id: str | None = None) -> Clean
     for trial_dir in planner.entries("trial_*"):
         if trial_dir in referenced:
             continue
-        record = _read_json(trial_dir / "trial.json") or {}
+        record = read_json_object(trial_dir / "trial.json") or {}
         if record.get("study_id") in known_studies:
             continue  # its study is there but was skipped (unreadable config): not an orphan
         folder = trial_dir / CHECKPOINTS_DIR

@@ -20,10 +20,10 @@ import yaml
 
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.features import WindowFeatures
-from dsm5_hpo.data.prepare import PreparedData, augmented_epochs
+from dsm5_hpo.data.prepare import augmented_epochs
 from dsm5_hpo.errors import ResumableStop
 from dsm5_hpo.hpo.search_space import suggest_params
-from dsm5_hpo.hpo.trial_inputs import InputsByModel, TrialInputs
+from dsm5_hpo.hpo.trial_inputs import InputsByModel
 from dsm5_hpo.models.multi_task import DualAgentModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
@@ -87,8 +87,8 @@ def trial_dir_of(trial: optuna.trial.FrozenTrial | optuna.Trial) -> Path:
 @dataclass
 class Objective:
     config: StudyConfig
-    data: PreparedData
-    model_path: Path
+    inputs: InputsByModel
+    """Each trial's encoder and windows: the study's, or those of the encoder / input format it drew."""
     study_id: str
     tracker: Tracker
     study_run: RunTracker
@@ -99,8 +99,6 @@ class Objective:
     """The study's free-space guard, shared by every trial's checkpoint manager."""
     snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
     """Host memory for asynchronous checkpoints, reused from trial to trial (trials run one at a time)."""
-    inputs: InputsByModel | None = None
-    """Encoder and data per trial when search_space.model chooses the encoder (else model_path, data)."""
 
     def __call__(self, trial: optuna.Trial, reported: set[int] | None = None) -> float:
         """Run ``trial``; a trial re-attached after a crash (its folder exists) continues in place.
@@ -193,7 +191,7 @@ class Objective:
     def _train(
         self, trial: optuna.Trial, config: StudyConfig, trial_dir: Path, run: RunTracker, reported: set[int]
     ) -> float:
-        inputs = self.inputs.for_config(config) if self.inputs else TrialInputs(self.model_path, self.data)
+        inputs = self.inputs.for_config(config)
         data = inputs.data
         seed_everything(config.train.seed)
         model = build_model(inputs.model_path, config)

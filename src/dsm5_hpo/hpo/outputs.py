@@ -15,8 +15,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from dsm5_hpo.hpo.plots import PLOTS_DIR, PlotIndex, TrialCurve, read_json, render_plots, top_trials
+from dsm5_hpo.hpo.plots import PLOTS_DIR, PlotIndex, TrialCurve, render_plots, top_trials
 from dsm5_hpo.hpo.summary import collect_summary, load_trials, write_summary
+from dsm5_hpo.storage.atomic import read_json_object
 from dsm5_hpo.tracking.tracker import RunTracker
 
 logger = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def trial_curves(
     """Per-epoch validation ``metric`` (from each top trial's validation_report.json) and training loss."""
     curves = []
     for trial in top_trials(trials):
-        report = read_json(Path(str(trial.user_attrs.get("trial_dir", ""))) / "validation_report.json")
+        report = read_json_object(Path(str(trial.user_attrs.get("trial_dir", ""))) / "validation_report.json")
         if report is None:
             continue
         validation = [float(epoch.get(metric) or 0.0) for epoch in report.get("history") or []]
@@ -103,7 +104,7 @@ def render_study_plots(
         study,
         folder,
         metric=metric,
-        report=read_json(study_dir / REPORT_FILE),
+        report=read_json_object(study_dir / REPORT_FILE),
         curves=trial_curves(study.trials, metric, losses),
     )
     if run is not None:

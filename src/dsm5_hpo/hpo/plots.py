@@ -15,7 +15,6 @@ reason in ``plots/index.json``; it never fails the study.
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -304,11 +303,3 @@ def render_plots(
     _curves_plot(curves, metric, folder, index)
     atomic_write_json(folder / INDEX_FILE, {"files": index.files, "skipped": index.skipped})
     return index
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

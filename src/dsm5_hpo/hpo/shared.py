@@ -96,21 +96,20 @@ def make_storage(config: HPOConfig) -> RDBStorage:
         ) from error
 
 
-def counted_trials(trials: Sequence[FrozenTrial]) -> int:
-    """Trials that count toward hpo.n_trials: all but the failures that were queued again."""
+def trials_that_count(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The trials toward hpo.n_trials: all but the failures of dead workers that were queued again
+    (their re-queued copy counts in their place)."""
     requeued = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
-    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in requeued))
+    return [t for t in trials if not (t.state == TrialState.FAIL and t.number in requeued)]
+
+
+def counted_trials(trials: Sequence[FrozenTrial]) -> int:
+    return len(trials_that_count(trials))
 
 
 def finished_trials(trials: Sequence[FrozenTrial]) -> int:
-    """Trials that ended and count toward hpo.n_trials (a dead worker's trial counts once, when its
-    re-queued copy ends)."""
-    requeued = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
-    return sum(
-        1
-        for t in trials
-        if t.state.is_finished() and not (t.state == TrialState.FAIL and t.number in requeued)
-    )
+    """Counted trials that ended (a dead worker's trial counts once, when its re-queued copy ends)."""
+    return sum(1 for t in trials_that_count(trials) if t.state.is_finished())
 
 
 def _advisory_key(study_name: str) -> int:

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
-from dsm5_hpo.data.prepare import PreparedData, feature_cache, prepare_data
+from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, StorageError, TrainingError
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
@@ -40,22 +41,21 @@ from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, export_des
 from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
 from dsm5_hpo.hpo.shared import (
     FINAL_EVALUATION,
-    RETRY_OF,
     SharedWorker,
     finished_trials,
     make_storage,
     shared_study_id,
     storage_lock,
+    trials_that_count,
     worker_id,
 )
 from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space
-from dsm5_hpo.hpo.trial_inputs import InputsByModel, TrialInputs
+from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
 from dsm5_hpo.models.export import export_model
-from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.storage.monitor import DiskMonitor, StorageMonitor
 from dsm5_hpo.storage.space_guard import SpaceGuard
-from dsm5_hpo.tracking.tracker import RunTracker, Tracker
+from dsm5_hpo.tracking.tracker import RunTracker, Tracker, is_local_uri
 from dsm5_hpo.utils.logging import json_log_file, log_context
 
 logger = logging.getLogger(__name__)
@@ -141,8 +141,6 @@ class StudyRunner:
         self.progress = progress
         self.checkpointing = checkpointing
         self.sleep: Callable[[float], None] = time.sleep
-        self.inputs: InputsByModel | None = None
-        """Encoders and tokenized data by model (set when the study's trials start)."""
         """How a worker of a shared study waits for the others (tests inject their own)."""
         policy = config.retention_policy
         # Runs for the whole study (started in _drive): logs usage, warns when the disk runs low.
@@ -276,25 +274,24 @@ class StudyRunner:
 
     def _run(self, study_id: str, study_dir: Path, record: dict[str, Any]) -> StudyOutcome:
         config = self.config
-        resolved = resolve_model(config.model, cache_dir=config.paths.cache)
-        logger.info("encoder %s from %s (%s)", config.model.name, resolved.path, resolved.origin)
-        data = prepare_data(
-            config.data,
-            load_tokenizer(resolved.path),
-            seed=config.train.seed,
-            cache=feature_cache(config.data, config.paths.cache),
+        study_inputs = prepare_inputs(config)
+        logger.info(
+            "encoder %s from %s (%s)", config.model.name, study_inputs.model_path, study_inputs.origin
         )
-        record.update(state="RUNNING", data=data.summary(), model_origin=resolved.origin)
+        inputs = InputsByModel(config, study_inputs)
+        data = study_inputs.data
+        record.update(state="RUNNING", data=data.summary(), model_origin=study_inputs.origin)
         atomic_write_json(study_dir / STUDY_FILE, record)
-        shared = config.hpo.shared
+        # One connection pool to the shared storage for the whole run (None: the study's own SQLite file).
+        shared_storage = make_storage(config.hpo) if config.hpo.shared else None
         with (  # one study run in MLflow for all the workers: the first creates it, the others find it
-            storage_lock(make_storage(config.hpo), config.hpo.storage, config.hpo.study_name)
-            if shared
+            storage_lock(shared_storage, config.hpo.storage, config.hpo.study_name)
+            if shared_storage is not None
             else contextlib.nullcontext()
         ):
             study_run = self._study_run(study_id, study_dir, record, data)
         try:
-            outcome = self._optimize(study_id, study_dir, data, resolved, study_run, record)
+            outcome = self._optimize(study_id, study_dir, inputs, study_run, record, shared_storage)
         except BaseException as error:
             study_run.finish("KILLED" if isinstance(error, ResumableStop) else "FAILED")
             raise
@@ -321,7 +318,7 @@ class StudyRunner:
         uri = config.tracking.resolved_uri(config.paths.experiments)
         # Training losses are read back from MLflow only when it is a local database: a remote server
         # that is down would hold the end of the study in MLflow's HTTP retries.
-        local = config.tracking.backend != "none" and uri.startswith(("sqlite:", "file:"))
+        local = config.tracking.backend != "none" and is_local_uri(uri)
         losses = mlflow_loss_reader(uri) if local else no_losses
         if local:  # the trials' losses reach MLflow through the outbox: send what waits before reading
             self.tracker.drain(min(PLOT_DRAIN_S, config.tracking.drain_timeout_s))
@@ -332,15 +329,14 @@ class StudyRunner:
         self,
         study_id: str,
         study_dir: Path,
-        data: PreparedData,
-        resolved: ResolvedModel,
+        inputs: InputsByModel,
         study_run: RunTracker,
         record: dict[str, Any],
+        shared_storage: RDBStorage | None,
     ) -> StudyOutcome:
         config = self.config
         started = time.monotonic()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        shared_storage = make_storage(config.hpo) if config.hpo.shared else None
         study = optuna.create_study(
             study_name=str(record["study_name"]),
             storage=shared_storage or str(record["optuna_storage"]),
@@ -358,18 +354,15 @@ class StudyRunner:
             prune_study=lambda step: prune_study_for_space(study.trials, policy, step),
             escalate=not policy.keep_all,
         )
-        self.inputs = InputsByModel.of_study(config, resolved, data)
         objective = Objective(
             config,
-            data,
-            resolved.path,
+            inputs,
             study_id,
             self.tracker,
             study_run,
             self.progress,
             self.checkpointing,
             space,
-            inputs=self.inputs,
         )
         done_before = finished_trials(study.trials)
 
@@ -409,7 +402,7 @@ class StudyRunner:
             workers.run_trials(deadline=started + config.hpo.timeout_s if config.hpo.timeout_s else None)
             if not workers.claim_final_evaluation(self.checkpointing):
                 return self._outcome_without_evaluation(study, study_id, study_dir)
-            return self._finish(study, study_id, study_dir, data, resolved, study_run)
+            return self._finish(study, study_id, study_dir, inputs, study_run)
 
         # Trials a dead process left RUNNING continue first, in trial-number order.
         for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):
@@ -426,7 +419,7 @@ class StudyRunner:
                 callbacks=[after_trial],
                 gc_after_trial=True,
             )
-        return self._finish(study, study_id, study_dir, data, resolved, study_run)
+        return self._finish(study, study_id, study_dir, inputs, study_run)
 
     def _continue_trial(self, study: optuna.Study, frozen: FrozenTrial, objective: Objective) -> None:
         logger.info("trial %d was running when the study stopped: continuing it", frozen.number)
@@ -445,9 +438,7 @@ class StudyRunner:
         self, study: optuna.Study, study_id: str, study_dir: Path
     ) -> tuple[StudyOutcome, FrozenTrial]:
         """The study's counts and best trial (TrainingError when no trial completed)."""
-        trials = study.trials
-        requeued = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
-        states = [t.state for t in trials if not (t.state == TrialState.FAIL and t.number in requeued)]
+        states = [t.state for t in trials_that_count(study.trials)]
         counts = {s: states.count(s) for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         best = _best_or_none(study)
         if best is None:
@@ -486,8 +477,7 @@ class StudyRunner:
         study: optuna.Study,
         study_id: str,
         study_dir: Path,
-        data: PreparedData,
-        resolved: ResolvedModel,
+        inputs: InputsByModel,
         study_run: RunTracker,
     ) -> StudyOutcome:
         config = self.config
@@ -505,11 +495,11 @@ class StudyRunner:
             best.value,
         )
         trial_config = config.with_params(best.params)
-        # The best trial's own encoder and windows (search_space.model may have chosen another).
-        inputs = self.inputs.for_config(trial_config) if self.inputs else TrialInputs(resolved.path, data)
-        data = inputs.data
+        # The best trial's own encoder and windows (it may have drawn another encoder or input format).
+        best_inputs = inputs.for_config(trial_config)
+        data = best_inputs.data
         evaluation = evaluate_trial_on_test(
-            trial_config, data, inputs.model_path, trial_dir_of(best), outcome.best_trial_id
+            trial_config, data, best_inputs.model_path, trial_dir_of(best), outcome.best_trial_id
         )
         result = evaluation.result
         report = build_report(
@@ -521,7 +511,7 @@ class StudyRunner:
             result=result,
             checkpoints=evaluation.checkpoints,
             data=data,
-            model_origin=resolved.origin,
+            model_origin=best_inputs.origin,
         )
         outcome.report_path = write_report(report, study_dir)
         exported = export_model(

@@ -154,10 +154,15 @@ def _test_value(record: Mapping[str, Any]) -> float | None:
         return None
 
 
+def not_created_yet(storage: str) -> bool:
+    """A study's own SQLite file that its first trial has not created yet."""
+    return storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file()
+
+
 def load_trials(record: Mapping[str, Any]) -> list[FrozenTrial]:
     """Every trial of the study, read from its Optuna storage (works while the study runs)."""
     storage = str(record["optuna_storage"])
-    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+    if not_created_yet(storage):
         return []  # created, no trial stored yet
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from dsm5_hpo.config import DataConfig, ModelConfig, StudyConfig
 from dsm5_hpo.data.prepare import PreparedData, feature_cache, prepare_data
 from dsm5_hpo.errors import ConfigError, TrainingError
-from dsm5_hpo.models.loading import ResolvedModel, load_tokenizer, resolve_model
+from dsm5_hpo.models.loading import load_tokenizer, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +66,10 @@ class InputsByModel:
     def _key(config: StudyConfig) -> tuple[ModelConfig, DataConfig]:
         return config.model, config.data
 
-    @classmethod
-    def of_study(cls, config: StudyConfig, resolved: ResolvedModel, data: PreparedData) -> InputsByModel:
-        return cls(config, TrialInputs(resolved.path, data, resolved.origin))
+    @property
+    def study(self) -> TrialInputs:
+        """The study's own encoder and windows."""
+        return self._study_inputs
 
     def for_config(self, config: StudyConfig) -> TrialInputs:
         """Inputs for a trial's config (its encoder and input format may be the study's or others)."""

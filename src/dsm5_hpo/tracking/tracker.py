@@ -136,6 +136,11 @@ class NullTracker:
         return 0
 
 
+def is_local_uri(uri: str) -> bool:
+    """A tracking URI MLflow reads and writes directly (a database or folder here), not a server."""
+    return uri.startswith(("sqlite:", "file:"))
+
+
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(float(value))
 
@@ -314,7 +319,7 @@ class MlflowTracker:
     def _create_experiment(self, uri: str, name: str, artifact_root: Path) -> str:
         # A tracking server keeps artifacts where it is configured to (--artifacts-destination): a local
         # path here would put them on this worker's disk, out of the other workers' reach.
-        local = uri.startswith(("sqlite:", "file:"))
+        local = is_local_uri(uri)
         if local:
             artifact_root.mkdir(parents=True, exist_ok=True)
         try:
