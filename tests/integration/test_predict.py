@@ -94,6 +94,11 @@ def test_bad_input_fails_before_the_model_loads_and_keeps_an_existing_output(
     assert "posts.jsonl line 2: not valid JSON" in done.stderr and "Traceback" not in done.stderr
     assert output.read_text(encoding="utf-8") == "earlier results\n"
 
+    into_folder = _predict(
+        "--model", str(model_dir), "--input", "-", "--output", str(tmp_path), stdin="a post\n"
+    )
+    assert into_folder.returncode == 2 and "is a directory; give a file name" in into_folder.stderr
+
     missing_model = _predict("--model", str(tmp_path / "nope"), "--input", "-", stdin="a post\n")
     assert missing_model.returncode == 2 and "no such folder" in missing_model.stderr
 

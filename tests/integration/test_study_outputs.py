@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dsm5_hpo.cli import dashboard as dashboard_cli
 from dsm5_hpo.cli import report as report_cli
 from dsm5_hpo.cli import status as status_cli
 from dsm5_hpo.hpo.plots import INDEX_FILE, PLOTS_DIR
@@ -133,3 +134,16 @@ def test_status_and_report_errors_name_the_fix(tmp_path: Path, capsys: pytest.Ca
     assert "is not a study folder" in capsys.readouterr().err
     assert report_cli.main(["--experiments-dir", str(tmp_path)]) == 2
     assert "start one with `make train`" in capsys.readouterr().err
+    assert dashboard_cli.main(["--experiments-dir", str(tmp_path), "--port", "1"]) == 2
+    assert "no study under" in capsys.readouterr().err
+    # A study whose first trial has not created its Optuna database yet.
+    study_dir = tmp_path / "study_new"
+    study_dir.mkdir()
+    storage = f"sqlite:///{study_dir / 'optuna.db'}"
+    (study_dir / "study.json").write_text(
+        json.dumps(
+            {"study_id": "new", "optuna_storage": storage, "study_name": "study_new", "created_at": "x"}
+        )
+    )
+    assert dashboard_cli.main(["--experiments-dir", str(tmp_path), "--port", "1"]) == 2
+    assert "has no Optuna database yet" in capsys.readouterr().err

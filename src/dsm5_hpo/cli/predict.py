@@ -50,8 +50,6 @@ def write_output(records: Iterable[dict[str, Any]], output: Path | None) -> dict
         counts = _write_lines(records, sys.stdout)
         sys.stdout.flush()
         return counts
-    if output.is_dir():
-        raise ConfigError(f"--output {output} is a directory; give a file name such as predictions.jsonl")
     staging = output.parent / f".tmp-{output.name}-{uuid.uuid4().hex[:8]}"
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
