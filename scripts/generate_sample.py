@@ -20,7 +20,7 @@ Stdlib only and fully determined by ``--seed``: the same arguments give byte-ide
 
 Usage::
 
-    python3 scripts/generate_sample.py                      # Data/redsm5_sample, seed 13, 240 posts
+    python3 scripts/generate_sample.py                      # Data/redsm5_sample, seed 13, 360 posts
     python3 scripts/generate_sample.py --out DIR --seed N --posts N
 """
 
@@ -37,7 +37,7 @@ from pathlib import Path
 
 DEFAULT_OUT = Path("Data/redsm5_sample")
 DEFAULT_SEED = 13
-DEFAULT_POSTS = 240
+DEFAULT_POSTS = 360
 MIN_POSTS = 8
 
 POSTS_FILE = "redsm5_posts.csv"

@@ -11,7 +11,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -183,9 +183,10 @@ class HeadsConfig:
     criteria_head: Literal["linear", "mlp", "mlp_residual", "gated"] = "linear"
     """Criteria-matching head on the pooled window: linear probe, MLP, MLP with a residual
     connection and LayerNorm, or a gated linear unit."""
-    pooling: Literal["cls", "mean", "attention", "layer_mix"] = "mean"
-    """Window representation for the criteria head: [CLS] state, mean of the tokens, learned
-    attention over the tokens, or a learned mix of the last heads.layer_mix_layers layers (mean-pooled)."""
+    pooling: Literal["cls", "mean", "max", "attention", "layer_mix"] = "mean"
+    """Window representation for the criteria head: [CLS] state, mean of the tokens, element-wise max
+    over the tokens, learned attention over the tokens, or a learned mix of the last
+    heads.layer_mix_layers layers (mean-pooled)."""
     hidden_size: int = 256
     """Width of the MLP, residual-MLP and gated heads (ignored by linear heads)."""
     layer_mix_layers: int = 4
@@ -194,6 +195,14 @@ class HeadsConfig:
     """Evidence span head on every token: linear start/end, or an MLP before start/end."""
     coupling: bool = False
     """Feed the criteria head's pooled representation to the evidence head beside each token."""
+    evidence_unit: Literal["span", "sentence"] = "span"
+    """What the evidence head scores: token spans (start/end logits, [CLS] = no evidence, SQuAD 2), or
+    the post's sentences (each from the mean of its tokens; the evidence is the best sentence and
+    the criteria logit is the best sentence's, so heads.criteria_head and criteria_from_evidence
+    play no part). RedSM5 annotates evidence per sentence."""
+    criteria_from_evidence: bool = False
+    """evidence_unit=span: read the criteria logit off the span head (best span score minus the null
+    score, with a learned scale and shift) instead of a criteria head on the pooled window."""
 
     def __post_init__(self) -> None:
         _require(
@@ -202,9 +211,14 @@ class HeadsConfig:
             f"must be linear, mlp, mlp_residual or gated, got {self.criteria_head!r}",
         )
         _require(
-            self.pooling in ("cls", "mean", "attention", "layer_mix"),
+            self.pooling in ("cls", "mean", "max", "attention", "layer_mix"),
             "heads.pooling",
-            f"must be cls, mean, attention or layer_mix, got {self.pooling!r}",
+            f"must be cls, mean, max, attention or layer_mix, got {self.pooling!r}",
+        )
+        _require(
+            self.evidence_unit in ("span", "sentence"),
+            "heads.evidence_unit",
+            f"must be span or sentence, got {self.evidence_unit!r}",
         )
         _require(
             self.evidence_head in ("linear", "mlp"),
@@ -265,7 +279,12 @@ class TrainConfig:
     match_threshold: float = 0.5
     """Probability at or above which a pair counts as matching the criterion."""
     null_score_margin: float = 0.0
-    """Predict 'no evidence' when null score - best span score exceeds this (SQuAD 2 rule)."""
+    """evidence_gating=null_score: predict 'no evidence' when null score - best span score exceeds
+    this (SQuAD 2 rule; for sentences, when the best sentence's logit is below -margin)."""
+    evidence_gating: Literal["criteria", "null_score"] = "criteria"
+    """When a pair gets its evidence: 'criteria' = exactly when the criteria head says it matches
+    (at train.match_threshold), at the evidence head's best span or sentence; 'null_score' = the
+    SQuAD 2 rule (train.null_score_margin), whatever the criteria head says."""
     negative_sampling: float = 1.0
     """Share of non-matching pairs' windows trained on each epoch (re-drawn per epoch; 1.0 = all).
     Most (post, criterion) pairs do not match; evaluation always uses every pair. binary_pairs only:
@@ -340,6 +359,7 @@ class TrainConfig:
         _require(0.0 < self.match_threshold < 1.0, "train.match_threshold", "must be in (0, 1)")
         _require(0.0 < self.negative_sampling <= 1.0, "train.negative_sampling", "must be in (0, 1]")
         for name, allowed in (
+            ("evidence_gating", ("criteria", "null_score")),
             ("criteria_loss", ("bce", "weighted_bce", "focal", "hybrid")),
             ("optimizer", ("adamw", "adam", "adafactor")),
             ("scheduler", ("linear", "cosine", "constant")),
@@ -394,6 +414,39 @@ def searchable_setting(name: str) -> tuple[str, str]:
     return "train", name
 
 
+def search_key_of_override(key: str) -> str | None:
+    """The search-space name a command-line override sets, or None when it is not a searchable setting:
+    'train.learning_rate_encoder' -> 'learning_rate_encoder' (the bare name the YAML uses),
+    'heads.pooling' -> 'heads.pooling', 'model' (the group) -> 'model'."""
+    key = key.lstrip("+~")
+    if key == MODEL_PARAM:
+        return MODEL_PARAM
+    section, dot, setting = key.partition(".")
+    if not dot or section not in SEARCHABLE or setting not in SEARCHABLE[section]:
+        return None
+    return setting if section == "train" else key
+
+
+def fix_overridden(
+    space: Mapping[str, Any], override_keys: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """The search space without the settings the command line fixes, and the names it dropped.
+
+    A setting given on the command line is what the user wants for the whole study: it is not searched
+    (a search-space key may name a train setting bare or as train.<setting>)."""
+    fixed = {name for name in map(search_key_of_override, override_keys) if name is not None}
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name, spec in space.items():
+        section, setting = searchable_setting(name)
+        canonical = MODEL_PARAM if name == MODEL_PARAM else setting if section == "train" else name
+        if canonical in fixed:
+            dropped.append(name)
+        else:
+            kept[name] = spec
+    return kept, dropped
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     type: Literal["float", "int", "categorical"]
@@ -412,8 +465,11 @@ class ParamSpec:
 class HPOConfig:
     n_trials: int = 3
     """Trials the study runs in total (a resumed study only runs the missing ones)."""
-    metric: str = "joint_score"
-    """Validation metric the study maximizes; one of the evaluator's METRIC_NAMES."""
+    metric: str = "joint_f1"
+    """Validation metric the study maximizes; one of the evaluator's METRIC_NAMES. joint_f1 = mean of
+    criteria macro F1 and the evidence F1 over pairs with gold or predicted evidence (no evidence
+    anywhere scores 0 on it); joint_score, the SQuAD 2 flavour, rewards silence on the ~80 % of pairs
+    without evidence."""
     sampler: Literal["tpe", "random"] = "tpe"
     """Optuna sampler; seeded with train.seed."""
     pruner: Literal["median", "none"] = "median"

@@ -49,6 +49,7 @@ def test_every_trial_records_valid_params_for_the_whole_space(study: FinishedStu
     assert [t["state"] for t in trials].count("COMPLETE") == 6
     for trial in trials:
         params = trial["params"]
+        # model=tiny is on the command line, but so is search_space.model: searched (among [tiny]).
         assert set(params) == set(FULL)
         for name, value in params.items():
             assert inside(value, FULL[name]), (name, value)

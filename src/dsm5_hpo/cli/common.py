@@ -6,6 +6,7 @@ and handed to the typed schema in ``config.py``.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -15,10 +16,18 @@ from typing import TextIO
 
 import yaml
 
-from dsm5_hpo.config import MODEL_PARAM, StudyConfig, study_config_from_mapping
+from dsm5_hpo.config import (
+    MODEL_PARAM,
+    StudyConfig,
+    fix_overridden,
+    searchable_setting,
+    study_config_from_mapping,
+)
 from dsm5_hpo.errors import ConfigError, Interrupted, PipelineError, ResumableStop
 from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker, Tracker
 from dsm5_hpo.utils.logging import redact, setup_logging
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("configs") / "hpo_study.yaml"
 OUTBOX_DIR = "tracking_outbox"
@@ -45,8 +54,35 @@ def compose_config(config_file: Path, overrides: Sequence[str]) -> StudyConfig:
         ) from error
     assert isinstance(mapping, dict)
     plain = {str(k): v for k, v in mapping.items()}
+    plain["search_space"] = _without_fixed(plain.get("search_space"), overrides, plain)
     plain["model_catalog"] = model_catalog(config_file.resolve().parent, plain.get("search_space"))
     return study_config_from_mapping(plain)
+
+
+def _without_fixed(space: object, overrides: Sequence[str], plain: dict[str, object]) -> object:
+    """The composed search space less the settings the command line fixes, each said at INFO
+    (``train.learning_rate_encoder fixed at 0.0001 by the command line; not searched``)."""
+    if not isinstance(space, dict):
+        return space
+    given = [o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o]
+    # A search-space entry set on the command line too (search_space.model.choices=[...]) is meant to
+    # be searched: the explicit search-space override wins over the fixed value.
+    searched = {
+        n for n in space if any(k == f"search_space.{n}" or k.startswith(f"search_space.{n}.") for k in given)
+    }
+    kept, dropped = fix_overridden({n: v for n, v in space.items() if n not in searched}, given)
+    kept.update({n: space[n] for n in searched})
+    for name in dropped:
+        if name == MODEL_PARAM:
+            key, path = "model", ("model", "name")
+        else:
+            section, setting = searchable_setting(name)
+            key, path = f"{section}.{setting}", (section, setting)
+        value: object = plain
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        logger.info("%s fixed at %s by the command line; not searched", key, value)
+    return kept
 
 
 def model_catalog(config_dir: Path, space: object) -> dict[str, object]:

@@ -35,8 +35,9 @@ from dsm5_hpo.storage.atomic import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-"""Bump when WindowFeatures or tokenize_examples change what they produce for the same input."""
+FORMAT_VERSION = 2
+"""Bump when WindowFeatures or tokenize_examples change what they produce for the same input
+(2: windows without the pair's evidence are negatives; sentence maps and targets)."""
 
 Builder = Callable[..., WindowFeatures]
 
@@ -104,6 +105,14 @@ def to_arrays(features: WindowFeatures) -> dict[str, np.ndarray]:
         "multi_labels": _matrix(features.multi_labels),
         "multi_starts": _matrix(features.multi_starts),
         "multi_ends": _matrix(features.multi_ends),
+        # evidence sentences: per token its sentence in the window; per window its sentences; per
+        # sentence its targets (sentences of all windows end to end, cut by sentence_counts)
+        "token_sentences": np.asarray([t for row in features.token_sentences for t in row], dtype=np.int64),
+        "sentence_counts": np.asarray([len(row) for row in features.window_sentences], dtype=np.int64),
+        "window_sentences": np.asarray([t for row in features.window_sentences for t in row], dtype=np.int64),
+        "sentence_targets": np.asarray(
+            [t for row in features.sentence_targets for t in row], dtype=np.int64
+        ).reshape(-1, features.outputs),
     }
 
 
@@ -141,6 +150,20 @@ def from_arrays(arrays: Mapping[str, np.ndarray]) -> WindowFeatures:
     features.multi_labels, features.multi_starts, features.multi_ends = (
         [[int(v) for v in row] for row in m.tolist()] for m in multi
     )
+    counts = arrays["sentence_counts"].tolist()
+    if len(arrays["token_sentences"]) != tokens or len(counts) != windows:
+        raise ValueError("sentence maps disagree with the token or window counts")
+    if len(arrays["window_sentences"]) != sum(counts) or len(arrays["sentence_targets"]) != sum(counts):
+        raise ValueError("sentence targets disagree with the sentence counts")
+    token_sentences = arrays["token_sentences"].tolist()
+    sentence_ids, sentence_targets = arrays["window_sentences"].tolist(), arrays["sentence_targets"].tolist()
+    position = sentence_position = 0
+    for n, k in zip(lengths, counts, strict=True):
+        features.token_sentences.append(token_sentences[position : position + n])
+        features.window_sentences.append(sentence_ids[sentence_position : sentence_position + k])
+        features.sentence_targets.append(sentence_targets[sentence_position : sentence_position + k])
+        position += n
+        sentence_position += k
     return features
 
 

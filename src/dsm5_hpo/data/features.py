@@ -1,8 +1,18 @@
 """Tokenize pairs into overlapping windows (doc stride) so long posts are read whole.
 
-Each window is ``[CLS] criterion description [SEP] slice of the post [SEP]``. Its targets:
-the pair's criteria label, and the evidence start/end token of the first gold span lying
-entirely inside the window, or the [CLS] position (0) for "no evidence here" (SQuAD 2).
+Each window is ``[CLS] criterion description [SEP] slice of the post [SEP]`` (binary_pairs) or
+``[CLS] slice of the post [SEP]`` (multi_label, targets per criterion). Its targets:
+
+- criteria: whether the window holds the pair's evidence (multiple-instance: a matching post's
+  windows that do not contain its evidence are negatives, and the post-level prediction is the max
+  over its windows). A gold span counts as in the window when most of it is; a matching pair whose
+  evidence lies in no window that way has its best-covering window positive, and one without
+  located evidence has every window positive (where the evidence is is unknown);
+- evidence span: the start/end token of the first gold span lying entirely inside the window, or
+  the [CLS] position (0) for "no evidence here" (SQuAD 2);
+- evidence sentences (heads.evidence_unit=sentence): per sentence of the post that the window
+  reads (data/sentences.py), 1 when it is evidence, 0 when not, -1 when unknown (a matching pair
+  without located evidence).
 """
 
 from __future__ import annotations
@@ -14,7 +24,11 @@ from typing import Any
 import torch
 
 from dsm5_hpo.data.pairs import PairExample
+from dsm5_hpo.data.sentences import Span, is_evidence, overlap, split_sentences
 from dsm5_hpo.errors import ConfigError
+
+UNKNOWN = -1
+"""Sentence target of a matching pair whose evidence could not be located (not trained on)."""
 
 
 @dataclass
@@ -37,6 +51,13 @@ class WindowFeatures:
     whether any criterion matches; the start/end lists hold 0)."""
     multi_starts: list[list[int]] = field(default_factory=list)
     multi_ends: list[list[int]] = field(default_factory=list)
+    token_sentences: list[list[int]] = field(default_factory=list)
+    """Per window, per token: the index (into window_sentences) of the sentence it belongs to, -1
+    outside the post."""
+    window_sentences: list[list[int]] = field(default_factory=list)
+    """Per window: the sentences of the post it reads (indices into split_sentences(text)), in order."""
+    sentence_targets: list[list[list[int]]] = field(default_factory=list)
+    """Per window, per sentence in it, per output (1 or the criteria): 1 evidence, 0 not, -1 unknown."""
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -82,18 +103,28 @@ def tokenize_posts(
         padding=False,
     )
     features = WindowFeatures([], [], [], [], [], [], [], pad_token_id=int(tokenizer.pad_token_id or 0))
+    sentences = [split_sentences(examples[first].text) for first in firsts]
+    coverage: list[list[float]] = []
     for window, post in enumerate(encoded["overflow_to_sample_mapping"]):
         first = firsts[post]
+        pairs = examples[first : first + criteria]
         offsets = _add_tokens(features, encoded, window, post_sequence=0)
-        targets = [_answer_tokens(examples[first + k], offsets) for k in range(criteria)]
-        labels = [examples[first + k].label for k in range(criteria)]
+        targets = [_answer_tokens(example, offsets) for example in pairs]
+        coverage.append([_evidence_coverage(example, offsets) for example in pairs])
         features.start_positions.append(0)
         features.end_positions.append(0)
-        features.labels.append(int(any(labels)))
         features.example_index.append(first)
-        features.multi_labels.append(labels)
         features.multi_starts.append([start for start, _ in targets])
         features.multi_ends.append([end for _, end in targets])
+        _add_sentences(features, offsets, sentences[post], pairs)
+    pair_labels = [
+        _window_labels(
+            examples, [first + k for first in features.example_index], [row[k] for row in coverage]
+        )
+        for k in range(criteria)
+    ]
+    features.multi_labels = [list(row) for row in zip(*pair_labels, strict=True)]
+    features.labels = [int(any(row)) for row in features.multi_labels]
     return features
 
 
@@ -138,14 +169,20 @@ def tokenize_examples(
         ) from error
 
     features = WindowFeatures([], [], [], [], [], [], [], pad_token_id=int(tokenizer.pad_token_id or 0))
+    sentences: dict[str, list[Span]] = {}
+    coverage: list[float] = []
     for window, example_idx in enumerate(encoded["overflow_to_sample_mapping"]):
         example = examples[example_idx]
         offsets = _add_tokens(features, encoded, window, post_sequence=1)
         start, end = _answer_tokens(example, offsets)
         features.start_positions.append(start)
         features.end_positions.append(end)
-        features.labels.append(example.label)
         features.example_index.append(example_idx)
+        coverage.append(_evidence_coverage(example, offsets))
+        if example.text not in sentences:
+            sentences[example.text] = split_sentences(example.text)
+        _add_sentences(features, offsets, sentences[example.text], [example])
+    features.labels = _window_labels(examples, features.example_index, coverage)
     return features
 
 
@@ -190,6 +227,82 @@ def _check_stride(
         )
 
 
+def _context_range(offsets: Sequence[tuple[int, int] | None]) -> Span | None:
+    """The characters of the post a window reads, or None when it reads none."""
+    context = [o for o in offsets if o is not None]
+    return (context[0][0], context[-1][1]) if context else None
+
+
+def _evidence_coverage(example: PairExample, offsets: Sequence[tuple[int, int] | None]) -> float:
+    """The largest share of one of the pair's gold spans that the window reads (0.0 without any)."""
+    window = _context_range(offsets)
+    if window is None:
+        return 0.0
+    return max(
+        (overlap(span, window) / (span[1] - span[0]) for span in example.spans if span[1] > span[0]),
+        default=0.0,
+    )
+
+
+def _window_labels(
+    examples: Sequence[PairExample], pair_of_window: Sequence[int], coverage: Sequence[float]
+) -> list[int]:
+    """The criteria target of each window (see the module docstring): ``pair_of_window[w]`` is the
+    window's pair, ``coverage[w]`` the largest share of one of its gold spans the window reads."""
+    windows_of: dict[int, list[int]] = {}
+    for window, pair in enumerate(pair_of_window):
+        windows_of.setdefault(pair, []).append(window)
+    labels = [0] * len(pair_of_window)
+    for pair, windows in windows_of.items():
+        example = examples[pair]
+        if not example.label:
+            continue
+        holding = [w for w in windows if coverage[w] > 0.5] if example.spans else windows
+        # Evidence cut across windows so that none reads most of it: the one that reads the most.
+        for window in holding or [max(windows, key=lambda w: (coverage[w], -w))]:
+            labels[window] = 1
+    return labels
+
+
+def _add_sentences(
+    features: WindowFeatures,
+    offsets: Sequence[tuple[int, int] | None],
+    sentences: Sequence[Span],
+    pairs: Sequence[PairExample],
+) -> None:
+    """Append the window's token -> sentence map, its sentences and their targets (one per pair)."""
+    ids: list[int] = []
+    token_sentence: list[int] = []
+    cursor = 0
+    for offset in offsets:
+        if offset is None or offset[1] <= offset[0]:
+            token_sentence.append(-1)
+            continue
+        # Offsets rise through the window: walk the sentences along with them.
+        while cursor < len(sentences) - 1 and sentences[cursor][1] <= offset[0]:
+            cursor += 1
+        if overlap(sentences[cursor], offset) == 0 and offset[1] <= sentences[cursor][0]:
+            token_sentence.append(-1)  # whitespace-only token between two sentences
+            continue
+        if not ids or ids[-1] != cursor:
+            ids.append(cursor)
+        token_sentence.append(len(ids) - 1)
+    targets = []
+    for index in ids:
+        row = []
+        for pair in pairs:
+            if not pair.label:
+                row.append(0)
+            elif not pair.spans:
+                row.append(UNKNOWN)
+            else:
+                row.append(int(is_evidence(sentences[index], pair.spans)))
+        targets.append(row)
+    features.token_sentences.append(token_sentence)
+    features.window_sentences.append(ids)
+    features.sentence_targets.append(targets)
+
+
 def _answer_tokens(example: PairExample, offsets: list[tuple[int, int] | None]) -> tuple[int, int]:
     context = [i for i, o in enumerate(offsets) if o is not None]
     if not example.spans or not context:
@@ -230,7 +343,7 @@ def collate(features: WindowFeatures, indices: Sequence[int]) -> dict[str, torch
         labels = torch.tensor([features.labels[i] for i in indices], dtype=torch.float32)
         starts = torch.tensor([features.start_positions[i] for i in indices], dtype=torch.long)
         ends = torch.tensor([features.end_positions[i] for i in indices], dtype=torch.long)
-    return {
+    batch = {
         "input_ids": input_ids,
         "token_type_ids": token_type_ids,
         "attention_mask": attention_mask,
@@ -239,3 +352,24 @@ def collate(features: WindowFeatures, indices: Sequence[int]) -> dict[str, torch
         "start_positions": starts,
         "end_positions": ends,
     }
+    if features.token_sentences:
+        batch.update(_collate_sentences(features, indices, width))
+    return batch
+
+
+def _collate_sentences(
+    features: WindowFeatures, indices: Sequence[int], width: int
+) -> dict[str, torch.Tensor]:
+    """token_sentence (batch, seq): each token's sentence in its window, -1 outside any; and
+    sentence_targets (batch, sentences, outputs): 1/0, -1 where unknown or past the window's sentences."""
+    sentences = max(1, max(len(features.window_sentences[i]) for i in indices))
+    token_sentence = torch.full((len(indices), width), -1, dtype=torch.long)
+    targets = torch.full((len(indices), sentences, features.outputs), UNKNOWN, dtype=torch.float32)
+    for row, i in enumerate(indices):
+        token_sentence[row, : len(features.token_sentences[i])] = torch.tensor(
+            features.token_sentences[i], dtype=torch.long
+        )
+        if features.sentence_targets[i]:
+            rows = torch.tensor(features.sentence_targets[i], dtype=torch.float32)
+            targets[row, : rows.shape[0]] = rows
+    return {"token_sentence": token_sentence, "sentence_targets": targets}

@@ -11,7 +11,7 @@ from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.features import collate
 from dsm5_hpo.data.prepare import prepare_data
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
-from dsm5_hpo.models.multi_task import build_model
+from dsm5_hpo.models.multi_task import build_model, forward_batch
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +24,14 @@ def dry_run(config: StudyConfig) -> dict[str, Any]:
     features = data.splits["train"].features
     batch = collate(features, list(range(min(len(features), config.train.batch_size))))
     with torch.inference_mode():
-        output = model(
-            batch["input_ids"], batch["attention_mask"], batch["answer_mask"], batch["token_type_ids"]
-        )
+        output = forward_batch(model, batch)
     summary = {
         "model": f"{config.model.name} ({resolved.origin}: {resolved.path})",
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": data.summary(),
-        "forward_pass": list(output.start_logits.shape),
+        "forward_pass": list(
+            (output.sentence_logits if output.sentence_logits is not None else output.criteria_logits).shape
+        ),
     }
     logger.info("dry run ok: %s", summary)
     return summary

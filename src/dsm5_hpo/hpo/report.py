@@ -114,6 +114,7 @@ def export_description(evaluation: TestEvaluation, *, study_id: str, trial_id: s
         "questions": {c: DESCRIPTIONS[c] for c in criteria},
         "match_threshold": config.train.match_threshold,
         "null_score_margin": config.train.null_score_margin,
+        "evidence_gating": config.train.evidence_gating,
         "criteria_logit_offset": criteria_prior_offset(config.train),
         "max_length": config.data.max_length,
         "doc_stride": config.data.doc_stride,

@@ -61,8 +61,9 @@ def _evidence(prediction: PairPrediction) -> dict[str, Any] | None:
         "text": prediction.text[start:end],
         "start": start,
         "end": end,
-        # The span's start+end logit minus the no-evidence (CLS) logit: > 0 means the span
-        # beat "no evidence"; a span is returned when this is at least -null_score_margin.
+        # The span's start+end logit minus the no-evidence (CLS) logit (sentence evidence: the
+        # sentence's logit): > 0 means it beat "no evidence". Under evidence_gating=null_score a span
+        # is returned when this is at least -null_score_margin; under criteria, when the pair matches.
         "score": round(-prediction.null_gap, 6),
     }
 
@@ -144,6 +145,9 @@ class Predictor:
                 max_answer_tokens=int(self.info["max_answer_tokens"]),
                 null_score_margin=float(self.info["null_score_margin"]),
                 criteria_logit_offset=float(self.info.get("criteria_logit_offset", 0.0)),
+                # Exports written before the gating existed decided by the null score.
+                gating=str(self.info.get("evidence_gating", "null_score")),
+                match_threshold=self.threshold,
             )
             n = len(self.criteria)
             for i, post in enumerate(readable):

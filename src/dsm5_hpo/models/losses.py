@@ -68,3 +68,15 @@ def evidence_loss(
         F.cross_entropy(start_logits, start_positions, label_smoothing=label_smoothing)
         + F.cross_entropy(end_logits, end_positions, label_smoothing=label_smoothing)
     ) / 2
+
+
+def sentence_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean BCE of the sentence logits (batch, sentences, outputs) whose target (same shape) is 0 or
+    1; -1 (unknown, or no such sentence) is left out. 0 when no target is known."""
+    known = targets >= 0
+    if not bool(known.any()):
+        return logits.sum() * 0.0  # keeps the graph (and the device) of a normal loss
+    goal = targets[known].float()
+    if label_smoothing:
+        goal = goal * (1.0 - label_smoothing) + label_smoothing / 2
+    return F.binary_cross_entropy_with_logits(logits[known].float(), goal)

@@ -1,4 +1,13 @@
-"""One shared encoder, two heads, one weighted joint loss."""
+"""One shared encoder, two heads, one weighted joint loss.
+
+Where the criteria logit comes from (heads config):
+
+- the criteria head on the pooled window (the default with evidence_unit=span);
+- with ``criteria_from_evidence``, the span head's own scores: the best start + end logit minus the
+  null ([CLS]) logit, scaled and shifted by two learned numbers (a pair matches when it has
+  evidence, so one head decides both);
+- with ``evidence_unit=sentence``, always the best sentence's evidence logit (multiple-instance).
+"""
 
 from __future__ import annotations
 
@@ -12,15 +21,32 @@ from torch import nn
 from dsm5_hpo.config import HeadsConfig, StudyConfig
 from dsm5_hpo.models.heads import CriteriaHead, EvidenceHead
 from dsm5_hpo.models.heads.pooling import Pooling
+from dsm5_hpo.models.heads.sentence import SentenceEvidenceHead, best_sentence_logit
 from dsm5_hpo.models.loading import load_encoder
-from dsm5_hpo.models.losses import LossSettings, criteria_loss, evidence_loss
+from dsm5_hpo.models.losses import LossSettings, criteria_loss, evidence_loss, sentence_loss
 
 
 @dataclass
 class DualOutput:
     criteria_logits: torch.Tensor  # (batch,); multi_label: (batch, criteria)
-    start_logits: torch.Tensor  # (batch, seq); multi_label: (batch, seq, criteria)
-    end_logits: torch.Tensor  # (batch, seq); multi_label: (batch, seq, criteria)
+    start_logits: torch.Tensor | None  # (batch, seq); multi_label: (batch, seq, criteria); None: sentences
+    end_logits: torch.Tensor | None
+    sentence_logits: torch.Tensor | None = None
+    """evidence_unit=sentence: (batch, sentences, outputs) evidence logit of each sentence."""
+
+
+class SpanGapLogit(nn.Module):
+    """Criteria logit read off span logits: a x (max start + max end - null score) + b."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def forward(self, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+        # (batch, seq[, outputs]): position 0 is the null answer; masked positions are very negative.
+        best = start[:, 1:].max(dim=1).values + end[:, 1:].max(dim=1).values
+        return self.scale * (best - start[:, 0] - end[:, 0]) + self.bias
 
 
 class DualAgentModel(nn.Module):
@@ -43,10 +69,18 @@ class DualAgentModel(nn.Module):
         self.heads = heads
         # An encoder with fewer layers than heads.layer_mix_layers has all of them mixed.
         self.pooling = Pooling(heads.pooling, hidden, layers=max(1, min(heads.layer_mix_layers, layers or 1)))
-        self.criteria_head = CriteriaHead(
-            hidden, dropout, kind=heads.criteria_head, width=heads.hidden_size, outputs=outputs
+        self.by_sentence = heads.evidence_unit == "sentence"
+        # The criteria head is built only where the criteria logit comes from it (module docstring).
+        self.criteria_head = (
+            None
+            if self.by_sentence or heads.criteria_from_evidence
+            else CriteriaHead(
+                hidden, dropout, kind=heads.criteria_head, width=heads.hidden_size, outputs=outputs
+            )
         )
-        self.evidence_head = EvidenceHead(
+        self.span_gap = SpanGapLogit() if heads.criteria_from_evidence and not self.by_sentence else None
+        evidence = SentenceEvidenceHead if self.by_sentence else EvidenceHead
+        self.evidence_head: EvidenceHead | SentenceEvidenceHead = evidence(
             hidden,
             dropout,
             kind=heads.evidence_head,
@@ -78,6 +112,9 @@ class DualAgentModel(nn.Module):
             "head_hidden_size": self.heads.hidden_size,
             "layer_mix_layers": self.heads.layer_mix_layers,
             "hidden_size": self.hidden_size,
+            # Only when not the default, so that checkpoints written before these existed still fit.
+            **({"evidence_unit": self.heads.evidence_unit} if self.by_sentence else {}),
+            **({"criteria_from_evidence": True} if self.heads.criteria_from_evidence else {}),
             # Only when not 1, so that binary_pairs checkpoints written before multi_label existed still fit.
             **({"outputs": self.outputs} if self.outputs != 1 else {}),
         }
@@ -88,7 +125,10 @@ class DualAgentModel(nn.Module):
         attention_mask: torch.Tensor,
         answer_mask: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
+        token_sentence: torch.Tensor | None = None,
     ) -> DualOutput:
+        """``token_sentence`` (batch, seq): each token's sentence in its window (-1: none), needed by
+        the sentence-level evidence head (collate gives it as batch["token_sentence"])."""
         kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and getattr(self.encoder.config, "type_vocab_size", 0) > 1:
             kwargs["token_type_ids"] = token_type_ids
@@ -98,8 +138,30 @@ class DualAgentModel(nn.Module):
         hidden = encoded.last_hidden_state  # (batch, seq, hidden)
         all_layers = encoded.hidden_states if self.pooling.needs_all_layers else None
         pooled = self.pooling(hidden, attention_mask, all_layers)
-        start, end = self.evidence_head(hidden, answer_mask, pooled if self.heads.coupling else None)
+        context = pooled if self.heads.coupling else None
+        if isinstance(self.evidence_head, SentenceEvidenceHead):
+            if token_sentence is None:
+                raise ValueError("heads.evidence_unit=sentence needs token_sentence (from collate)")
+            sentences = self.evidence_head(hidden, token_sentence, context)
+            criteria = best_sentence_logit(sentences)
+            return DualOutput(criteria.squeeze(-1) if self.outputs == 1 else criteria, None, None, sentences)
+        start, end = self.evidence_head(hidden, answer_mask, context)
+        if self.span_gap is not None:
+            return DualOutput(self.span_gap(start, end).float(), start, end)
+        assert self.criteria_head is not None
         return DualOutput(self.criteria_head(pooled).float(), start, end)
+
+
+def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> DualOutput:
+    """``model`` on a batch from data.features.collate (already on the model's device)."""
+    output: DualOutput = model(
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["answer_mask"],
+        batch["token_type_ids"],
+        batch.get("token_sentence"),
+    )
+    return output
 
 
 def build_model(encoder_path: Path, config: StudyConfig) -> DualAgentModel:
@@ -130,16 +192,25 @@ def joint_loss(
     start_positions: torch.Tensor,
     end_positions: torch.Tensor,
     settings: LossSettings | None = None,
+    sentence_targets: torch.Tensor | None = None,
 ) -> LossParts:
-    """w_c x criteria loss + w_e x mean(CE(start), CE(end)); position 0 is the null answer.
+    """w_c x criteria loss + w_e x evidence loss: mean(CE(start), CE(end)) with position 0 the null
+    answer, or, for sentence logits, the BCE of every sentence whose target is known
+    (``sentence_targets``, batch["sentence_targets"]).
 
     ``settings`` chooses the criteria loss, smoothing and the two weights (default: plain BCE, no
     smoothing, both weights 1).
     """
     settings = settings or LossSettings()
     criteria = criteria_loss(output.criteria_logits, labels, settings)
-    evidence = evidence_loss(
-        output.start_logits, output.end_logits, start_positions, end_positions, settings.label_smoothing
-    )
+    if output.sentence_logits is not None:
+        if sentence_targets is None:
+            raise ValueError("sentence logits need sentence_targets (from collate)")
+        evidence = sentence_loss(output.sentence_logits, sentence_targets, settings.label_smoothing)
+    else:
+        assert output.start_logits is not None and output.end_logits is not None
+        evidence = evidence_loss(
+            output.start_logits, output.end_logits, start_positions, end_positions, settings.label_smoothing
+        )
     total = settings.criteria_weight * criteria + settings.evidence_weight * evidence
     return LossParts(total, criteria, evidence)

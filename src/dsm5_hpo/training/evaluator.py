@@ -10,7 +10,8 @@ Conventions, chosen so every value serializes to JSON and never poisons a study 
   (AUROC with one class, has-answer F1 without gold evidence, a criterion without pairs);
 - a ratio whose denominator is 0 (precision with no predicted positive, recall with no
   gold positive, F1 when both are 0) is 0.0, as ``sklearn``'s ``zero_division=0``;
-- character-level P/R/F1 are 1.0 when nothing was to find and nothing was claimed;
+- character-level P/R/F1, span precision and span F1 are 1.0 when nothing was to find and nothing
+  was claimed;
 - an empty span (``start == end``) is a null answer, predicted or gold.
 """
 
@@ -56,17 +57,24 @@ CRITERIA_METRICS: tuple[str, ...] = (
     "criteria_f1_micro",
     "criteria_f1_macro",  # unweighted mean of per-criterion F1 over criteria present
     "criteria_auroc",
+    "criteria_average_precision",
 )
 EVIDENCE_METRICS: tuple[str, ...] = (
-    "evidence_exact_match",
-    "evidence_token_f1",
+    "evidence_exact_match",  # SQuAD 2 overall: a null answer on a pair without evidence counts as right
+    "evidence_token_f1",  # SQuAD 2 overall, likewise
     "evidence_char_precision",
     "evidence_char_recall",
     "evidence_char_f1",
     "evidence_null_accuracy",
-    "evidence_has_answer_token_f1",
+    "evidence_has_answer_token_f1",  # over the pairs that have gold evidence: the evidence's recall
+    "evidence_has_answer_exact_match",
+    "evidence_span_precision",  # over the predicted spans: how right they are
+    "evidence_span_f1",  # over gold or predicted spans: silence scores 0, so does a span everywhere
 )
-METRIC_NAMES: tuple[str, ...] = (*CRITERIA_METRICS, *EVIDENCE_METRICS, "joint_score")
+JOINT_METRICS: tuple[str, ...] = ("joint_score", "joint_f1")
+METRIC_NAMES: tuple[str, ...] = (*CRITERIA_METRICS, *EVIDENCE_METRICS, *JOINT_METRICS)
+DEFAULT_METRIC = "joint_f1"
+"""What a study maximizes unless hpo.metric says otherwise (see :func:`evaluate`)."""
 
 # Keys of each per_criterion entry. "support" counts gold-positive pairs, "n" all pairs,
 # "evidence_support" pairs with gold evidence (the denominator of has-answer token F1).
@@ -76,6 +84,7 @@ _CRITERIA_PER_CRITERION: tuple[str, ...] = (
     "criteria_recall",
     "criteria_f1",
     "criteria_auroc",
+    "criteria_average_precision",
     "support",
     "n",
 )
@@ -111,6 +120,27 @@ def auroc(labels: Sequence[int], scores: Sequence[float]) -> float | None:
     rank_sum_pos = float(avg_rank[inverse.reshape(-1)][y == 1].sum())
     u_statistic = rank_sum_pos - n_pos * (n_pos + 1) / 2.0
     return float(u_statistic / (n_pos * n_neg))
+
+
+def average_precision(labels: Sequence[int], scores: Sequence[float]) -> float | None:
+    """Area under the precision-recall curve as a step function, sum over thresholds of
+    (R_n - R_(n-1)) x P_n, the definition sklearn's ``average_precision_score`` uses (tied scores form
+    one threshold); None without a positive."""
+    y = np.asarray(labels)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.shape != s.shape or y.ndim != 1:
+        raise ValueError(f"labels and scores must be 1-D of equal length, got {y.shape} and {s.shape}")
+    n_pos = int((y == 1).sum())
+    if n_pos == 0:
+        return None
+    order = np.argsort(-s, kind="stable")
+    y, s = y[order], s[order]
+    # The last index of each group of tied scores: one threshold per distinct score.
+    last = np.r_[np.flatnonzero(np.diff(s)), y.size - 1]
+    true_positives = np.cumsum(y == 1)[last]
+    precision = true_positives / (last + 1)
+    recall = true_positives / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
 def normalize_answer(s: str) -> str:
@@ -207,6 +237,7 @@ def _binary(preds: Sequence[PairPrediction], threshold: float) -> dict[str, floa
         "criteria_recall": recall,
         "criteria_f1": _f1(precision, recall),
         "criteria_auroc": auroc(labels, [p.prob for p in preds]),
+        "criteria_average_precision": average_precision(labels, [p.prob for p in preds]),
         "support": int(sum(labels)),
         "n": len(preds),
     }
@@ -257,6 +288,9 @@ def _evidence(preds: Sequence[PairPrediction]) -> dict[str, float | int | None]:
     em: list[float] = []
     f1: list[float] = []
     has_answer_f1: list[float] = []
+    has_answer_em: list[float] = []
+    predicted_f1: list[float] = []  # token F1 of each predicted span (0 where the pair has no evidence)
+    answered_f1: list[float] = []  # token F1 of each pair with gold evidence or a predicted span
     null_correct = overlap = n_pred_chars = n_gold_chars = 0
     for p in preds:
         pred = _answer_interval(p.pred_span)
@@ -269,6 +303,11 @@ def _evidence(preds: Sequence[PairPrediction]) -> dict[str, float | int | None]:
         f1.append(max(token_f1(pred_text, g) for g in gold_texts))
         if gold:
             has_answer_f1.append(f1[-1])
+            has_answer_em.append(em[-1])
+        if pred is not None:
+            predicted_f1.append(f1[-1] if gold else 0.0)
+        if gold or pred is not None:
+            answered_f1.append(f1[-1] if gold and pred is not None else 0.0)
         null_correct += (pred is not None) == bool(gold)
         n_gold_chars += sum(e - s for s, e in gold)
         if pred is not None:
@@ -288,6 +327,11 @@ def _evidence(preds: Sequence[PairPrediction]) -> dict[str, float | int | None]:
         "evidence_char_f1": char_f1,
         "evidence_null_accuracy": _ratio(null_correct, len(preds)),
         "evidence_has_answer_token_f1": _mean(has_answer_f1),
+        "evidence_has_answer_exact_match": _mean(has_answer_em),
+        # Nothing claimed: right when nothing was to find, 0 (sklearn's zero_division=0) otherwise.
+        "evidence_span_precision": _mean(predicted_f1) if predicted_f1 else float(not has_answer_f1),
+        # Nothing to find and nothing claimed: right, as the character-level figures say.
+        "evidence_span_f1": _mean(answered_f1) if answered_f1 else 1.0,
         "evidence_support": len(has_answer_f1),
     }
 
@@ -324,16 +368,25 @@ class EvaluationResult:
 def evaluate(
     preds: Sequence[PairPrediction], criteria: Sequence[str], threshold: float = 0.5
 ) -> EvaluationResult:
-    """Every criteria and evidence metric, plus ``joint_score`` (the default HPO objective).
+    """Every criteria and evidence metric, and the two joint scores an HPO study may maximize.
 
-    joint_score = mean(criteria_f1_macro, evidence_token_f1): both tasks weigh equally, and
-    macro F1 keeps rare criteria (e.g. suicidal thoughts) from being drowned by common ones.
+    joint_f1 (the default) = mean(criteria_f1_macro, evidence_span_f1): both tasks weigh equally,
+    macro F1 keeps rare criteria (e.g. suicidal thoughts) from being drowned by common ones, and the
+    evidence half is the token F1 over the pairs that have gold evidence or a predicted span, so that
+    predicting no evidence anywhere scores 0 on it (and so does a span on every pair, nearly).
+    joint_score = mean(criteria_f1_macro, evidence_token_f1) is the SQuAD 2 flavour kept for
+    comparison: about 80 % of pairs have no evidence, and "no evidence anywhere" scores ~0.8 on it.
     """
     crit_flat, crit_per = criteria_metrics(preds, criteria, threshold)
     evid_flat, evid_per = evidence_metrics(preds, criteria)
     metrics: MetricDict = {**crit_flat, **evid_flat}
     # Both terms are defined whenever preds is non-empty (which _validate guarantees).
-    macro, token = metrics["criteria_f1_macro"], metrics["evidence_token_f1"]
+    macro, token, span = (
+        metrics["criteria_f1_macro"],
+        metrics["evidence_token_f1"],
+        metrics["evidence_span_f1"],
+    )
     metrics["joint_score"] = None if macro is None or token is None else float((macro + token) / 2)
+    metrics["joint_f1"] = None if macro is None or span is None else float((macro + span) / 2)
     per = {c: {**crit_per[c], **evid_per[c]} for c in criteria}
     return EvaluationResult(metrics=metrics, per_criterion=per, n_pairs=len(preds))

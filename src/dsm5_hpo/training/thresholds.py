@@ -6,20 +6,21 @@ how the two heads' scores came out. Both are chosen on the validation prediction
 epoch and travel with that epoch's metrics; the test split is evaluated at the values chosen on
 validation, never tuned on itself.
 
-Pure: predictions in, thresholds and metrics out. The match threshold only moves the criteria
-metrics and the margin only the evidence metrics, so tuning one then the other finds the best
-pair for joint_score (and a good one for any metric).
+Pure: predictions in, thresholds and metrics out. Under the null-score gating the match
+threshold only moves the criteria metrics and the margin only the evidence metrics, so tuning one
+then the other finds the best pair. Under the criteria gating the threshold decides both the
+match and whether evidence is given (the margin plays no part): it is tuned for the whole metric.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from dsm5_hpo.training.decoding import regated
 from dsm5_hpo.training.evaluator import EvaluationResult, PairPrediction, evaluate
 
 THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -40,16 +41,6 @@ class Tuned:
     def metrics(self) -> dict[str, float | None]:
         """The validation metrics at the chosen values, with the values themselves."""
         return {**self.result.metrics, THRESHOLD_KEY: self.threshold, MARGIN_KEY: self.margin}
-
-
-def with_margin(predictions: Sequence[PairPrediction], margin: float) -> list[PairPrediction]:
-    """The predictions re-decided at null-score margin ``margin``."""
-    return [
-        dataclasses.replace(
-            p, pred_span=p.candidate_span if p.candidate_span is not None and p.null_gap <= margin else None
-        )
-        for p in predictions
-    ]
 
 
 def margin_candidates(predictions: Sequence[PairPrediction], configured: float) -> list[float]:
@@ -82,23 +73,24 @@ def tune_thresholds(
     *,
     threshold: float,
     margin: float,
+    gating: str = "null_score",
 ) -> Tuned:
-    """The match threshold, then the null-score margin, that maximize ``metric`` on ``predictions``.
+    """The match threshold, then (null-score gating) the null-score margin, that maximize ``metric``
+    on ``predictions``.
 
     ``threshold`` and ``margin`` are the configured values: always candidates, and preferred on ties.
     """
-    at_margin = with_margin(predictions, margin)
+
+    def score(t: float, m: float) -> float | None:
+        decided = regated(predictions, gating=gating, threshold=t, margin=m)
+        return evaluate(decided, criteria, threshold=t).metrics.get(metric)
+
     thresholds = sorted({*THRESHOLD_GRID, threshold})
-    best_threshold = _best(
-        [(t, evaluate(at_margin, criteria, threshold=t).metrics.get(metric)) for t in thresholds], threshold
-    )
-    margins = margin_candidates(predictions, margin)
-    best_margin = _best(
-        [
-            (m, evaluate(with_margin(predictions, m), criteria, threshold=best_threshold).metrics.get(metric))
-            for m in margins
-        ],
-        margin,
-    )
-    result = evaluate(with_margin(predictions, best_margin), criteria, threshold=best_threshold)
+    best_threshold = _best([(t, score(t, margin)) for t in thresholds], threshold)
+    best_margin = margin
+    if gating == "null_score":
+        margins = margin_candidates(predictions, margin)
+        best_margin = _best([(m, score(best_threshold, m)) for m in margins], margin)
+    decided = regated(predictions, gating=gating, threshold=best_threshold, margin=best_margin)
+    result = evaluate(decided, criteria, threshold=best_threshold)
     return Tuned(best_threshold, best_margin, result)

@@ -25,7 +25,7 @@ from dsm5_hpo.data.features import WindowFeatures, collate
 from dsm5_hpo.data.pairs import PairExample
 from dsm5_hpo.errors import ConfigError, TrainingError
 from dsm5_hpo.models.losses import LossSettings
-from dsm5_hpo.models.multi_task import DualAgentModel, joint_loss
+from dsm5_hpo.models.multi_task import DualAgentModel, forward_batch, joint_loss
 from dsm5_hpo.storage.exhaustion import estimate_checkpoint_bytes
 from dsm5_hpo.tracking.tracker import NullRunTracker, RunTracker
 from dsm5_hpo.training.checkpoint_manager import (
@@ -121,8 +121,10 @@ def predict(
     max_answer_tokens: int,
     null_score_margin: float,
     criteria_logit_offset: float = 0.0,
+    gating: str = "null_score",
+    match_threshold: float = 0.5,
 ) -> list[PairPrediction]:
-    """Post-level predictions of ``model`` on every pair of ``data``.
+    """Post-level predictions of ``model`` on every pair of ``data``, evidence decided by ``gating``.
 
     ``criteria_logit_offset`` is added to every criteria logit (prior correction, see evaluate_model).
     """
@@ -134,16 +136,21 @@ def predict(
     criteria = np.zeros(shape, dtype=np.float32)
     starts: list[np.ndarray] = [np.empty(0)] * len(features)
     ends: list[np.ndarray] = [np.empty(0)] * len(features)
+    sentences: list[np.ndarray] = [np.empty(0)] * len(features)
+    by_sentence = False
     for batch_indices in plain_batches(order, batch_size):
-        batch = collate(features, batch_indices)
+        batch = {k: v.to(device) for k, v in collate(features, batch_indices).items()}
         with autocast(device, precision):
-            output = model(
-                batch["input_ids"].to(device),
-                batch["attention_mask"].to(device),
-                batch["answer_mask"].to(device),
-                batch["token_type_ids"].to(device),
-            )
+            output = forward_batch(model, batch)
         crit = output.criteria_logits.float().cpu().numpy() + criteria_logit_offset
+        if output.sentence_logits is not None:
+            by_sentence = True
+            per_sentence = output.sentence_logits.float().cpu().numpy()
+            for row, index in enumerate(batch_indices):
+                criteria[index] = crit[row]
+                sentences[index] = per_sentence[row, : len(features.window_sentences[index])]
+            continue
+        assert output.start_logits is not None and output.end_logits is not None
         start = output.start_logits.float().cpu().numpy()
         end = output.end_logits.float().cpu().numpy()
         for row, index in enumerate(batch_indices):
@@ -153,9 +160,11 @@ def predict(
     return decode_predictions(
         data.examples,
         features,
-        WindowOutputs(criteria, starts, ends),
+        WindowOutputs(criteria, starts, ends, sentences if by_sentence else None),
         max_answer_tokens=max_answer_tokens,
         null_score_margin=null_score_margin,
+        gating=gating,
+        match_threshold=match_threshold,
     )
 
 
@@ -181,6 +190,8 @@ def evaluate_model(
         max_answer_tokens=max_answer_tokens,
         null_score_margin=config.null_score_margin,
         criteria_logit_offset=criteria_prior_offset(config),
+        gating=config.evidence_gating,
+        match_threshold=config.match_threshold,
     )
     if tune_for is not None and config.tune_thresholds:
         tuned = tune_thresholds(
@@ -189,6 +200,7 @@ def evaluate_model(
             tune_for,
             threshold=config.match_threshold,
             margin=config.null_score_margin,
+            gating=config.evidence_gating,
         )
         return dataclasses.replace(tuned.result, metrics=tuned.metrics())
     return evaluate(predictions, criteria, threshold=config.match_threshold)
@@ -457,11 +469,14 @@ class Trainer:
         for batch_number, indices in enumerate(iterator):
             batch = {k: v.to(self.device) for k, v in collate(train, indices).items()}
             with autocast(self.device, self.precision):
-                output = self.model(
-                    batch["input_ids"], batch["attention_mask"], batch["answer_mask"], batch["token_type_ids"]
-                )
+                output = forward_batch(self.model, batch)
             loss = joint_loss(
-                output, batch["labels"], batch["start_positions"], batch["end_positions"], settings=self.loss
+                output,
+                batch["labels"],
+                batch["start_positions"],
+                batch["end_positions"],
+                settings=self.loss,
+                sentence_targets=batch.get("sentence_targets"),
             )
             scaled = loss.total / accumulation
             if self.scaler is not None:

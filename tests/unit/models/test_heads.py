@@ -8,6 +8,7 @@ import torch
 from dsm5_hpo.models.heads import CriteriaHead, EvidenceHead
 from dsm5_hpo.models.heads.evidence import MASKED_LOGIT
 from dsm5_hpo.models.heads.pooling import POOLINGS, Pooling
+from dsm5_hpo.models.heads.sentence import SentenceEvidenceHead, best_sentence_logit, pool_sentences
 
 H, B, T = 8, 3, 5
 
@@ -41,6 +42,37 @@ def test_cls_and_mean_pooling_are_what_they_say(
     hidden, mask, _ = states
     assert torch.equal(Pooling("cls", H)(hidden, mask), hidden[:, 0])
     assert torch.allclose(Pooling("mean", H)(hidden, mask)[1], hidden[1, :3].mean(dim=0))
+
+
+def test_max_pooling_is_the_elementwise_max_over_the_real_tokens(
+    states: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]],
+) -> None:
+    hidden, mask, _ = states
+    assert torch.equal(Pooling("max", H)(hidden, mask)[2], hidden[2, :2].max(dim=0).values)
+
+
+def test_sentence_pooling_averages_each_sentence_s_tokens() -> None:
+    hidden = torch.arange(2 * 5 * 2, dtype=torch.float32).view(2, 5, 2)
+    token_sentence = torch.tensor([[-1, 0, 0, 1, -1], [-1, 0, -1, -1, -1]])
+    pooled, exists = pool_sentences(hidden, token_sentence)
+    assert pooled.shape == (2, 2, 2)
+    assert torch.equal(pooled[0, 0], hidden[0, 1:3].mean(dim=0)) and torch.equal(pooled[0, 1], hidden[0, 3])
+    assert exists.tolist() == [[True, True], [True, False]]
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_sentence_head_masks_missing_sentences_and_its_best_is_the_window_logit(kind: str) -> None:
+    torch.manual_seed(0)
+    head = SentenceEvidenceHead(H, 0.0, kind=kind, width=6, outputs=3)
+    token_sentence = torch.tensor([[0, 0, 1, 2, 2], [0, 1, 1, -1, -1], [0, -1, -1, -1, -1]])
+    logits = head(torch.randn(B, T, H), token_sentence)
+    assert logits.shape == (B, 3, 3)
+    assert bool((logits[1, 2] == MASKED_LOGIT).all()) and bool((logits[2, 1:] == MASKED_LOGIT).all())
+    assert torch.equal(best_sentence_logit(logits)[2], logits[2, 0])
+    coupled = SentenceEvidenceHead(H, 0.0, kind=kind, coupled=True)
+    with pytest.raises(ValueError, match="pooled"):
+        coupled(torch.randn(B, T, H), token_sentence)
+    assert coupled(torch.randn(B, T, H), token_sentence, torch.randn(B, H)).shape == (B, 3, 1)
 
 
 def test_layer_mix_starts_as_the_mean_of_the_last_layers(
@@ -95,7 +127,7 @@ def test_a_coupled_head_reads_the_pooled_representation() -> None:
 
 def test_unknown_kinds_are_refused() -> None:
     with pytest.raises(ValueError, match="pooling"):
-        Pooling("max", H)
+        Pooling("median", H)
     with pytest.raises(ValueError, match="criteria head"):
         CriteriaHead(H, 0.0, kind="deep")
     with pytest.raises(ValueError, match="evidence head"):

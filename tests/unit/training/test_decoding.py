@@ -270,3 +270,76 @@ def test_matches_a_brute_force_search(seed: int) -> None:
             best_score, best_span = score, word_span(words[s - PREFIX], words[e - PREFIX])
     expected = None if null_score - best_score > margin else best_span
     assert prediction.pred_span == expected
+
+
+# --- gating and sentence-level evidence -------------------------------------------------------
+
+
+def test_criteria_gating_gives_the_best_span_exactly_when_the_pair_matches() -> None:
+    builder = Builder()
+    # Pair 0: confident match, but the null score beats its span (SQuAD 2 would say "no evidence").
+    builder.window(0, range(8), start={2: 1.0}, end={3: 1.0}, null=(5.0, 5.0), criteria=3.0)
+    # Pair 1: a strong span, but the criteria head says no match.
+    builder.window(1, range(8), start={5: 9.0}, end={6: 9.0}, criteria=-3.0)
+    examples = [example("p1"), example("p2", label=0)]
+    outputs = WindowOutputs(np.array(builder.criteria, dtype=np.float32), builder.starts, builder.ends)
+    gated = decode_predictions(
+        examples,
+        builder.features,
+        outputs,
+        max_answer_tokens=30,
+        null_score_margin=0.0,
+        gating="criteria",
+        match_threshold=0.5,
+    )
+    assert [p.pred_span for p in gated] == [word_span(2, 3), None]
+    by_null = builder.decode(examples)  # the SQuAD 2 rule: the other way round
+    assert [p.pred_span for p in by_null] == [None, word_span(5, 6)]
+    assert [p.candidate_span for p in gated] == [word_span(2, 3), word_span(5, 6)]
+
+
+def sentence_window(features: WindowFeatures, example_index: int, sentences: list[int]) -> None:
+    features.input_ids.append([1, 1])
+    features.token_type_ids.append([0, 0])
+    features.context_offsets.append([None, (0, 1)])
+    features.example_index.append(example_index)
+    features.window_sentences.append(sentences)
+
+
+def test_sentence_evidence_is_the_best_sentence_of_any_window() -> None:
+    text = "I walked. I feel empty. We had tea. I cannot sleep."
+    pairs = [
+        PairExample("p1", "DEPRESSED_MOOD", "q", text, 1, ((10, 23),)),
+        PairExample("p1", "SLEEP_ISSUES", "q", text, 0, ()),
+    ]
+    features = WindowFeatures([], [], [], [], [], [], [], pad_token_id=0)
+    sentence_window(features, 0, [0, 1, 2])  # multi_label: one window per post slice, two criteria
+    sentence_window(features, 0, [2, 3])
+    outputs = WindowOutputs(
+        np.array([[2.0, -1.0], [-3.0, 0.5]], dtype=np.float32),
+        [],
+        [],
+        [
+            np.array([[-4.0, -5.0], [2.0, -6.0], [-1.0, -1.0]], dtype=np.float32),
+            np.array([[-3.0, -2.0], [-3.0, 0.5]], dtype=np.float32),
+        ],
+    )
+    predictions = decode_predictions(
+        pairs,
+        features,
+        outputs,
+        max_answer_tokens=30,
+        null_score_margin=0.0,
+        gating="criteria",
+        match_threshold=0.5,
+    )
+    mood, sleep = predictions
+    assert mood.candidate_span == (10, 23) and mood.pred_span == (10, 23)  # "I feel empty."
+    assert mood.prob == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert sleep.candidate_span == (36, 51)  # "I cannot sleep.", best in the second window
+    assert sleep.pred_span == (36, 51)  # sigmoid(0.5) >= 0.5: it matches, so its evidence is given
+    assert sleep.null_gap == pytest.approx(-0.5)  # null score 0 minus the sentence's logit
+    by_null = decode_predictions(
+        pairs, features, outputs, max_answer_tokens=30, null_score_margin=-1.0, gating="null_score"
+    )
+    assert [p.pred_span for p in by_null] == [(10, 23), None]  # logit 2 >= 1 given, 0.5 < 1 not

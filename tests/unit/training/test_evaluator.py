@@ -17,6 +17,7 @@ from dsm5_hpo.training.evaluator import (
     EvaluationResult,
     PairPrediction,
     auroc,
+    average_precision,
     criteria_metrics,
     evaluate,
     evidence_metrics,
@@ -158,6 +159,21 @@ def test_criteria_metrics_flat() -> None:
     assert flat["criteria_f1_macro"] == pytest.approx((0.5 + 1.0) / 2)
     # pos {.9,.4,.8} vs neg {.6,.1,.2}: only .4 < .6 is misordered -> 8/9
     assert flat["criteria_auroc"] == pytest.approx(8 / 9)
+    # ranked .9+ .8+ .6- .4+ .2- .1-: recall steps of 1/3 at precisions 1, 1, 3/4
+    assert flat["criteria_average_precision"] == pytest.approx((1 + 1 + 3 / 4) / 3)
+
+
+def test_average_precision_matches_sklearn_on_random_scores_with_ties() -> None:
+    from sklearn.metrics import average_precision_score
+
+    rng = random.Random(3)
+    for _ in range(50):
+        labels = [rng.randint(0, 1) for _ in range(rng.randint(2, 30))]
+        if not any(labels):
+            labels[0] = 1
+        scores = [rng.choice([0.1, 0.2, 0.5, 0.7, rng.random()]) for _ in labels]
+        assert average_precision(labels, scores) == pytest.approx(average_precision_score(labels, scores))
+    assert average_precision([0, 0], [0.3, 0.4]) is None
 
 
 def test_criteria_metrics_per_criterion() -> None:
@@ -170,6 +186,7 @@ def test_criteria_metrics_per_criterion() -> None:
             "criteria_recall": 0.5,
             "criteria_f1": 0.5,
             "criteria_auroc": 0.75,
+            "criteria_average_precision": 0.5 + 0.5 * 2 / 3,  # .9+ .6- .4+ .1-
             "support": 2,
             "n": 4,
         }
@@ -220,12 +237,46 @@ def test_evidence_metrics_flat() -> None:
     assert flat["evidence_char_f1"] == pytest.approx(2 * 17 / (32 + 36))
     assert flat["evidence_null_accuracy"] == pytest.approx(3 / 5)  # e1, e2, e5 right
     assert flat["evidence_has_answer_token_f1"] == pytest.approx((1 + 0 + 0.4) / 3)
+    assert flat["evidence_has_answer_exact_match"] == pytest.approx(1 / 3)  # e1 of e1, e3, e5
+    assert flat["evidence_span_precision"] == pytest.approx((1 + 0 + 0.4) / 3)  # e1, e4, e5 predicted
+    assert flat["evidence_span_f1"] == pytest.approx((1 + 0 + 0 + 0.4) / 4)  # e1, e3, e4, e5
+
+
+def test_no_evidence_anywhere_scores_zero_on_the_evidence_half_of_joint_f1() -> None:
+    """About 80 % of pairs have no evidence: silence scores 0.8 on SQuAD 2 token F1 (joint_score's
+    half) and 0 on evidence_span_f1 (joint_f1's)."""
+    preds = [pair(f"n{i}") for i in range(8)] + [pair(f"g{i}", gold_spans=(CANNOT_SLEEP,)) for i in range(2)]
+    flat, _ = evidence_metrics(preds, ["A"])
+    assert flat["evidence_token_f1"] == pytest.approx(0.8)
+    assert flat["evidence_span_f1"] == 0.0
+    assert flat["evidence_has_answer_token_f1"] == 0.0
+    assert flat["evidence_span_precision"] == 0.0  # nothing claimed while there was something to find
+    result = evaluate([replace_label(p, 1) if p.gold_spans else p for p in preds], ["A"])
+    assert result.metrics["criteria_f1_macro"] == 0.0  # prob 0 everywhere: no match predicted
+    assert result.metrics["joint_f1"] == 0.0
+    assert result.metrics["joint_score"] == pytest.approx(0.4)
+
+
+def test_one_right_span_among_many_wrong_ones() -> None:
+    right = pair("r", gold_spans=(CANNOT_SLEEP,), pred_span=CANNOT_SLEEP)
+    wrong = [pair(f"w{i}", pred_span=CANNOT) for i in range(4)]  # spans where there is no evidence
+    flat, _ = evidence_metrics([right, *wrong], ["A"])
+    assert flat["evidence_has_answer_token_f1"] == 1.0 and flat["evidence_has_answer_exact_match"] == 1.0
+    assert flat["evidence_span_precision"] == pytest.approx(1 / 5)
+    assert flat["evidence_span_f1"] == pytest.approx(1 / 5)
+    assert flat["evidence_token_f1"] == pytest.approx(1 / 5)  # the four wrong claims cost SQuAD 2 too
+
+
+def replace_label(prediction: PairPrediction, label: int) -> PairPrediction:
+    import dataclasses
+
+    return dataclasses.replace(prediction, label=label)
 
 
 def test_evidence_all_null_is_perfect() -> None:
     flat, per = evidence_metrics([pair("p1"), pair("p2", "B")], ["A", "B"])
     for name in EVIDENCE_METRICS:
-        if name == "evidence_has_answer_token_f1":
+        if name in ("evidence_has_answer_token_f1", "evidence_has_answer_exact_match"):
             assert flat[name] is None  # no pair has gold evidence
         else:
             assert flat[name] == 1.0, name

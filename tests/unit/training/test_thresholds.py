@@ -6,13 +6,13 @@ import math
 
 import pytest
 
+from dsm5_hpo.training.decoding import regated
 from dsm5_hpo.training.evaluator import PairPrediction, evaluate
 from dsm5_hpo.training.thresholds import (
     MARGIN_KEY,
     THRESHOLD_KEY,
     margin_candidates,
     tune_thresholds,
-    with_margin,
 )
 
 TEXT = "I feel empty. I sleep all day. Nothing else."
@@ -48,10 +48,46 @@ PREDICTIONS = [
 ]
 
 
+def with_margin(predictions: list[PairPrediction], margin: float) -> list[PairPrediction]:
+    return regated(predictions, gating="null_score", threshold=0.5, margin=margin)
+
+
 def test_with_margin_decides_spans_as_decoding_would() -> None:
     decided = with_margin(PREDICTIONS, 1.0)
     assert [p.pred_span for p in decided] == [EMPTY, SLEEP, None, None, EMPTY, None]
     assert [p.pred_span for p in with_margin(PREDICTIONS, 100.0)] == [EMPTY, SLEEP, SLEEP, EMPTY, EMPTY, None]
+
+
+def test_criteria_gating_gives_evidence_exactly_where_the_pair_matches() -> None:
+    decided = regated(PREDICTIONS, gating="criteria", threshold=0.2, margin=-100.0)  # margin plays no part
+    assert [p.pred_span for p in decided] == [EMPTY, SLEEP, None, None, EMPTY, None]
+
+
+def test_criteria_gating_tunes_one_threshold_for_both_tasks() -> None:
+    tuned = tune_thresholds(PREDICTIONS, ["A", "B"], "joint_f1", threshold=0.5, margin=0.0, gating="criteria")
+    assert 0.12 < tuned.threshold <= 0.22 and tuned.margin == 0.0
+    assert tuned.result.metrics["criteria_f1_macro"] == 1.0
+    assert tuned.result.metrics["evidence_span_f1"] == 1.0
+    assert tuned.result.metrics["joint_f1"] == 1.0
+
+
+def test_the_silence_rewarding_metric_tunes_to_no_evidence_and_joint_f1_does_not() -> None:
+    """Two right spans among many pairs without evidence, whose wrong candidates have smaller gaps:
+    any margin that gives the right spans also gives the wrong ones. joint_score (SQuAD 2 token F1
+    over all pairs) prefers silence; joint_f1 gives the spans."""
+    crowd = [pair(10 + i, "A", 0, 0.05, (), SLEEP, 0.0) for i in range(8)]
+    predictions = [
+        pair(0, "A", 1, 0.9, (EMPTY,), EMPTY, 0.5),
+        pair(1, "A", 1, 0.9, (EMPTY,), EMPTY, 0.5),
+        *crowd,
+    ]
+    old = tune_thresholds(predictions, ["A"], "joint_score", threshold=0.5, margin=0.0)
+    silent = regated(predictions, gating="null_score", threshold=0.5, margin=old.margin)
+    assert all(p.pred_span is None for p in silent)
+    assert old.result.metrics["evidence_span_f1"] == 0.0
+    new = tune_thresholds(predictions, ["A"], "joint_f1", threshold=0.5, margin=0.0)
+    assert new.result.metrics["evidence_has_answer_token_f1"] == 1.0
+    assert new.result.metrics["evidence_span_f1"] == pytest.approx(0.2)  # 2 right of 10 given
 
 
 def test_tuning_finds_the_threshold_and_margin_that_separate_the_classes() -> None:

@@ -3,6 +3,8 @@
 - ``cls``: the first token's state (what BERT's next-sentence head was trained on)
 - ``mean``: the mean of the window's token states (what sentence-transformers encoders such as
   all-MiniLM-L6-v2 were trained to fill with meaning; their [CLS] state is weak)
+- ``max``: the element-wise max over the window's tokens (one sentence can decide it, however long
+  the window around it)
 - ``attention``: a learned softmax weighting of the tokens (one query vector)
 - ``layer_mix``: a learned softmax mix of the last ``layers`` layers' states (ELMo's scalar mix),
   then mean-pooled: lower layers carry more of the surface wording
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-POOLINGS = ("cls", "mean", "attention", "layer_mix")
+POOLINGS = ("cls", "mean", "max", "attention", "layer_mix")
 
 
 def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -50,6 +52,9 @@ class Pooling(nn.Module):
             return hidden[:, 0]
         if self.kind == "mean":
             return masked_mean(hidden, attention_mask)
+        if self.kind == "max":
+            padded = hidden.masked_fill(attention_mask.unsqueeze(-1) == 0, torch.finfo(hidden.dtype).min)
+            return padded.max(dim=1).values
         if self.kind == "attention":
             scores = self.score(hidden).squeeze(-1).float()  # (batch, seq)
             scores = scores.masked_fill(attention_mask == 0, torch.finfo(scores.dtype).min)
