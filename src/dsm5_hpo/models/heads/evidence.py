@@ -15,7 +15,43 @@ MASKED_LOGIT = -1e4
 EVIDENCE_HEADS = ("linear", "mlp")
 
 
-class EvidenceHead(nn.Module):
+class ProjectionHead(nn.Module):
+    """What the span and sentence evidence heads share: the kind check, the coupling with the pooled
+    window representation, dropout and the optional MLP before the last linear layer (``final``).
+    The last layer's attribute name is the subclass's (``span``, ``score``): checkpoints key on it."""
+
+    def __init__(
+        self, hidden_size: int, dropout: float, *, kind: str, width: int, coupled: bool, outputs: int
+    ) -> None:
+        super().__init__()
+        if kind not in EVIDENCE_HEADS:
+            raise ValueError(f"unknown evidence head {kind!r}; one of {', '.join(EVIDENCE_HEADS)}")
+        self.kind = kind
+        self.coupled = coupled
+        self.outputs = outputs
+        self.dropout = nn.Dropout(dropout)
+        self.inputs = 2 * hidden_size if coupled else hidden_size
+        self.width = width
+        if kind == "mlp":
+            self.hidden = nn.Linear(self.inputs, width)
+
+    def final_layer(self, size: int) -> nn.Linear:
+        """The last linear layer, from the MLP's width (mlp) or the inputs (linear) to ``size``."""
+        return nn.Linear(self.width if self.kind == "mlp" else self.inputs, size)
+
+    def features(self, x: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:
+        """(batch, n, hidden) -> what the last layer reads: coupled, dropped out, through the MLP."""
+        if self.coupled:
+            if pooled is None:
+                raise ValueError("a coupled evidence head needs the criteria head's pooled representation")
+            x = torch.cat([x, pooled.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)
+        x = self.dropout(x)
+        if self.kind == "mlp":
+            x = self.dropout(nn.functional.gelu(self.hidden(x)))
+        return x
+
+
+class EvidenceHead(ProjectionHead):
     """(batch, seq, hidden) -> start and end logits (batch, seq), masked outside the post; with several
     outputs (multi_label), (batch, seq, outputs): a span per criterion."""
 
@@ -29,31 +65,13 @@ class EvidenceHead(nn.Module):
         coupled: bool = False,
         outputs: int = 1,
     ) -> None:
-        super().__init__()
-        self.outputs = outputs
-        if kind not in EVIDENCE_HEADS:
-            raise ValueError(f"unknown evidence head {kind!r}; one of {', '.join(EVIDENCE_HEADS)}")
-        self.kind = kind
-        self.coupled = coupled
-        self.dropout = nn.Dropout(dropout)
-        inputs = 2 * hidden_size if coupled else hidden_size
-        if kind == "linear":
-            self.span = nn.Linear(inputs, 2 * outputs)
-        else:
-            self.hidden = nn.Linear(inputs, width)
-            self.span = nn.Linear(width, 2 * outputs)
+        super().__init__(hidden_size, dropout, kind=kind, width=width, coupled=coupled, outputs=outputs)
+        self.span = self.final_layer(2 * outputs)
 
     def forward(
         self, hidden_states: torch.Tensor, answer_mask: torch.Tensor, pooled: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = hidden_states
-        if self.coupled:
-            if pooled is None:
-                raise ValueError("a coupled evidence head needs the criteria head's pooled representation")
-            x = torch.cat([x, pooled.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)
-        x = self.dropout(x)
-        if self.kind == "mlp":
-            x = self.dropout(nn.functional.gelu(self.hidden(x)))
+        x = self.features(hidden_states, pooled)
         logits = self.span(x).float()  # (batch, seq, 2 x outputs): (start, end) of each output in turn
         logits = logits.masked_fill(~answer_mask.unsqueeze(-1), MASKED_LOGIT)
         if self.outputs == 1:

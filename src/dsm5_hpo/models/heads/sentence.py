@@ -13,9 +13,8 @@ representation to each sentence's, so a sentence is read in the context of its p
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from dsm5_hpo.models.heads.evidence import EVIDENCE_HEADS, MASKED_LOGIT
+from dsm5_hpo.models.heads.evidence import MASKED_LOGIT, ProjectionHead
 
 
 def pool_sentences(hidden: torch.Tensor, token_sentence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,7 +28,7 @@ def pool_sentences(hidden: torch.Tensor, token_sentence: torch.Tensor) -> tuple[
     return summed / counts.clamp(min=1.0).unsqueeze(-1), counts > 0
 
 
-class SentenceEvidenceHead(nn.Module):
+class SentenceEvidenceHead(ProjectionHead):
     """Sentence logits (batch, sentences, outputs), masked where a window has fewer sentences."""
 
     def __init__(
@@ -42,32 +41,16 @@ class SentenceEvidenceHead(nn.Module):
         coupled: bool = False,
         outputs: int = 1,
     ) -> None:
-        super().__init__()
-        if kind not in EVIDENCE_HEADS:
-            raise ValueError(f"unknown evidence head {kind!r}; one of {', '.join(EVIDENCE_HEADS)}")
-        self.kind = kind
-        self.coupled = coupled
-        self.outputs = outputs
-        self.dropout = nn.Dropout(dropout)
-        inputs = 2 * hidden_size if coupled else hidden_size
-        if kind == "linear":
-            self.score = nn.Linear(inputs, outputs)
-        else:
-            self.hidden = nn.Linear(inputs, width)
-            self.score = nn.Linear(width, outputs)
+        super().__init__(hidden_size, dropout, kind=kind, width=width, coupled=coupled, outputs=outputs)
+        self.score = self.final_layer(outputs)
 
     def forward(
         self, hidden_states: torch.Tensor, token_sentence: torch.Tensor, pooled: torch.Tensor | None = None
     ) -> torch.Tensor:
-        x, exists = pool_sentences(hidden_states, token_sentence)
-        if self.coupled:
-            if pooled is None:
-                raise ValueError("a coupled evidence head needs the window's pooled representation")
-            x = torch.cat([x, pooled.unsqueeze(1).expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)
-        x = self.dropout(x)
-        if self.kind == "mlp":
-            x = self.dropout(nn.functional.gelu(self.hidden(x)))
-        logits: torch.Tensor = self.score(x).float()  # (batch, sentences, outputs)
+        sentences, exists = pool_sentences(hidden_states, token_sentence)
+        logits: torch.Tensor = self.score(
+            self.features(sentences, pooled)
+        ).float()  # (batch, sentences, outputs)
         return logits.masked_fill(~exists.unsqueeze(-1), MASKED_LOGIT)
 
 
