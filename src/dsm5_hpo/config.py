@@ -494,6 +494,10 @@ class HPOConfig:
     heartbeat_grace_s: float = 120.0
     """With a shared storage: a running trial without a heartbeat for this long belongs to a dead
     worker; it is marked failed and queued again (same params, same folder), for any worker to take."""
+    storage_retry_s: float = 120.0
+    """With a shared storage: how long a worker retries a database that is away (a restart, "too many
+    clients", a dropped connection) before it stops, resumably, with exit 2. An outage longer than
+    hpo.heartbeat_grace_s lets the other workers take this worker's trial over."""
 
     @property
     def shared(self) -> bool:
@@ -526,6 +530,7 @@ class HPOConfig:
             f"must be longer than hpo.heartbeat_interval_s ({self.heartbeat_interval_s} s), got "
             f"{self.heartbeat_grace_s} s: a live worker would look dead between two heartbeats",
         )
+        _require(self.storage_retry_s >= 0, "hpo.storage_retry_s", "must be >= 0 s (0 = no retry)")
         _require(self.sampler in ("tpe", "random"), "hpo.sampler", "must be 'tpe' or 'random'")
         _require(self.pruner in ("median", "none"), "hpo.pruner", "must be 'median' or 'none'")
         _require(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")

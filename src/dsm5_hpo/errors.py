@@ -55,6 +55,10 @@ class ResumableStop(BaseException):  # a stop, not an error: no "Error" suffix
     exit_code = 1
     state = "STOPPED"
     """What trial.json and study.json record for the stopped trial and study."""
+    summary = "stopped"
+    """How the study's log says it stopped."""
+    hint = "continue with `make resume`"
+    """What the CLI prints after the message: how to continue."""
 
 
 class Interrupted(ResumableStop):
@@ -62,3 +66,16 @@ class Interrupted(ResumableStop):
 
     exit_code = 130
     state = "INTERRUPTED"
+
+
+class StorageUnavailable(ResumableStop):
+    """The shared study database stayed unreachable after its retries (hpo.storage_retry_s).
+
+    Resumable: the running trial stays RUNNING in the database with its checkpoints; ``make resume``
+    (or another worker, after the heartbeat grace) continues it. Exit 2, as the storage URL is config.
+    """
+
+    exit_code = 2
+    state = "STORAGE_UNAVAILABLE"
+    summary = "stopped: the study database is unreachable"
+    hint = "then continue with `make resume`"

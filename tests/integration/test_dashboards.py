@@ -26,7 +26,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _serve_and_get(command: list[str], url: str, timeout_s: float = 90.0) -> tuple[int, str, str]:
+def _serve_and_get(command: list[str], url: str, timeout_s: float = 300.0) -> tuple[int, str, str]:
     """Start ``command``, GET ``url`` once it answers, stop it; (status, body, server output)."""
     server = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
+from waiting import ProcessEnded, log_shows, wait_for, wait_for_exit
 
 pytestmark = pytest.mark.integration
 
@@ -50,19 +51,15 @@ def _start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 def _run_to_end(command: list[str], log: Path) -> None:
     process = _start(command, log)
-    assert process.wait(timeout=900) == 0, log.read_text()[-3000:]
+    assert wait_for_exit(process, log) == 0, log.read_text()[-3000:]
 
 
 def _wait_for(log: Path, offset: int, markers: tuple[str, ...], process: subprocess.Popen[bytes]) -> None:
-    """Wait until this run's part of the log shows one of ``markers`` (or the process ends)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        with log.open("rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode("utf-8", "replace")
-        if any(marker in text for marker in markers):
-            return
-        time.sleep(0.05)
+    """Wait until this run's part of the log shows one of ``markers`` (or the process ends: a run may
+    finish the study before it)."""
+    shows = [log_shows(log, marker, offset=offset) for marker in markers]
+    with contextlib.suppress(ProcessEnded):
+        wait_for(lambda: any(s() for s in shows), process, log, what=" or ".join(markers), poll_s=0.05)
 
 
 def _summary(experiments: Path) -> dict[str, Any]:
@@ -156,12 +153,12 @@ def test_sigterm_or_ctrl_c_leaves_the_study_resumable(
 ) -> None:
     experiments, log = tmp_path / "exp", tmp_path / "run.log"
     process = _start(_command(experiments, model_cache, resume=False), log)
-    deadline = time.monotonic() + 120
     # Wait until training has produced a checkpoint, then interrupt in the middle of the study.
-    while not list(experiments.glob("trial_*/checkpoints/epoch_*")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for(
+        lambda: list(experiments.glob("trial_*/checkpoints/epoch_*")), process, log, what="a first checkpoint"
+    )
     process.send_signal(sig)
-    assert process.wait(timeout=120) == 130, log.read_text()[-3000:]
+    assert wait_for_exit(process, log) == 130, log.read_text()[-3000:]
     text = log.read_text()
     assert "make resume" in text and "Traceback" not in text
     (study_dir,) = experiments.glob("study_*")

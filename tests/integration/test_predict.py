@@ -68,7 +68,12 @@ def test_csv_with_a_long_post_an_empty_line_and_unicode(model_dir: Path, tmp_pat
             if c["evidence"] is not None:
                 evidence = c["evidence"]
                 assert texts[record["post_id"]][evidence["start"] : evidence["end"]] == evidence["text"]
-                assert evidence["score"] >= -info["null_score_margin"] - 1e-6
+                if info["evidence_gating"] == "null_score":  # the span beat "no evidence" by the margin
+                    assert evidence["score"] >= -info["null_score_margin"] - 1e-6
+                else:  # gated by the criteria head: a span exactly where the pair matches
+                    assert c["match"]
+            elif info["evidence_gating"] == "criteria":
+                assert not c["match"]
         assert record["matched"] == [c["criterion"] for c in record["criteria"] if c["match"]]
     assert not list(output.parent.glob(".tmp-*"))
 

@@ -11,18 +11,22 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from conftest import CONFIG_FILE, SAMPLE_DIR
-from postgres_server import postgres_server, unavailable_reason
+from dsm5_hpo.hpo.database import CONNECTIONS_PER_WORKER, opened_storage
+from postgres_server import PostgresServer, postgres_instance, unavailable_reason
+from waiting import wait_for, wait_for_exit
 
 pytestmark = pytest.mark.integration
 needs_postgres = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
@@ -33,9 +37,42 @@ EPOCHS = 3
 
 
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with postgres_server() as url:
-        yield url
+def postgres() -> Iterator[PostgresServer]:
+    with postgres_instance() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres: PostgresServer) -> str:
+    return postgres.url
+
+
+class ConnectionPeak:
+    """Samples pg_stat_activity every ``interval_s`` in a thread: the peak of all client connections,
+    and each application's own peak (a worker names itself ``dsm5_hpo host:pid``)."""
+
+    def __init__(self, server: PostgresServer, interval_s: float = 0.5) -> None:
+        self.server, self.interval_s = server, interval_s
+        self.total, self.by_application, self.samples = 0, {}, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            counts = self.server.connections()
+            self.samples += 1
+            self.total = max(self.total, sum(counts.values()))
+            for name, count in counts.items():
+                self.by_application[name] = max(self.by_application.get(name, 0), count)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> ConnectionPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +118,9 @@ def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-def _worker(experiments: Path, cache: Path, url: str, tracking: str, log: Path) -> subprocess.Popen[bytes]:
+def _worker(
+    experiments: Path, cache: Path, url: str, tracking: str, log: Path, *extra: str
+) -> subprocess.Popen[bytes]:
     overrides = [
         "model=tiny",
         f"data.local_dir={SAMPLE_DIR}",
@@ -96,9 +135,10 @@ def _worker(experiments: Path, cache: Path, url: str, tracking: str, log: Path) 
         f"hpo.study_name={STUDY_NAME}",
         "hpo.heartbeat_interval_s=1",
         "hpo.heartbeat_grace_s=5",
-        f"tracking.uri={tracking}",
+        *([f"tracking.uri={tracking}"] if tracking else []),
         f"paths.experiments_dir={experiments}",
         f"paths.cache_dir={cache}",
+        *extra,
     ]
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -112,49 +152,59 @@ def _worker(experiments: Path, cache: Path, url: str, tracking: str, log: Path) 
         )
 
 
-def _running_trial_with_a_checkpoint(study: optuna.Study, worker_pid: int) -> optuna.trial.FrozenTrial | None:
-    for trial in study.get_trials(states=(TrialState.RUNNING,)):
-        mine = str(trial.user_attrs.get("worker", "")).endswith(f":{worker_pid}")
-        folder = Path(str(trial.user_attrs.get("trial_dir", ""))) / "checkpoints"
-        if mine and list(folder.glob("epoch_0000")):
-            return trial
-    return None
+def _running_trial_of(
+    storage: RDBStorage, worker_pid: int, *, study_name: str = STUDY_NAME
+) -> Callable[[], optuna.trial.FrozenTrial | None]:
+    """A condition: a trial of that worker is running (with a committed checkpoint). One storage for
+    every poll: ``optuna.load_study(storage=url)`` in a loop builds an engine, and a pool, per call."""
+
+    def running() -> optuna.trial.FrozenTrial | None:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:  # not created yet
+            return None
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            mine = str(trial.user_attrs.get("worker", "")).endswith(f":{worker_pid}")
+            folder = Path(str(trial.user_attrs.get("trial_dir", ""))) / "checkpoints"
+            if mine and list(folder.glob("epoch_0000")):
+                return trial
+        return None
+
+    return running
 
 
 @needs_postgres
 def test_two_workers_share_a_study_and_one_finishes_the_trial_of_the_other_that_was_killed(
-    postgres_url: str, mlflow_uri: str, tmp_path: Path
+    postgres: PostgresServer, mlflow_uri: str, tmp_path: Path
 ) -> None:
     experiments, cache = tmp_path / "experiments", tmp_path / "cache"
+    logs = (tmp_path / "worker1.log", tmp_path / "worker2.log")
     started = time.monotonic()
-    first = _worker(experiments, cache, postgres_url, mlflow_uri, tmp_path / "worker1.log")
-    time.sleep(1.0)
-    second = _worker(experiments, cache, postgres_url, mlflow_uri, tmp_path / "worker2.log")
-    try:
-        # Kill the first worker once a trial of its own is running and has a committed checkpoint.
-        killed = None
-        deadline = time.monotonic() + 300
-        while killed is None:
-            assert first.poll() is None, (tmp_path / "worker1.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "worker 1 never had a running trial with a checkpoint"
-            try:
-                study = optuna.load_study(study_name=STUDY_NAME, storage=postgres_url)
-            except KeyError:  # not created yet
-                time.sleep(0.3)
-                continue
-            killed = _running_trial_with_a_checkpoint(study, first.pid)
-            if killed is None:
-                time.sleep(0.2)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-        assert second.wait(timeout=900) == 0, (tmp_path / "worker2.log").read_text()[-4000:]
-    finally:
-        for process in (first, second):
-            if process.poll() is None:
-                process.kill()
+    with opened_storage(postgres.url) as storage, ConnectionPeak(postgres) as peak:
+        first = _worker(experiments, cache, postgres.url, mlflow_uri, logs[0])
+        time.sleep(1.0)
+        second = _worker(experiments, cache, postgres.url, mlflow_uri, logs[1])
+        try:
+            # Kill the first worker once a trial of its own is running and has a committed checkpoint.
+            killed = wait_for(
+                _running_trial_of(storage, first.pid), first, logs[0], what="a trial with a checkpoint"
+            )
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=60)
+            assert wait_for_exit(second, logs[1]) == 0, logs[1].read_text()[-4000:]
+        finally:
+            for process in (first, second):
+                if process.poll() is None:
+                    process.kill()
     elapsed = time.monotonic() - started
+    # Bounded connections: each worker holds at most its pool, whatever the study's length, and the
+    # whole run (two workers, this test's one reader) stays far from the server's 50.
+    workers = {name: count for name, count in peak.by_application.items() if name.startswith("dsm5_hpo ")}
+    assert peak.samples > 10 and len(workers) == 2, peak.by_application
+    assert max(workers.values()) <= CONNECTIONS_PER_WORKER, peak.by_application
+    assert peak.total <= 2 * CONNECTIONS_PER_WORKER + 2, (peak.total, peak.by_application)
 
-    study = optuna.load_study(study_name=STUDY_NAME, storage=postgres_url)
+    study = optuna.load_study(study_name=STUDY_NAME, storage=postgres.url)
     trials = study.trials
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     # Exactly n_trials completed, each with its own params and its own trial folder: none ran twice.
@@ -200,7 +250,68 @@ def test_two_workers_share_a_study_and_one_finishes_the_trial_of_the_other_that_
     )
     assert len(study_runs) == 1  # the workers share one study run
 
-    print(f"\n2 workers, {N_TRIALS} trials of {EPOCHS} epochs, one worker killed: {elapsed:.1f} s")
+    print(
+        f"\n2 workers, {N_TRIALS} trials of {EPOCHS} epochs, one worker killed: {elapsed:.1f} s; peak "
+        f"connections {peak.total} (per worker {sorted(workers.values())}, {peak.samples} samples)"
+    )
+
+
+@needs_postgres
+def test_a_worker_rides_out_a_postgresql_restart_mid_training(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """The server is stopped for 10 s while the worker trains, then started again: the worker retries
+    (WARNING lines), goes on, and the study ends with n_trials, every epoch once in MLflow."""
+    experiments, cache, log = tmp_path / "experiments", tmp_path / "cache", tmp_path / "worker.log"
+    name, trials, epochs = "restart", 2, 6
+    worker = _worker(
+        experiments,
+        cache,
+        postgres.url,
+        "",
+        log,
+        "tracking=mlflow_sqlite",
+        f"hpo.study_name={name}",
+        f"hpo.n_trials={trials}",
+        f"train.max_epochs={epochs}",
+        "hpo.heartbeat_grace_s=120",  # longer than the outage: the trial is not taken for dead
+    )
+    try:
+        with opened_storage(postgres.url) as storage:
+            running = wait_for(
+                _running_trial_of(storage, worker.pid, study_name=name), worker, log, what="a checkpoint"
+            )
+        postgres.stop()
+        try:
+            time.sleep(10)
+        finally:
+            postgres.start()
+        assert wait_for_exit(worker, log) == 0, log.read_text()[-4000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        if not _accepts(postgres):
+            postgres.start()
+    text = log.read_text()
+    assert "study database" in text and "retrying in" in text, text[-3000:]  # it did meet the outage
+    assert "Traceback" not in text
+    study = optuna.load_study(study_name=name, storage=postgres.url)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * trials
+    assert study.trials[running.number].intermediate_values.keys() == set(range(epochs))
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{experiments / 'mlflow_db' / 'mlflow.db'}")
+    for trial in study.trials:
+        history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_joint_score")
+        assert sorted(m.step for m in history) == list(range(epochs)), trial.number
+
+
+def _accepts(server: PostgresServer) -> bool:
+    try:
+        server.connections()
+    except Exception:  # noqa: BLE001 - any failure: it is not accepting
+        return False
+    return True
 
 
 def test_a_password_in_the_storage_url_is_refused_with_the_fix() -> None:
@@ -268,8 +379,8 @@ def test_a_worker_joining_a_finished_shared_study_leaves_the_evaluation_to_the_f
         outputs.append(buffer.getvalue())
     (study_dir,) = (tmp_path / "experiments").glob("study_*")
     assert study_dir.name == f"study_{shared_study_id(storage, 'joined')}"
-    assert "test joint_score" in outputs[0] and "report:" in outputs[0]
-    assert "test joint_score" not in outputs[1]  # the second worker did not evaluate again
+    assert "test joint_f1" in outputs[0] and "report:" in outputs[0]
+    assert "test joint_f1" not in outputs[1]  # the second worker did not evaluate again
     study = optuna.load_study(study_name="joined", storage=storage)
     assert len(study.trials) == 2 and study.user_attrs["final_evaluation"]
     record = json.loads((study_dir / "study.json").read_text())

@@ -22,6 +22,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
+from waiting import log_shows, wait_for, wait_for_exit
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
@@ -99,19 +100,8 @@ def _start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
-def _wait_for(
-    log: Path, text: str, process: subprocess.Popen[bytes], *, count: int = 1, timeout: float = 300
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if log.exists() and log.read_text(errors="replace").count(text) >= count:
-            return
-        if process.poll() is not None:
-            raise AssertionError(
-                f"the study ended ({process.returncode}) before {text!r}:\n{log.read_text()[-3000:]}"
-            )
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {text!r}:\n{log.read_text()[-3000:]}")
+def _wait_for(log: Path, text: str, process: subprocess.Popen[bytes], *, count: int = 1) -> None:
+    wait_for(log_shows(log, text, count=count), process, log, what=repr(text), poll_s=0.1)
 
 
 def _series(client: MlflowClient, experiment_name: str) -> dict[str, dict[str, list[int]]]:
@@ -156,7 +146,7 @@ def test_server_killed_mid_study_then_restarted(
     experiments, log, study = _study_losing_its_server(server, tmp_path, model_cache)
     _wait_for(log, "trial 2 of 3 started", study)  # a whole trial runs, and a new run is created, offline
     server.start()
-    assert study.wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert wait_for_exit(study, log) == 0, log.read_text()[-3000:]
     text = log.read_text()
     assert "MLflow reachable again" in text
     assert not list((experiments / "tracking_outbox").glob("outbox-*.jsonl")), (
@@ -211,5 +201,5 @@ def test_training_killed_while_the_server_is_down_is_replayed_by_sync_and_resume
         assert steps.count(int(entry["step"])) == 1, (entry, steps)
 
     resumed = _start(_command(experiments, model_cache, server.uri, resume=True), log)
-    assert resumed.wait(timeout=600) == 0, log.read_text()[-3000:]
+    assert wait_for_exit(resumed, log) == 0, log.read_text()[-3000:]
     _assert_every_series_complete_once(_series(client, "dsm5_hpo"), trials=3, epochs=3)

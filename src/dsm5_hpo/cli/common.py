@@ -142,13 +142,9 @@ def run_cli(main: Callable[[], int], *, log_stream: TextIO | None = None) -> int
             file=sys.stderr,
         )
         return Interrupted.exit_code
-    except ResumableStop as stop:  # a full disk: the report went to stdout and the JSON log
+    except ResumableStop as stop:  # a full disk, an unreachable study database: each says what to do
         first_line = str(stop).splitlines()[0] if str(stop) else type(stop).__name__
-        print(
-            f"error: {redact(first_line)} (report above, also in the study's logs/study.jsonl); "
-            "free space, then continue with `make resume`",
-            file=sys.stderr,
-        )
+        print(f"error: {redact(first_line)} {stop.hint}", file=sys.stderr)
         return stop.exit_code
     finally:
         for sig, handler in previous.items():

@@ -18,8 +18,6 @@ What this module adds so that a week-long study on several machines behaves like
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import logging
 import os
 import socket
@@ -27,7 +25,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import optuna
@@ -35,7 +33,8 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import HPOConfig
-from dsm5_hpo.errors import ConfigError, TrainingError
+from dsm5_hpo.errors import StorageUnavailable, TrainingError
+from dsm5_hpo.hpo.database import RetryingStorage, open_storage, storage_lock
 
 logger = logging.getLogger(__name__)
 
@@ -78,22 +77,10 @@ def requeue_stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     )
 
 
-def make_storage(config: HPOConfig) -> RDBStorage:
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9, and documented
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                config.storage,
-                heartbeat_interval=max(1, round(config.heartbeat_interval_s)),
-                grace_period=max(2, round(config.heartbeat_grace_s)),
-                heartbeat_stale_trial_callback=requeue_stale_trial,
-            )
-    except Exception as error:  # SQLAlchemy/driver errors: server down, wrong database, no driver
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
-            f"config key 'hpo.storage': cannot open the shared study storage {config.storage} ({first}); "
-            "check that the database server runs and accepts this user (password in PGPASSWORD or ~/.pgpass)"
-        ) from error
+def make_storage(config: HPOConfig, *, sleep: Callable[[float], None] = time.sleep) -> RetryingStorage:
+    """The worker's one connection pool to the shared study, for its whole run; a dead worker's trial
+    found by :func:`fail_stale_trials` is queued again (:func:`requeue_stale_trial`)."""
+    return open_storage(config, stale_trial_callback=requeue_stale_trial, sleep=sleep)
 
 
 def trials_that_count(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
@@ -112,36 +99,6 @@ def finished_trials(trials: Sequence[FrozenTrial]) -> int:
     return sum(1 for t in trials_that_count(trials) if t.state.is_finished())
 
 
-def _advisory_key(study_name: str) -> int:
-    digest = hashlib.sha256(f"dsm5_hpo/{study_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
-@contextlib.contextmanager
-def storage_lock(storage: RDBStorage, url: str, study_name: str) -> Iterator[None]:
-    """Exclusive across every worker of the study for the duration of the block."""
-    if url.startswith("sqlite"):
-        path = Path(url.split("///", 1)[1] + ".dsm5.lock")
-        with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-        return
-    from sqlalchemy import text
-
-    key = _advisory_key(study_name)
-    # A session-level advisory lock on a connection of its own, released on every path (a worker killed
-    # while holding it loses its connection, and PostgreSQL releases the lock with it).
-    with storage.engine.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-        try:
-            yield
-        finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-
-
 class Heartbeat:
     """Records the trial's heartbeat every interval until the block ends (a daemon thread)."""
 
@@ -156,7 +113,8 @@ class Heartbeat:
         while not self._stop.is_set():
             try:
                 self._storage.record_heartbeat(self._trial_id)
-            except Exception as error:  # noqa: BLE001 - a missed beat is retried; the trial goes on
+            except (Exception, StorageUnavailable) as error:  # noqa: BLE001 - the next beat tries again;
+                # the trial goes on, and the main thread stops the worker if the database stays away
                 logger.warning("cannot record the heartbeat of trial id %d: %s", self._trial_id, error)
             self._stop.wait(self._interval_s)
 

@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, StorageError, TrainingError
+from dsm5_hpo.hpo.database import opened_storage, storage_lock
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
 from dsm5_hpo.hpo.outputs import (
@@ -45,7 +46,6 @@ from dsm5_hpo.hpo.shared import (
     finished_trials,
     make_storage,
     shared_study_id,
-    storage_lock,
     trials_that_count,
     worker_id,
 )
@@ -227,7 +227,7 @@ class StudyRunner:
             try:
                 return self._run(study_id, study_dir, record)
             except ResumableStop as stop:
-                what = f"interrupted ({stop})" if isinstance(stop, Interrupted) else "stopped: disk full"
+                what = f"interrupted ({stop})" if isinstance(stop, Interrupted) else stop.summary
                 logger.warning("study %s %s; continue it with `make resume`", study_id, what)
                 record.update(state=stop.state, finished_at=datetime.now(UTC).isoformat())
                 atomic_write_json(study_dir / STUDY_FILE, record)
@@ -322,8 +322,9 @@ class StudyRunner:
         losses = mlflow_loss_reader(uri) if local else no_losses
         if local:  # the trials' losses reach MLflow through the outbox: send what waits before reading
             self.tracker.drain(min(PLOT_DRAIN_S, config.tracking.drain_timeout_s))
-        study = optuna.load_study(study_name=str(record["study_name"]), storage=str(record["optuna_storage"]))
-        render_study_plots_quietly(study_dir, record, study, losses=losses, run=study_run)
+        with opened_storage(str(record["optuna_storage"])) as storage:  # closed after: no pool left behind
+            study = optuna.load_study(study_name=str(record["study_name"]), storage=storage)
+            render_study_plots_quietly(study_dir, record, study, losses=losses, run=study_run)
 
     def _optimize(
         self,

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.errors import ConfigError, StorageError
+from dsm5_hpo.hpo.database import opened_storage
 from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.training.checkpoint_pruning import checkpoint_directories
@@ -165,11 +166,13 @@ def load_trials(record: Mapping[str, Any]) -> list[FrozenTrial]:
     if not_created_yet(storage):
         return []  # created, no trial stored yet
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=str(record["study_name"]), storage=storage)
-    except KeyError as error:  # Optuna: no study of that name in the storage
-        raise StorageError(f"{storage} holds no study {record['study_name']!r}: {error}") from error
-    return list(study.trials)
+    # One read, one short-lived pool: status and the dashboard call this in a loop.
+    with opened_storage(storage) as opened:
+        try:
+            study = optuna.load_study(study_name=str(record["study_name"]), storage=opened)
+        except KeyError as error:  # Optuna: no study of that name in the storage
+            raise StorageError(f"{storage} holds no study {record['study_name']!r}: {error}") from error
+        return list(study.trials)
 
 
 def measure_storage(trials: Sequence[FrozenTrial]) -> dict[int, TrialStorage]:

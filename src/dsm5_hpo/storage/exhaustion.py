@@ -241,6 +241,10 @@ class StorageExhaustedError(ResumableStop):
 
     exit_code = StorageError.exit_code
     state = "STORAGE_EXHAUSTED"
+    summary = "stopped: disk full"
+    hint = (
+        "(report above, also in the study's logs/study.jsonl); free space, then continue with `make resume`"
+    )
 
     def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)

@@ -50,12 +50,14 @@ def call_with_retry(
     sleep: Callable[[float], None] = time.sleep,
     description: str = "",
     retry_if: Callable[[BaseException], bool] | None = None,
+    describe_error: Callable[[BaseException], str] = str,
 ) -> R:
     """Call ``func`` until it succeeds, retrying ``retry_on`` errors with backoff.
 
     The original exception of the last attempt is re-raised unchanged, so callers can
     translate it into an expected error with the real cause. ``retry_if`` narrows ``retry_on``
     further by the error itself (an error code, say): when it says no, the error is raised at once.
+    ``describe_error`` says what the WARNING shows of the error (a wrapped driver error's own cause).
     """
     name = description or getattr(func, "__qualname__", repr(func))
     delays = config.delays()
@@ -71,7 +73,7 @@ def call_with_retry(
                 name,
                 attempt,
                 config.max_attempts,
-                error,
+                describe_error(error),
                 delay,
             )
             sleep(delay)

@@ -73,7 +73,7 @@ def test_prepare_data_on_the_tiny_config(tiny_config: StudyConfig, tokenizer: An
     assert summary["revision"].endswith(f"[first {config.max_posts} posts]")
     assert summary["posts"] == config.max_posts == 24
     assert summary["criteria"] == list(CRITERIA)
-    assert summary["split_posts"] == {"train": 16, "validation": 4, "test": 4}
+    assert summary["split_posts"] == {"train": 12, "validation": 6, "test": 6}
     assert summary["split_pairs"] == {name: 9 * n for name, n in summary["split_posts"].items()}
     for name in SPLITS:
         assert summary["split_windows"][name] >= summary["split_pairs"][name]

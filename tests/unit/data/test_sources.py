@@ -25,7 +25,7 @@ from dsm5_hpo.errors import DataError
 
 SAMPLE_DIR = Path(__file__).resolve().parents[3] / "Data" / "redsm5_sample"
 SAMPLE_POSTS = 360
-SAMPLE_ANNOTATIONS = 508
+SAMPLE_ANNOTATIONS = 732
 HUB_ID = "irlab-udc/redsm5"
 
 
@@ -117,7 +117,7 @@ def test_load_local_bundled_sample() -> None:
     dataset = load_local(SAMPLE_DIR)
     assert len(dataset.posts) == SAMPLE_POSTS
     assert len(dataset.annotations) == SAMPLE_ANNOTATIONS
-    assert sum(a.status == 0 for a in dataset.annotations) == 51
+    assert sum(a.status == 0 for a in dataset.annotations) == 73
     assert dataset.source == f"local:{SAMPLE_DIR}"
     assert dataset.revision.startswith("sha256:")
     assert len(dataset.revision) == len("sha256:") + 64

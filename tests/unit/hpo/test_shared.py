@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from dsm5_hpo.config import HPOConfig
 from dsm5_hpo.errors import ConfigError, TrainingError
+from dsm5_hpo.hpo.database import storage_lock
 from dsm5_hpo.hpo.shared import (
     FINAL_EVALUATION,
     RETRY_OF,
@@ -23,7 +24,6 @@ from dsm5_hpo.hpo.shared import (
     finished_trials,
     make_storage,
     shared_study_id,
-    storage_lock,
     worker_id,
 )
 
