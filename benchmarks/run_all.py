@@ -1,6 +1,6 @@
 """Run every benchmark and write their figures to benchmarks/results.json (`make bench`).
 
-    python benchmarks/run_all.py            # full runs (about 15 minutes on 2 CPU cores)
+    python benchmarks/run_all.py            # full runs (about 25 minutes on 2 CPU cores)
     python benchmarks/run_all.py --quick    # smoke runs of each (about 2 minutes)
     python benchmarks/run_all.py --only tracking_overhead   # re-run one, keep the others' figures
 
@@ -31,6 +31,8 @@ BENCHMARKS = {
     "throughput": ("throughput.py", [], ["--quick"]),
     "tracking_overhead": ("tracking_overhead.py", ["--repeats", "15"], ["--quick"]),
     "shared_workers": ("shared_workers.py", [], ["--quick"]),
+    # Runs `make train` (about 10 minutes here) and compares its best model with TF-IDF baselines.
+    "quality": ("quality.py", [], ["--quick"]),
 }
 
 

@@ -38,6 +38,11 @@ TINY_OVERRIDES = (
     "train.log_every_n_steps=2",
     "hpo.n_trials=2",
     "hpo.pruner=none",
+    # The mechanics the unit and integration tests were written against (a window per pair, a span
+    # head); the default recipe (multi_label, sentence evidence) runs through the CLI in
+    # test_quality_benchmark.py, test_input_formats.py and the model and feature tests.
+    "data.input_format=binary_pairs",
+    "heads.evidence_unit=span",
 )
 
 

@@ -474,6 +474,12 @@ class HPOConfig:
     """Optuna sampler; seeded with train.seed."""
     pruner: Literal["median", "none"] = "median"
     """Optuna pruner, asked after every epoch."""
+    sampler_startup_trials: int = 0
+    """Random trials before TPE models the results (0 = a third of n_trials, between 1 and 10:
+    Optuna's 10 would leave a 10-trial study all random)."""
+    enqueue_config_trial: bool = True
+    """The first trial runs the config's own values of the searched settings (the recipe the config
+    file states); the sampler explores from the second on."""
     pruner_startup_trials: int = 2
     """Trials that always complete before the median pruner may stop one."""
     pruner_warmup_epochs: int = 1
@@ -498,6 +504,11 @@ class HPOConfig:
     """With a shared storage: how long a worker retries a database that is away (a restart, "too many
     clients", a dropped connection) before it stops, resumably, with exit 2. An outage longer than
     hpo.heartbeat_grace_s lets the other workers take this worker's trial over."""
+
+    @property
+    def startup_trials(self) -> int:
+        """hpo.sampler_startup_trials, with 0 resolved."""
+        return self.sampler_startup_trials or min(10, max(1, self.n_trials // 3))
 
     @property
     def shared(self) -> bool:
@@ -534,6 +545,7 @@ class HPOConfig:
         _require(self.sampler in ("tpe", "random"), "hpo.sampler", "must be 'tpe' or 'random'")
         _require(self.pruner in ("median", "none"), "hpo.pruner", "must be 'median' or 'none'")
         _require(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")
+        _require(self.sampler_startup_trials >= 0, "hpo.sampler_startup_trials", "must be >= 0 (0 = auto)")
         _require(self.pruner_warmup_epochs >= 0, "hpo.pruner_warmup_epochs", "must be >= 0")
         _require(self.timeout_s >= 0, "hpo.timeout_s", "must be >= 0 (0 = no limit)")
         # Imported here: the evaluator is pure and cheap, but config must not import training at load.

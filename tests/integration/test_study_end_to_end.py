@@ -64,6 +64,15 @@ def test_report_is_valid_and_complete(finished: FinishedStudy) -> None:
     assert set(report["per_criterion"]) == set(report["data"]["criteria"])
     assert (Path(report["checkpoints"][0]["path"]) / "model.safetensors").is_file()
     assert "report: " in finished.stdout and "best trial" in finished.stdout
+    # The metrics that say what happened, in the report and in its schema's required set.
+    new = ("joint_f1", "evidence_span_f1", "evidence_span_precision", "evidence_has_answer_exact_match")
+    for name in (*new, "criteria_average_precision"):
+        assert name in report["test_metrics"], name
+    assert report["optimization_metric"]["name"] == "joint_f1"
+    schema = json.loads(
+        (Path(__file__).parents[2] / "contracts" / "evaluation_report.schema.json").read_text()
+    )
+    assert set(new) <= set(schema["properties"]["test_metrics"]["required"])
 
 
 def test_mlflow_holds_the_study_and_trial_runs(finished: FinishedStudy) -> None:
@@ -80,13 +89,16 @@ def test_mlflow_holds_the_study_and_trial_runs(finished: FinishedStudy) -> None:
     assert float(parent.data.tags["trials_per_hour"]) > 0 and "best_value" in parent.data.tags
     # Every entry reached MLflow through the outbox, which is then removed.
     assert not list((finished.experiments / "tracking_outbox").glob("outbox-*.jsonl"))
-    assert "test_joint_score" in parent.data.metrics
+    assert {"test_joint_score", "test_joint_f1", "test_evidence_span_f1"} <= set(parent.data.metrics)
+    assert "best_joint_f1" in parent.data.metrics  # the study's metric, as it improved
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"
         assert "hp.learning_rate_encoder" in child.data.params
         val = client.get_metric_history(child.info.run_id, "val_joint_score")
         assert sorted(m.step for m in val) == [0, 1]  # one value per epoch, no duplicates
+        for name in ("val_joint_f1", "val_evidence_span_f1", "val_evidence_has_answer_exact_match"):
+            assert sorted(m.step for m in client.get_metric_history(child.info.run_id, name)) == [0, 1], name
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
         assert steps and len(steps) == len(set(steps))
 

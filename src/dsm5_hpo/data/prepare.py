@@ -61,7 +61,7 @@ class PreparedData:
         }
 
 
-def _subset(dataset: RedSM5, max_posts: int) -> RedSM5:
+def subset_posts(dataset: RedSM5, max_posts: int) -> RedSM5:
     """The first ``max_posts`` posts in a fixed hash order (seed-independent, source-independent)."""
     if not max_posts or max_posts >= len(dataset.posts):
         return dataset
@@ -131,7 +131,7 @@ def prepare_data(
     With ``cache``, each split's windows come from disk when the same data was tokenized the
     same way before (a resumed study, the next study, the evaluate CLI).
     """
-    dataset = _subset(dataset or load_redsm5(config), config.max_posts)
+    dataset = subset_posts(dataset or load_redsm5(config), config.max_posts)
     split = split_posts(dataset.posts, seed, config.split)
     if not split.train or not split.validation:
         raise DataError(

@@ -263,9 +263,10 @@ def open_storage(
 @contextlib.contextmanager
 def opened_storage(url: str) -> Iterator[RDBStorage]:
     """A storage for one read (status, plots, summaries): its connections are closed on exit, not
-    whenever the garbage collector gets to them."""
+    whenever the garbage collector gets to them. Two at most: Optuna's schema check on a new
+    database holds one connection while it opens a session on another."""
     storage = RDBStorage(
-        url, engine_kwargs={} if url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 0}
+        url, engine_kwargs={} if url.startswith("sqlite") else {"pool_size": 1, "max_overflow": 1}
     )
     try:
         yield storage

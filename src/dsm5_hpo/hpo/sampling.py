@@ -9,7 +9,9 @@ and the trials before it, whatever process runs it and wherever the previous pro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +22,9 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import StudyConfig
+from dsm5_hpo.hpo.search_space import config_trial
+
+logger = logging.getLogger(__name__)
 
 
 class PerTrialSeededSampler(BaseSampler):
@@ -68,7 +73,7 @@ class PerTrialSeededSampler(BaseSampler):
 def make_sampler(config: StudyConfig) -> BaseSampler:
     if config.hpo.sampler == "random":
         return PerTrialSeededSampler(lambda seed: optuna.samplers.RandomSampler(seed=seed), config.train.seed)
-    startup = min(10, config.hpo.n_trials)
+    startup = config.hpo.startup_trials
     return PerTrialSeededSampler(
         lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup), config.train.seed
     )
@@ -80,3 +85,17 @@ def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(
         n_startup_trials=config.hpo.pruner_startup_trials, n_warmup_steps=config.hpo.pruner_warmup_epochs
     )
+
+
+def enqueue_config_trial(
+    study: optuna.Study, config: StudyConfig, *, lock: contextlib.AbstractContextManager[None]
+) -> None:
+    """Queue the config's own values of the searched settings as the study's first trial (a new
+    study only; under ``lock``, so that one of several workers does it)."""
+    with lock:
+        if study.get_trials(deepcopy=False):
+            return
+        first = config_trial(config)
+        if first:
+            study.enqueue_trial(first)
+            logger.info("trial 0 runs the config's own values of the searched settings: %s", first)

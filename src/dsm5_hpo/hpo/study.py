@@ -39,7 +39,7 @@ from dsm5_hpo.hpo.outputs import (
     render_study_plots_quietly,
 )
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, export_description, write_report
-from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
+from dsm5_hpo.hpo.sampling import enqueue_config_trial, make_pruner, make_sampler
 from dsm5_hpo.hpo.shared import (
     FINAL_EVALUATION,
     SharedWorker,
@@ -66,6 +66,7 @@ STOP_DRAIN_S = 5.0
 PLOT_DRAIN_S = 10.0
 """Before drawing the training curves, the longest wait for MLflow to take the trials' losses."""
 OPTUNA_DB = "optuna.db"
+_STARTED = tuple(state for state in TrialState if state != TrialState.WAITING)
 BEST_MODEL_DIR = "best_model"
 """The exported best model (models/export.py), written after the test evaluation."""
 
@@ -346,6 +347,14 @@ class StudyRunner:
             pruner=make_pruner(config),
             load_if_exists=True,
         )
+        if config.hpo.enqueue_config_trial:
+            enqueue_config_trial(
+                study,
+                config,
+                lock=storage_lock(shared_storage, config.hpo.storage, config.hpo.study_name)
+                if shared_storage is not None
+                else contextlib.nullcontext(),
+            )
         policy = config.retention_policy
         space = SpaceGuard(
             self.disk_monitor,
@@ -409,7 +418,8 @@ class StudyRunner:
         for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):
             self._continue_trial(study, frozen, objective)
             after_trial(study, study.trials[frozen.number])
-        remaining = config.hpo.n_trials - len(study.trials)
+        # A queued trial (the config's own, above) is one of the n_trials Optuna runs next, not one done.
+        remaining = config.hpo.n_trials - len(study.get_trials(deepcopy=False, states=_STARTED))
         if remaining > 0:
             study.optimize(
                 objective,

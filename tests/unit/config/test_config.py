@@ -28,6 +28,12 @@ def test_default_config_composes() -> None:
         "loss_weight_evidence",
     }
     assert config.tracking.backend == "mlflow"
+    # The recipe that learns on the sample (README "Quality"): every post, one pass per post, a
+    # sentence-level evidence head, heads at a learning rate far above the encoder's, trial 0 on it.
+    assert config.data.max_posts == 0 and config.data.input_format == "multi_label"
+    assert config.heads.evidence_unit == "sentence" and config.train.evidence_gating == "criteria"
+    assert config.train.learning_rate_heads >= 100 * config.train.learning_rate_encoder
+    assert config.hpo.enqueue_config_trial
 
 
 def test_group_and_value_overrides(tmp_path: Path) -> None:

@@ -81,3 +81,49 @@ def test_a_trial_killed_between_two_stored_params_draws_the_rest_the_same(
     (frozen,) = again.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     reattached = optuna.trial.Trial(again, frozen._trial_id)
     assert suggest_params(reattached, config.hpo.search_space) == _params(straight)[1]
+
+
+def test_startup_trials_are_a_third_of_the_study_between_1_and_10(tmp_path: Path, model_cache: Path) -> None:
+    def startup(*overrides: str) -> int:
+        return compose_tiny(tmp_path / "e", model_cache, *overrides).hpo.startup_trials
+
+    assert startup("hpo.n_trials=10") == 3  # Optuna's own 10 would leave a 10-trial study all random
+    assert startup("hpo.n_trials=2") == 1
+    assert startup("hpo.n_trials=1000") == 10
+    assert startup("hpo.n_trials=10", "hpo.sampler_startup_trials=7") == 7
+    config = compose_tiny(tmp_path / "e", model_cache, "hpo.n_trials=10")
+    sampler = make_sampler(config)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    study.optimize(_objective(config), n_trials=4)
+    # The fourth trial is TPE's (it models the three before it); a random sampler draws otherwise.
+    assert _params(study) != _params(_random_study(config, 4))
+
+
+def _random_study(config: StudyConfig, n: int) -> optuna.Study:
+    import dataclasses
+
+    random = dataclasses.replace(config, hpo=dataclasses.replace(config.hpo, sampler="random"))
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(random))
+    study.optimize(_objective(random), n_trials=n)
+    return study
+
+
+def test_the_config_trial_holds_the_configs_values_inside_the_space(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    from dsm5_hpo.hpo.search_space import config_trial
+
+    config = compose_tiny(
+        tmp_path / "e",
+        model_cache,
+        # the config's learning_rate_heads (2e-2) is outside this range: left to the sampler
+        "search_space.learning_rate_heads={type:float,low:0.05,high:0.5,log:true}",
+        "+search_space.heads.pooling={type:categorical,choices:[mean,max]}",
+    )
+    trial = config_trial(config)
+    assert trial["learning_rate_encoder"] == config.train.learning_rate_encoder
+    assert trial["batch_size"] == config.train.batch_size and trial["heads.pooling"] == config.heads.pooling
+    assert "learning_rate_heads" not in trial
+    assert set(trial) < set(config.hpo.search_space)
+    # Applied as a trial's params, they give back the config itself.
+    assert config.with_params(trial) == config

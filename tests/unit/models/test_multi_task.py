@@ -227,3 +227,76 @@ def test_heads_alone() -> None:
     assert start.shape == end.shape == (2, 5)
     assert (start[~mask] == MASKED_LOGIT).all() and (end[~mask] == MASKED_LOGIT).all()
     assert (start[mask] != MASKED_LOGIT).all()
+
+
+def test_sentence_unit_scores_each_sentence_and_the_criteria_logit_is_the_best_one(
+    encoder_path: Path, batch: dict[str, torch.Tensor]
+) -> None:
+    from dsm5_hpo.config import HeadsConfig
+
+    torch.manual_seed(0)
+    model = DualAgentModel(
+        load_encoder(encoder_path), dropout=0.0, heads=HeadsConfig(evidence_unit="sentence")
+    )
+    assert model.criteria_head is None  # the criteria logit is read off the sentences
+    model.eval()
+    seq = batch["input_ids"].shape[1]
+    # Three sentences in the first window, one in the second, none in the third.
+    token_sentence = torch.full((3, seq), -1)
+    token_sentence[0, 5:8], token_sentence[0, 8:12], token_sentence[0, 12:18] = 0, 1, 2
+    token_sentence[1, 5:10] = 0
+    output = model(batch["input_ids"], batch["attention_mask"], batch["answer_mask"], None, token_sentence)
+    assert output.start_logits is None and output.sentence_logits is not None
+    sentences = output.sentence_logits.squeeze(-1)
+    assert sentences.shape == (3, 3)
+    assert torch.allclose(output.criteria_logits[0], sentences[0].max())
+    assert torch.allclose(output.criteria_logits[1], sentences[1, 0])
+    # The loss trains only the sentences whose target is known (-1: not a sentence, or unknown).
+    targets = torch.tensor([[1.0, 0.0, -1.0], [0.0, -1.0, -1.0], [-1.0, -1.0, -1.0]]).unsqueeze(-1)
+    model.train()
+    output = model(batch["input_ids"], batch["attention_mask"], batch["answer_mask"], None, token_sentence)
+    parts = joint_loss(
+        output, batch["labels"], batch["start_positions"], batch["end_positions"], sentence_targets=targets
+    )
+    assert math.isfinite(float(parts.total)) and float(parts.evidence) > 0
+    parts.total.backward()
+    grads = [p.grad for p in model.evidence_head.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    with pytest.raises(ValueError, match="token_sentence"):
+        model(batch["input_ids"], batch["attention_mask"], batch["answer_mask"])
+    with pytest.raises(ValueError, match="sentence_targets"):
+        joint_loss(output, batch["labels"], batch["start_positions"], batch["end_positions"])
+
+
+def test_criteria_from_evidence_reads_the_logit_off_the_span_scores(
+    encoder_path: Path, batch: dict[str, torch.Tensor]
+) -> None:
+    from dsm5_hpo.config import HeadsConfig
+
+    torch.manual_seed(0)
+    model = DualAgentModel(
+        load_encoder(encoder_path), dropout=0.0, heads=HeadsConfig(criteria_from_evidence=True)
+    )
+    assert model.criteria_head is None and model.span_gap is not None
+    model.eval()
+    output = _forward(model, batch)
+    assert output.start_logits is not None and output.end_logits is not None
+    # logit = a x (best start + best end - null score) + b, null score = start[0] + end[0]
+    start, end = output.start_logits.float(), output.end_logits.float()
+    gap = start[:, 1:].max(dim=1).values + end[:, 1:].max(dim=1).values - (start[:, 0] + end[:, 0])
+    a, b = model.span_gap.scale, model.span_gap.bias
+    assert torch.allclose(output.criteria_logits, a * gap + b, atol=1e-4)
+    # One loss trains both tasks through the evidence head: the criteria loss alone reaches it.
+    model.train()
+    parts = joint_loss(
+        _forward(model, batch),
+        batch["labels"],
+        batch["start_positions"],
+        batch["end_positions"],
+        settings=LossSettings(criteria_weight=1.0, evidence_weight=0.0),
+    )
+    parts.total.backward()
+    assert (
+        model.evidence_head.span.weight.grad is not None
+        and model.evidence_head.span.weight.grad.abs().sum() > 0
+    )
