@@ -22,10 +22,11 @@ class FinishedStudy:
     stdout: str
 
 
-def run_study(experiments: Path, cache: Path, *extra: str) -> FinishedStudy:
-    """Run the train CLI in-process (its final summary is captured) and read back what it wrote."""
+def run_study(experiments: Path, cache: Path, *extra: str, unpinned: tuple[str, ...] = ()) -> FinishedStudy:
+    """Run the train CLI in-process (its final summary is captured) and read back what it wrote.
+    ``unpinned``: keys of TINY_OVERRIDES left out (a command-line key is fixed, not searched)."""
     overrides = [
-        *TINY_OVERRIDES,
+        *(o for o in TINY_OVERRIDES if o.split("=", 1)[0] not in unpinned),
         "tracking=mlflow_sqlite",
         f"paths.experiments_dir={experiments}",
         f"paths.cache_dir={cache}",
