@@ -32,7 +32,10 @@ def study(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Finish
         "search_space.model.choices=[tiny]",
         "hpo.n_trials=6",
         "train.max_epochs=1",
-        unpinned=("data.input_format", "heads.evidence_unit"),  # searched by the full space: not fixed on the command line
+        unpinned=(
+            "data.input_format",
+            "heads.evidence_unit",
+        ),  # searched by the full space: not fixed on the command line
     )
 
 

@@ -20,8 +20,20 @@ class ProjectionHead(nn.Module):
     window representation, dropout and the optional MLP before the last linear layer (``final``).
     The last layer's attribute name is the subclass's (``span``, ``score``): checkpoints key on it."""
 
+    FINAL: str = "final"
+    """Attribute name of the last linear layer (a subclass's: checkpoints key on it)."""
+    LOGITS_PER_OUTPUT: int = 1
+    """Logits the last layer gives per output (criterion)."""
+
     def __init__(
-        self, hidden_size: int, dropout: float, *, kind: str, width: int, coupled: bool, outputs: int
+        self,
+        hidden_size: int,
+        dropout: float,
+        *,
+        kind: str = "linear",
+        width: int = 256,
+        coupled: bool = False,
+        outputs: int = 1,
     ) -> None:
         super().__init__()
         if kind not in EVIDENCE_HEADS:
@@ -34,6 +46,7 @@ class ProjectionHead(nn.Module):
         self.width = width
         if kind == "mlp":
             self.hidden = nn.Linear(self.inputs, width)
+        setattr(self, self.FINAL, self.final_layer(self.LOGITS_PER_OUTPUT * outputs))
 
     def final_layer(self, size: int) -> nn.Linear:
         """The last linear layer, from the MLP's width (mlp) or the inputs (linear) to ``size``."""
@@ -55,18 +68,9 @@ class EvidenceHead(ProjectionHead):
     """(batch, seq, hidden) -> start and end logits (batch, seq), masked outside the post; with several
     outputs (multi_label), (batch, seq, outputs): a span per criterion."""
 
-    def __init__(
-        self,
-        hidden_size: int,
-        dropout: float,
-        *,
-        kind: str = "linear",
-        width: int = 256,
-        coupled: bool = False,
-        outputs: int = 1,
-    ) -> None:
-        super().__init__(hidden_size, dropout, kind=kind, width=width, coupled=coupled, outputs=outputs)
-        self.span = self.final_layer(2 * outputs)
+    FINAL = "span"
+    LOGITS_PER_OUTPUT = 2  # start and end
+    span: nn.Linear
 
     def forward(
         self, hidden_states: torch.Tensor, answer_mask: torch.Tensor, pooled: torch.Tensor | None = None

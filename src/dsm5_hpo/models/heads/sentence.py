@@ -13,6 +13,7 @@ representation to each sentence's, so a sentence is read in the context of its p
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from dsm5_hpo.models.heads.evidence import MASKED_LOGIT, ProjectionHead
 
@@ -31,18 +32,8 @@ def pool_sentences(hidden: torch.Tensor, token_sentence: torch.Tensor) -> tuple[
 class SentenceEvidenceHead(ProjectionHead):
     """Sentence logits (batch, sentences, outputs), masked where a window has fewer sentences."""
 
-    def __init__(
-        self,
-        hidden_size: int,
-        dropout: float,
-        *,
-        kind: str = "linear",
-        width: int = 256,
-        coupled: bool = False,
-        outputs: int = 1,
-    ) -> None:
-        super().__init__(hidden_size, dropout, kind=kind, width=width, coupled=coupled, outputs=outputs)
-        self.score = self.final_layer(outputs)
+    FINAL = "score"
+    score: nn.Linear
 
     def forward(
         self, hidden_states: torch.Tensor, token_sentence: torch.Tensor, pooled: torch.Tensor | None = None
