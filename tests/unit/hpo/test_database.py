@@ -221,3 +221,9 @@ def test_a_one_off_read_closes_its_connections(tmp_path: Path) -> None:
         assert optuna.load_study(study_name="s", storage=storage).trials == []
         pool = storage.engine.pool
     assert pool.checkedout() == 0
+
+
+@pytest.mark.parametrize(("key", "value"), [("storage_retry_s", -1.0), ("sampler_startup_trials", -1)])
+def test_a_negative_retry_budget_or_startup_count_names_its_key(key: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=rf"config key 'hpo.{key}': must be >= 0"):
+        HPOConfig(**{key: value})
