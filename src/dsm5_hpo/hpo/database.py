@@ -25,6 +25,7 @@ are idempotent.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import functools
 import hashlib
@@ -121,12 +122,10 @@ def cause_of(error: BaseException) -> str:
 
 def retry_config(outage_s: float) -> RetryConfig:
     """Backoff 1, 2, 4, ... s (at most 30 s apart) until the waits add up to ``outage_s``."""
-    base, cap = 1.0, 30.0
-    total, attempts = 0.0, 1
-    while total < outage_s:
-        total += min(base * 2 ** (attempts - 1), cap)
-        attempts += 1
-    return RetryConfig(max_attempts=attempts, base_delay=base, max_delay=cap)
+    config = RetryConfig(max_attempts=1, base_delay=1.0, max_delay=30.0)
+    while sum(config.delays()) < outage_s:  # the delays as utils.retry defines them, one more each time
+        config = dataclasses.replace(config, max_attempts=config.max_attempts + 1)
+    return config
 
 
 _RETRIED_METHODS = (
