@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import process_guard
 from dsm5_hpo.cli.common import compose_config
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.utils.logging import setup_logging
@@ -49,6 +50,18 @@ TINY_OVERRIDES = (
 @pytest.fixture(scope="session", autouse=True)
 def _logging() -> None:
     setup_logging("INFO")
+
+
+process_guard.install()
+
+
+@pytest.fixture(autouse=True)
+def _no_server_or_mount_outside_integration(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`make test-fast` runs the tests without the integration marker: none may start a server or mount."""
+    marked = request.node.get_closest_marker("integration") is not None
+    process_guard.guard(None if marked else request.node.nodeid)
+    yield
+    process_guard.guard(None)
 
 
 @pytest.fixture(scope="session")

@@ -166,7 +166,8 @@ class ModelConfig:
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     """Shape of the tiny random BERT (only with local_path: tiny)."""
     hub_attempts: int = 5
-    """Download attempts (backoff 1, 2, 4, 8, 16 s) before giving up on the hub."""
+    """Download attempts before giving up on the hub; the waits between them double from 1 s (5 attempts:
+    1, 2, 4, 8 s)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name.strip()), "model.name", "must not be empty")

@@ -16,6 +16,8 @@ from dsm5_hpo.models.export import HEADS_FILE, INFO_FILE, read_info
 from dsm5_hpo.models.multi_task import DualAgentModel
 from integration_helpers import FinishedStudy
 
+pytestmark = pytest.mark.integration
+
 # Runs in a fresh interpreter: the exported folder and the trial's saved config are all it gets.
 FRESH_PROCESS = """
 import json, sys, dataclasses

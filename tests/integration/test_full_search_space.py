@@ -17,6 +17,8 @@ from conftest import REPO_ROOT
 from dsm5_hpo.config import searchable_setting
 from integration_helpers import FinishedStudy, run_study
 
+pytestmark = pytest.mark.integration
+
 FULL = yaml.safe_load((REPO_ROOT / "configs" / "search_space" / "full.yaml").read_text())
 # The subset that runs offline: the tiny encoder in place of the hub encoders (tests/integration/
 # test_model_choice.py covers an encoder that cannot be had).

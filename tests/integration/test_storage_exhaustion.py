@@ -23,6 +23,8 @@ from mlflow import MlflowClient
 
 from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
 
+pytestmark = pytest.mark.integration
+
 MiB = 1 << 20
 
 

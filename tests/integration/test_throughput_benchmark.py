@@ -9,7 +9,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
 
 
 def test_quick_throughput_benchmark_prints_like_for_like_figures() -> None:

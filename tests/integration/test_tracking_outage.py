@@ -24,6 +24,8 @@ from mlflow import MlflowClient
 from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
 from waiting import log_shows, wait_for, wait_for_exit
 
+pytestmark = pytest.mark.integration
+
 MLFLOW = Path(sys.executable).with_name("mlflow")
 
 

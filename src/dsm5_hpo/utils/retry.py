@@ -38,7 +38,7 @@ class RetryConfig:
             raise ValueError("base_delay and max_delay must be >= 0")
 
     def delays(self) -> list[float]:
-        """The waits between attempts: 1, 2, 4, 8, 16 s for the defaults."""
+        """The waits between attempts, one fewer than the attempts: 1, 2, 4, 8 s for the defaults."""
         return [min(self.base_delay * 2**i, self.max_delay) for i in range(self.max_attempts - 1)]
 
 

@@ -21,7 +21,7 @@ class Flaky:
         return "ok"
 
 
-def test_default_delays_are_1_2_4_8_16() -> None:
+def test_default_delays_are_1_2_4_8_then_capped_at_16() -> None:
     assert RetryConfig().delays() == [1.0, 2.0, 4.0, 8.0]  # 5 attempts -> 4 waits
     assert RetryConfig(max_attempts=6).delays() == [1.0, 2.0, 4.0, 8.0, 16.0]
     assert RetryConfig(max_attempts=8).delays()[-2:] == [16.0, 16.0]  # capped at max_delay
