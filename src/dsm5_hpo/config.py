@@ -501,6 +501,9 @@ class HPOConfig:
     heartbeat_grace_s: float = 120.0
     """With a shared storage: a running trial without a heartbeat for this long belongs to a dead
     worker; it is marked failed and queued again (same params, same folder), for any worker to take."""
+    max_trial_retries: int = 2
+    """With a shared storage: how often a trial whose worker died is queued again; a trial that kills
+    its worker each time (out of memory, a segfault) fails for good after that many retries."""
     storage_retry_s: float = 120.0
     """With a shared storage: how long a worker retries a database that is away (a restart, "too many
     clients", a dropped connection) before it stops, resumably, with exit 2. An outage longer than
@@ -543,6 +546,9 @@ class HPOConfig:
             f"{self.heartbeat_grace_s} s: a live worker would look dead between two heartbeats",
         )
         _require(self.storage_retry_s >= 0, "hpo.storage_retry_s", "must be >= 0 s (0 = no retry)")
+        _require(
+            self.max_trial_retries >= 0, "hpo.max_trial_retries", "must be >= 0 (0 = never queued again)"
+        )
         _require(self.sampler in ("tpe", "random"), "hpo.sampler", "must be 'tpe' or 'random'")
         _require(self.pruner in ("median", "none"), "hpo.pruner", "must be 'median' or 'none'")
         _require(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")

@@ -79,3 +79,14 @@ class StorageUnavailable(ResumableStop):
     state = "STORAGE_UNAVAILABLE"
     summary = "stopped: the study database is unreachable"
     hint = "then continue with `make resume`"
+
+
+class TrialTakenOver(BaseException):  # a stop of one trial, not an error
+    """This worker's trial of a shared study was given to another worker.
+
+    Its heartbeats stopped for longer than hpo.heartbeat_grace_s (the process was paused, the machine
+    slept, the network was away), so another worker marked it failed and runs its retry in the same
+    folder. The worker stops the trial without writing anything more into that folder or its MLflow run,
+    and goes on with the next trial. A BaseException, as ResumableStop, so that no ``except Exception``
+    on the way records it as the trial's failure.
+    """

@@ -43,6 +43,7 @@ from optuna.storages import RDBStorage
 
 from dsm5_hpo.config import HPOConfig
 from dsm5_hpo.errors import ConfigError, StorageUnavailable
+from dsm5_hpo.hpo.heartbeats import beatless_stale_trial_ids, trial_beats
 from dsm5_hpo.utils.retry import RetryConfig, call_with_retry
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,6 @@ _RETRIED_METHODS = (
     "get_trial_user_attrs",
     "get_trial_system_attrs",
     "record_heartbeat",
-    "_get_stale_trial_ids",
 )
 
 
@@ -187,6 +187,19 @@ class RetryingStorage(RDBStorage):
                 f"{self.retry.max_attempts} attempts over {sum(self.retry.delays()):.0f} s; the running trial "
                 "keeps its checkpoints: start the database (or raise hpo.storage_retry_s),"
             ) from error
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Optuna's stale trials (a heartbeat older than the grace period) and those that never beat: a
+        worker killed between taking a trial and its first heartbeat (two transactions) leaves one,
+        which Optuna alone would leave RUNNING forever, and every other worker waiting for it."""
+
+        def stale() -> list[int]:
+            stale_ids = list(getattr(RDBStorage, "_get_stale_trial_ids")(self, study_id))  # noqa: B009 - looked up at each call
+            grace_s = float(self.grace_period or 2 * (self.heartbeat_interval or 1))
+            beatless = beatless_stale_trial_ids(trial_beats(self, study_id), grace_s)
+            return stale_ids + [trial_id for trial_id in beatless if trial_id not in stale_ids]
+
+        return self._retried(stale, "_get_stale_trial_ids")
 
 
 def _retrying(name: str) -> Callable[..., Any]:

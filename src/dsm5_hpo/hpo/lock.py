@@ -1,24 +1,25 @@
-"""One process drives a study at a time: a lock file holding the owner's pid and host.
+"""One process drives a study at a time: a kernel file lock on ``study.lock`` (the ``filelock`` library).
 
-Created with O_EXCL, so two processes cannot both win. A lock left by a process that died
-(same host, pid gone) is stale: it is taken over with a WARNING. A lock from another host
-cannot be checked from here and is respected.
+The lock is an ``flock`` on the file, so the kernel releases it when its holder exits in any way,
+kill -9 included: there is no stale lock to detect or take over, and no pid to mistake for another
+process's after a reboot. The file itself stays; the holder writes its pid, host and start time into it
+once it holds the lock, for the messages of whoever finds it taken. Whether the study is driven is
+only ever decided by trying the lock, never by reading the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dsm5_hpo.errors import ConfigError
+from filelock import FileLock, Timeout
 
-logger = logging.getLogger(__name__)
+from dsm5_hpo.errors import ConfigError
 
 LOCK_FILE = "study.lock"
 
@@ -27,87 +28,56 @@ class StudyLockedError(ConfigError):
     """Another live process drives this study."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+def _write_owner(fd: int) -> None:
+    """Called by filelock once the lock is ours: who holds it, for the others' messages."""
+    owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat()}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(owner).encode("utf-8"), 0)
+    os.fsync(fd)
 
 
-def _read(path: Path) -> dict[str, object]:
+def _describe_holder(path: Path) -> str:
+    """'process 123 on host' from the lock file; the holder may not have written it yet."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
+        owner = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {}  # unreadable (half-written by a crash): treated as stale below
-
-
-def _try_create(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(
-            {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(UTC).isoformat()}, handle
-        )
-        handle.flush()
-        os.fsync(handle.fileno())
-    return True
-
-
-def _holder(owner: dict[str, object]) -> tuple[int, object] | None:
-    """(pid, host) of a lock that still binds: a live process on this host, or any process on
-    another host (which cannot be checked from here); None when the lock is free or stale."""
-    pid, host = owner.get("pid"), owner.get("host")
-    if not isinstance(pid, int) or host is None:
-        return None
-    if host == socket.gethostname():
-        return (pid, host) if _alive(pid) else None
-    return pid, host
+        owner = None
+    if not isinstance(owner, dict) or "pid" not in owner:
+        return "another process (it is writing its name into the lock)"
+    host = owner.get("host", "?")
+    where = "this host" if host == socket.gethostname() else f"host {host}"
+    return f"process {owner['pid']} on {where}"
 
 
 def lock_owner(study_dir: Path) -> str | None:
-    """Who holds the study's lock ('process 123 on host'), or None when it is free or stale."""
-    holder = _holder(_read(study_dir / LOCK_FILE))
-    if holder is None:
+    """Who holds the study's lock ('process 123 on this host'), or None when no process does."""
+    path = study_dir / LOCK_FILE
+    if not path.is_file():  # never driven by this code, or a shared study (no lock file there)
         return None
-    pid, host = holder
-    return f"process {pid} on {host}" if host == socket.gethostname() else f"process {pid} on host {host}"
+    probe = FileLock(path, timeout=0)
+    try:
+        probe.acquire()
+    except Timeout:
+        return _describe_holder(path)
+    except OSError:  # a read-only folder, say: cannot be told from here, and a process there could not write
+        return None
+    probe.release()
+    return None
 
 
 @contextlib.contextmanager
 def study_lock(study_dir: Path) -> Iterator[Path]:
-    """Hold the study's lock for the duration of the block."""
+    """Hold the study's lock for the duration of the block; StudyLockedError when a live process has it."""
     path = study_dir / LOCK_FILE
-    for _ in range(3):  # a stale lock is removed and creation retried; bounded against races
-        if _try_create(path):
-            break
-        owner = _read(path)
-        pid, host = owner.get("pid"), owner.get("host")
-        here = socket.gethostname()
-        holder = _holder(owner)
-        if holder is not None and host == here and pid != os.getpid():
-            raise StudyLockedError(
-                f"study {study_dir.name} is being run by process {pid} on {host} (lock {path}); wait for it to "
-                "finish or stop it, then run --resume"
-            )
-        if holder is not None and host != here:
-            raise StudyLockedError(
-                f"study {study_dir.name} is locked by process {pid} on host {host} (lock {path}); if that process "
-                "is gone, delete the lock file and run --resume"
-            )
-        logger.warning(
-            "taking over the stale lock of study %s (process %s on %s is gone)", study_dir.name, pid, host
-        )
-        path.unlink(missing_ok=True)
-    else:
-        raise StudyLockedError(f"could not take the lock {path}: another process keeps re-creating it")
+    lock = FileLock(path, timeout=0, on_acquired=_write_owner)
+    try:
+        lock.acquire()
+    except Timeout as error:
+        raise StudyLockedError(
+            f"study {study_dir.name} is being run by {_describe_holder(path)} (lock {path}); wait for it "
+            "to finish or stop it, then run --resume"
+        ) from error
     try:
         yield path
     finally:
-        if _read(path).get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
+        lock.release()

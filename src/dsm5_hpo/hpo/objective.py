@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ import yaml
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.features import WindowFeatures
 from dsm5_hpo.data.prepare import augmented_epochs
-from dsm5_hpo.errors import ResumableStop
+from dsm5_hpo.errors import ResumableStop, TrialTakenOver
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_inputs import InputsByModel
 from dsm5_hpo.models.multi_task import DualAgentModel, build_model
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_DIR = "checkpoints"
 
 
+def _no_fence() -> None:
+    """Every trial but a shared study's is this process's until it ends."""
+
+
 def checkpoint_manager(
     trial_dir: Path,
     model: DualAgentModel,
@@ -45,6 +50,7 @@ def checkpoint_manager(
     config: StudyConfig,
     space: SpaceGuard | None = None,
     snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> CheckpointManager:
     """The trial's checkpoints, tied to this model's architecture and heads."""
     return CheckpointManager(
@@ -57,6 +63,7 @@ def checkpoint_manager(
         space=space,
         asynchronous=config.train.async_checkpointing,
         snapshot_buffers=snapshot_buffers,
+        fence=fence,
     )
 
 
@@ -100,11 +107,17 @@ class Objective:
     snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
     """Host memory for asynchronous checkpoints, reused from trial to trial (trials run one at a time)."""
 
-    def __call__(self, trial: optuna.Trial, reported: set[int] | None = None) -> float:
+    def __call__(
+        self, trial: optuna.Trial, reported: set[int] | None = None, fence: Callable[[], None] | None = None
+    ) -> float:
         """Run ``trial``; a trial re-attached after a crash (its folder exists) continues in place.
 
         ``reported`` are the epochs Optuna already holds intermediate values for (re-attached trials).
+        ``fence`` (a shared study's worker) raises TrialTakenOver once the trial is no longer this
+        worker's; it is called before every write into the trial's folder, run and Optuna trial after
+        the start, and the trial then stops without writing anything more.
         """
+        fence = fence or _no_fence
         params = suggest_params(trial, self.config.hpo.search_space)
         config = self.config.with_params(params)
         # Ids are stored in Optuna before anything is created, so a crash at any point leaves a trial
@@ -153,14 +166,20 @@ class Objective:
                     params,
                 )
             try:
-                value = self._train(trial, config, trial_dir, run, set(reported or ()))
+                value = self._train(trial, config, trial_dir, run, set(reported or ()), fence)
+                fence()
+            except TrialTakenOver:  # the folder and the run are another worker's now: leave them as they are
+                raise
             except optuna.TrialPruned:
+                fence()
                 self._finish(trial_dir, record, run, "PRUNED", "KILLED")
                 raise
             except ResumableStop as stop:  # a signal or a full disk: Optuna keeps the trial RUNNING
+                fence()
                 self._finish(trial_dir, record, run, stop.state, "KILLED")
                 raise
             except BaseException as error:
+                fence()
                 # Recorded where people look: trial.json, the trial's Optuna attrs and its MLflow run.
                 record["error"] = f"{type(error).__name__}: {error}"
                 trial.set_user_attr("error", record["error"][:2000])
@@ -189,7 +208,13 @@ class Objective:
         return run
 
     def _train(
-        self, trial: optuna.Trial, config: StudyConfig, trial_dir: Path, run: RunTracker, reported: set[int]
+        self,
+        trial: optuna.Trial,
+        config: StudyConfig,
+        trial_dir: Path,
+        run: RunTracker,
+        reported: set[int],
+        fence: Callable[[], None],
     ) -> float:
         inputs = self.inputs.for_config(config)
         data = inputs.data
@@ -199,6 +224,7 @@ class Objective:
         def report(epoch: int, metrics: dict[str, float | None]) -> None:
             value = metrics[self.config.hpo.metric]
             assert value is not None and math.isfinite(value)
+            fence()  # still this worker's trial (no checkpoint may have been written to tell, e.g. --no-checkpoint)
             if epoch not in reported:  # Optuna keeps the first value of a step; don't report it twice
                 trial.report(value, epoch)
                 reported.add(epoch)
@@ -220,6 +246,7 @@ class Objective:
                 config,
                 self.space,
                 self.snapshot_buffers,
+                fence,
             )
             if self.checkpointing
             else None
@@ -244,8 +271,10 @@ class Objective:
             result = trainer.fit(windows, EvaluationData(validation.examples, validation.features))
         except Exception:  # pruned or failed: the trial has ended (a signal leaves it resumable instead)
             if checkpoints is not None:
+                fence()
                 settle_checkpoints(checkpoints)
             raise
+        fence()
         if checkpoints is not None:
             settle_checkpoints(checkpoints)
         trial.set_user_attr("best_epoch", result.best_epoch)

@@ -87,6 +87,10 @@ METADATA_SLACK = 256 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def _no_fence() -> None:
+    """The folder is always this process's (every trial but a shared study's)."""
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -114,6 +118,7 @@ class CheckpointManager:
         asynchronous: bool = False,
         snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] | None = None,
         clock: Callable[[], datetime] = _utc_now,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         if interval_epochs < 1:
             raise ValueError(f"interval_epochs ({interval_epochs}) must be >= 1")
@@ -139,6 +144,9 @@ class CheckpointManager:
         study passes one dict to all its trials' managers, so only its first save allocates."""
         self._resumed_from: CheckpointInfo | None = None
         """The checkpoint load_latest returned: not pruned until a newer one is committed."""
+        self.fence = fence or _no_fence
+        """Called before each save and before the end-of-trial pruning; raises when the folder is no longer
+        this process's to write (a shared study's worker taken for dead: hpo/shared.py TrialLease)."""
 
     def should_save(self, epoch: int) -> bool:
         return (epoch + 1) % self.interval_epochs == 0
@@ -160,6 +168,7 @@ class CheckpointManager:
         after the space guard's escalation, or when the disk fills up during the write.
         """
         self.wait()
+        self.fence()
         if not self.asynchronous:
             return self._write(state)
         copied = snapshot(state, self._buffers)  # the only part training waits for
@@ -246,6 +255,7 @@ class CheckpointManager:
     def finish_trial(self) -> RetentionDecision:
         """The trial has ended: keep only its best checkpoint(s), as weights without resume state."""
         self.wait()
+        self.fence()
         infos = self._checked(self._candidates(), hashed=())
         decision = choose_trial_checkpoints(infos, self.space.policy(self.retention), trial_running=False)
         self._apply(decision, infos)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from checkpoint_helpers import small_state
 from dsm5_hpo.cli import cleanup as cleanup_cli
 from dsm5_hpo.config import RetentionConfig, StudyConfig
 from dsm5_hpo.hpo.cleanup import apply_cleanup, plan_cleanup
+from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.training.checkpoint_manager import CheckpointManager, architecture_signature
 from dsm5_hpo.training.checkpoint_verify import peek_checkpoint
 
@@ -62,7 +62,7 @@ def _trial(root: Path, name: str, study_id: str, state: str, values: list[float]
 
 
 @pytest.fixture
-def experiments(tmp_path: Path) -> Path:
+def experiments(tmp_path: Path) -> Iterator[Path]:
     root = tmp_path / "experiments"
     _study(root, "A", state="INTERRUPTED")
     ended = _trial(root, "ended", "A", "COMPLETE", [0.1, 0.5, 0.3])
@@ -82,14 +82,14 @@ def experiments(tmp_path: Path) -> Path:
     (root / "mlflow_db" / "mlflow.db").write_bytes(b"sqlite")
     # A study run by a live process right now (this one): left alone, its trials are not orphans.
     live = _study(root, "B", state="RUNNING")
-    _write(live / "study.lock", {"pid": os.getpid(), "host": socket.gethostname()})
     _trial(root, "live", "B", "RUNNING", [0.1, 0.2])
     # A link pointing out of the experiments directory, with checkpoints behind it.
     outside = tmp_path / "outside"
     _trial(outside, "elsewhere", "gone", "COMPLETE", [0.1, 0.2])
     (root / "trial_linked").symlink_to(outside / "trial_elsewhere")
     assert ended.is_dir()
-    return root
+    with study_lock(live):  # study B is driven by a live process (this one) for the whole test
+        yield root
 
 
 def _listing(plan) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]

@@ -144,7 +144,7 @@ def test_a_long_outage_stops_the_worker_resumably_naming_the_database(
     storage = make_storage(config, sleep=lambda s: None)
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
 
-    def objective(trial: optuna.Trial, reported: set[int] | None = None) -> float:
+    def objective(trial: optuna.Trial, reported: set[int] | None = None, fence: object = None) -> float:
         Outage(monkeypatch, "set_trial_intermediate_value", times=10**6)
         trial.report(0.1, 0)
         return 0.1

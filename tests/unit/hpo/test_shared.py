@@ -5,24 +5,31 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+from optuna.storages import RDBStorage
+from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
+from conftest import captured_logs
 from dsm5_hpo.config import HPOConfig
 from dsm5_hpo.errors import ConfigError, TrainingError
 from dsm5_hpo.hpo.database import storage_lock
 from dsm5_hpo.hpo.shared import (
     FINAL_EVALUATION,
-    RETRY_OF,
     WORKER,
     SharedWorker,
     counted_trials,
+    fail_stale_trials,
     finished_trials,
     make_storage,
+    retried_from,
+    retry_history,
     shared_study_id,
     worker_id,
 )
@@ -47,7 +54,9 @@ class Objective:
         self.calls: list[tuple[int, bool, set[int]]] = []
         self.fail_on = fail_on or set()
 
-    def __call__(self, trial: optuna.Trial, reported: set[int] | None = None) -> float:
+    def __call__(
+        self, trial: optuna.Trial, reported: set[int] | None = None, fence: Callable[[], None] | None = None
+    ) -> float:
         resumed = "trial_uuid" in trial.user_attrs
         if not resumed:
             trial.set_user_attr("trial_uuid", f"uuid-{trial.number}")
@@ -60,12 +69,64 @@ class Objective:
         return x
 
 
-def worker(config: HPOConfig, objective: Objective, study: optuna.Study | None = None) -> SharedWorker:
+class BoundedSleep:
+    """The worker's sleep between polls; a worker that keeps waiting past ``limit`` polls is stuck (a
+    test then fails instead of hanging)."""
+
+    def __init__(self, limit: int = 50) -> None:
+        self.calls = 0
+        self.limit = limit
+
+    def __call__(self, seconds: float) -> None:
+        self.calls += 1
+        if self.calls > self.limit:
+            raise AssertionError(f"the worker is still waiting after {self.limit} polls")
+
+
+def worker(
+    config: HPOConfig,
+    objective: Callable[..., float],
+    study: optuna.Study | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> SharedWorker:
     storage = make_storage(config)
     study = study or optuna.create_study(
         study_name=config.study_name, storage=storage, direction="maximize", load_if_exists=True
     )
-    return SharedWorker(study, storage, config, objective, lambda s, t: None, sleep=lambda s: None)
+    return SharedWorker(
+        study, storage, config, objective, lambda s, t: None, sleep=BoundedSleep(), clock=clock
+    )
+
+
+def backdate(storage: RDBStorage, trial_id: int, seconds: float) -> None:
+    """Make the trial's heartbeat and start ``seconds`` older: a worker silent that long, without waiting."""
+    session = storage.scoped_session()
+    try:
+        beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session)
+        if beat is not None:
+            beat.heartbeat = beat.heartbeat - timedelta(seconds=seconds)
+        trial = session.get(models.TrialModel, trial_id)
+        trial.datetime_start = trial.datetime_start - timedelta(seconds=seconds)
+        session.commit()
+    finally:
+        session.close()
+
+
+def died_mid_trial(
+    study: optuna.Study, storage: RDBStorage, tmp_path: Path, *, beat: bool = True
+) -> optuna.Trial:
+    """A trial taken by a worker that died: params, a folder, a reported epoch, then silence."""
+    dead = study.ask()
+    dead.suggest_float("x", 0.0, 1.0)
+    dead.set_user_attr("trial_uuid", "uuid-dead")
+    dead.set_user_attr("trial_dir", str(tmp_path / "trial_dead"))
+    dead.set_user_attr(WORKER, "elsewhere:1")
+    dead.report(0.3, 0)
+    if beat:
+        storage.record_heartbeat(dead._trial_id)
+    backdate(storage, dead._trial_id, 3600)
+    return dead
 
 
 def test_the_study_id_is_the_same_for_every_worker_and_differs_by_name() -> None:
@@ -87,7 +148,7 @@ def test_a_worker_runs_exactly_n_trials_and_a_training_failure_does_not_stop_it(
 
 
 def test_a_bug_in_the_objective_fails_the_trial_and_propagates(tmp_path: Path) -> None:
-    def broken(trial: optuna.Trial, reported: set[int] | None = None) -> float:
+    def broken(trial: optuna.Trial, reported: set[int] | None = None, fence: object = None) -> float:
         raise KeyError("bug")
 
     shared = worker(hpo(tmp_path), Objective(tmp_path))
@@ -101,22 +162,14 @@ def test_a_dead_workers_trial_is_queued_again_and_finished_once(tmp_path: Path) 
     config = hpo(tmp_path)
     storage = make_storage(config)
     study = optuna.create_study(study_name=config.study_name, storage=storage, direction="maximize")
-    # A worker that died mid-trial: its trial has params, a folder, a reported epoch, then no heartbeat.
-    dead = study.ask()
-    dead.suggest_float("x", 0.0, 1.0)
-    dead.set_user_attr("trial_uuid", "uuid-dead")
-    dead.set_user_attr("trial_dir", str(tmp_path / "trial_dead"))
-    dead.set_user_attr(WORKER, "elsewhere:1")
-    dead.report(0.3, 0)
-    storage.record_heartbeat(dead._trial_id)
-    time.sleep(3.0)  # longer than the grace period (2 s)
+    died_mid_trial(study, storage, tmp_path)
 
     objective = Objective(tmp_path)
     shared = worker(config, objective, study)
     shared.run_trials()
     trials = shared.study.trials
     assert trials[0].state == TrialState.FAIL
-    (retry,) = [t for t in trials if t.user_attrs.get(RETRY_OF) == 0]
+    (retry,) = [t for t in trials if retried_from(t) == 0]
     assert retry.state == TrialState.COMPLETE and retry.params == trials[0].params
     assert retry.user_attrs["trial_uuid"] == "uuid-dead" and retry.user_attrs[WORKER] == worker_id()
     # The retry ran first, as a resumed trial that already reported epoch 0.
@@ -124,6 +177,113 @@ def test_a_dead_workers_trial_is_queued_again_and_finished_once(tmp_path: Path) 
     # n_trials counts the dead trial once: 3 counted, 3 completed.
     assert counted_trials(trials) == 3 == finished_trials(trials)
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+
+
+def test_a_trial_taken_but_never_beating_is_found_stale(tmp_path: Path) -> None:
+    # Killed between `ask` and the first heartbeat: no heartbeat row at all, which Optuna alone never
+    # sees as stale, so the other workers waited for it forever.
+    config = hpo(tmp_path, n_trials=1)
+    storage = make_storage(config)
+    study = optuna.create_study(study_name=config.study_name, storage=storage, direction="maximize")
+    died_mid_trial(study, storage, tmp_path, beat=False)
+    shared = worker(config, Objective(tmp_path), study)
+    shared.run_trials()  # before the fix: waits on the beatless trial until BoundedSleep gives up
+    trials = shared.study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert retried_from(trials[1]) == 0
+
+
+def test_a_trial_that_was_just_taken_is_not_stale_before_its_first_beat(tmp_path: Path) -> None:
+    config = hpo(tmp_path, n_trials=1)
+    storage = make_storage(config)
+    study = optuna.create_study(study_name=config.study_name, storage=storage, direction="maximize")
+    taken = study.ask()  # no heartbeat yet, started just now: alive
+    fail_stale_trials(study)
+    assert study.trials[taken.number].state == TrialState.RUNNING
+
+
+def test_a_trial_that_kills_each_worker_is_retried_max_trial_retries_times_then_fails(tmp_path: Path) -> None:
+    config = hpo(tmp_path, n_trials=1, max_trial_retries=2)
+    storage = make_storage(config)
+    study = optuna.create_study(study_name=config.study_name, storage=storage, direction="maximize")
+    died_mid_trial(study, storage, tmp_path)
+    for attempt in (1, 2):  # each retry is taken by a worker that dies in its turn
+        fail_stale_trials(study)
+        (queued,) = study.get_trials(states=(TrialState.WAITING,))
+        assert retry_history(queued) == list(range(attempt))
+        retry = study.ask()
+        assert retry.number == queued.number
+        storage.record_heartbeat(retry._trial_id)
+        backdate(storage, retry._trial_id, 3600)
+    fail_stale_trials(study)
+    assert study.get_trials(states=(TrialState.WAITING,)) == [], "a third retry was queued"
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3
+    # The study still ends: the trial counts once, as failed, and a worker finds nothing more to do.
+    assert counted_trials(trials) == 1 == finished_trials(trials)
+    objective = Objective(tmp_path)
+    shared = worker(config, objective, study)
+    shared.run_trials()
+    assert objective.calls == [] and len(shared.study.trials) == 3
+
+
+def test_past_the_timeout_a_worker_finishes_a_dead_workers_retry_starts_nothing_new_and_exits(
+    tmp_path: Path,
+) -> None:
+    config = hpo(tmp_path, n_trials=3)
+    storage = make_storage(config)
+    study = optuna.create_study(study_name=config.study_name, storage=storage, direction="maximize")
+    died_mid_trial(study, storage, tmp_path)
+    study.enqueue_trial({"x": 0.25})  # queued for a first run: not started past the deadline
+    objective = Objective(tmp_path)
+    shared = worker(config, objective, study, clock=lambda: 100.0)
+    shared.run_trials(deadline=50.0)  # before the fix: polled forever (BoundedSleep gives up)
+    trials = shared.study.trials
+    (retry,) = [t for t in trials if retried_from(t) == 0]
+    assert retry.state == TrialState.COMPLETE, "a trial started before the deadline is finished"
+    assert [call[0] for call in objective.calls] == [retry.number], "nothing new started after the deadline"
+    assert [t.state for t in trials if t.state == TrialState.WAITING] == [TrialState.WAITING]
+
+
+def test_a_worker_whose_trial_was_taken_over_stops_it_without_writing_and_goes_on(tmp_path: Path) -> None:
+    config = hpo(tmp_path, n_trials=2)
+    storage = make_storage(config)
+    writes: list[int] = []
+
+    def objective(
+        trial: optuna.Trial, reported: set[int] | None = None, fence: Callable[[], None] | None = None
+    ) -> float:
+        assert fence is not None
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if trial.number == 0:
+            # Paused past the grace period: meanwhile another worker failed the trial and queued its retry.
+            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        fence()  # what the checkpoint manager calls before a save
+        writes.append(trial.number)
+        return x
+
+    shared = worker(config, objective)
+    with captured_logs("dsm5_hpo.hpo.shared") as logs:
+        shared.run_trials()
+    trials = shared.study.trials
+    assert writes == [1], "trial 0 wrote nothing after it was taken over"
+    assert trials[0].state == TrialState.FAIL and trials[1].state == TrialState.COMPLETE
+    assert any("trial 0 stopped on this worker" in r.getMessage() for r in logs)
+
+
+def test_a_trial_taken_over_between_the_last_check_and_tell_is_not_told(tmp_path: Path) -> None:
+    config = hpo(tmp_path, n_trials=1)
+    storage = make_storage(config)
+
+    def objective(
+        trial: optuna.Trial, reported: set[int] | None = None, fence: Callable[[], None] | None = None
+    ) -> float:
+        storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # after its last fence
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    shared = worker(config, objective)
+    shared.run_trials()  # before the fix: tell raised UpdateFinishedTrialError and the worker died
+    assert [t.state for t in shared.study.trials] == [TrialState.FAIL]
 
 
 def test_one_worker_claims_the_final_evaluation(tmp_path: Path) -> None:

@@ -626,3 +626,28 @@ def test_a_failed_background_save_is_raised_at_the_next_save_and_at_wait(
     manager.save(run.state(1, 0.6))
     with pytest.raises(StorageError):
         manager.wait()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_fence_that_raises_stops_saves_and_pruning_before_anything_is_written(
+    folder: Path, asynchronous: bool
+) -> None:
+    # A shared study's worker taken for dead: its trial's folder is another worker's from then on.
+    class TakenOver(BaseException):
+        pass
+
+    run, manager = save_epochs(folder, [0.5, 0.6], asynchronous=asynchronous)
+    manager.wait()
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+
+    def fence() -> None:
+        raise TakenOver
+
+    manager.fence = fence
+    run.step()
+    with pytest.raises(TakenOver):
+        manager.save(run.state(2, 0.9))
+    with pytest.raises(TakenOver):
+        manager.finish_trial()
+    manager.wait()
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
