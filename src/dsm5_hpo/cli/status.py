@@ -17,7 +17,7 @@ from typing import Any
 
 from dsm5_hpo.cli.common import run_cli
 from dsm5_hpo.errors import ConfigError
-from dsm5_hpo.hpo.lock import lock_owner
+from dsm5_hpo.hpo.liveness import study_driver
 from dsm5_hpo.hpo.study import STUDY_FILE, read_study_record
 from dsm5_hpo.hpo.summary import collect_summary, load_trials, measure_storage, trial_row
 from dsm5_hpo.training.checkpoint_pruning import size_text
@@ -54,7 +54,11 @@ def state_of(record: Mapping[str, Any], owner: str | None) -> str:
     """The study's state, saying whether a 'RUNNING' study still has a live process."""
     state = str(record.get("state", "?"))
     if state == "RUNNING":
-        return f"RUNNING ({owner})" if owner else "RUNNING (no live process: make resume)"
+        if owner:
+            return f"RUNNING ({owner})"
+        if record.get("shared"):
+            return "RUNNING (no worker alive: start one again with the same command)"
+        return "RUNNING (no live process: make resume)"
     return state
 
 
@@ -158,7 +162,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for study_dir in studies:
                 record = read_study_record(study_dir)
                 entries.append(
-                    (record, collect_summary(study_dir, record, load_trials(record)), lock_owner(study_dir))
+                    (
+                        record,
+                        collect_summary(study_dir, record, load_trials(record)),
+                        study_driver(study_dir, record),
+                    )
                 )
             print(studies_table(entries))
             print("\nOne study's trials: python -m dsm5_hpo.cli.status --study-id ID (or latest)")
@@ -169,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         storage = measure_storage(trials)
         now = datetime.now(UTC)
         summary = collect_summary(study_dir, record, trials, now=now, storage=storage)
-        print(study_header(record, summary, lock_owner(study_dir)))
+        print(study_header(record, summary, study_driver(study_dir, record)))
         print(trials_table(summary, [trial_row(t, storage.get(t.number), now) for t in trials]))
         return 0
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from dsm5_hpo.config import RetentionConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, PipelineError
-from dsm5_hpo.hpo.lock import lock_owner
+from dsm5_hpo.hpo.liveness import study_driver
 from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
 from dsm5_hpo.hpo.study_retention import read_trial_checkpoints
 from dsm5_hpo.storage.atomic import read_json_object
@@ -161,7 +161,7 @@ def _plan_study(planner: _Planner, study_dir: Path, record: dict[str, Any]) -> s
         return set()
     trials = _study_trials(planner.root, study_id)
     referenced = {t.folder for t in trials.values()}
-    owner = lock_owner(study_dir)
+    owner = study_driver(study_dir, record)
     if owner is not None:
         planner.plan.skipped.append((study_dir, f"the study is running now ({owner}): left alone"))
         return referenced

@@ -32,7 +32,7 @@ import socket
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import optuna
@@ -323,3 +323,15 @@ class SharedWorker:
                 return False
             self.study.set_user_attr(FINAL_EVALUATION, self.worker)
             return True
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """While this worker evaluates and exports the study's best model: heartbeats on the best trial,
+        so that `make status` and `make cleanup` elsewhere see the study driven (no trial runs then)."""
+        try:
+            best = self.study.best_trial
+        except ValueError:  # no completed trial: nothing is evaluated
+            yield
+            return
+        with Heartbeat(self.storage, best._trial_id, self.config.heartbeat_interval_s):
+            yield

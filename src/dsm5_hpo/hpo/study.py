@@ -412,7 +412,8 @@ class StudyRunner:
             workers.run_trials(deadline=started + config.hpo.timeout_s if config.hpo.timeout_s else None)
             if not workers.claim_final_evaluation(self.checkpointing):
                 return self._outcome_without_evaluation(study, study_id, study_dir)
-            return self._finish(study, study_id, study_dir, inputs, study_run)
+            with workers.evaluating():
+                return self._finish(study, study_id, study_dir, inputs, study_run)
 
         # Trials a dead process left RUNNING continue first, in trial-number order.
         for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):

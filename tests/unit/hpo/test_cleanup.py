@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from torch import nn
@@ -17,8 +19,10 @@ from dsm5_hpo.cli import cleanup as cleanup_cli
 from dsm5_hpo.config import RetentionConfig, StudyConfig
 from dsm5_hpo.hpo.cleanup import apply_cleanup, plan_cleanup
 from dsm5_hpo.hpo.lock import study_lock
+from dsm5_hpo.hpo.shared import WORKER, make_storage
 from dsm5_hpo.training.checkpoint_manager import CheckpointManager, architecture_signature
 from dsm5_hpo.training.checkpoint_verify import peek_checkpoint
+from heartbeat_helpers import backdate
 
 
 def _save_checkpoints(folder: Path, values: list[float]) -> None:
@@ -176,3 +180,29 @@ def test_cli_refuses_a_missing_directory_or_study(
     assert "--experiments-dir" in capsys.readouterr().err
     assert cleanup_cli.main(["--experiments-dir", str(experiments), "--study-id", "Z"]) == 2
     assert "study Z not found" in capsys.readouterr().err
+
+
+def test_a_shared_study_is_left_alone_while_a_worker_beats_and_cleaned_once_none_does(tmp_path: Path) -> None:
+    # A shared study has no lock file: its workers (maybe on other machines) show life by heartbeats.
+    root = tmp_path / "experiments"
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    config = StudyConfig().hpo
+    storage = make_storage(dataclasses.replace(config, storage=url, study_name="shared"))
+    study = optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    running = study.ask()
+    running.set_user_attr(WORKER, "gpu-box:4242")
+    storage.record_heartbeat(running._trial_id)
+    _study(root, "S", state="RUNNING", shared=True, optuna_storage=url, study_name="shared")
+    trial_dir = _trial(root, "inflight", "S", "RUNNING", [0.1])
+    staging = trial_dir / "checkpoints" / ".tmp-epoch_0001-inflight"  # a save in flight on that worker
+    staging.mkdir()
+
+    plan = plan_cleanup(root)
+    skipped = {path.name: why for path, why in plan.skipped}
+    assert "running now" in skipped["study_S"] and "gpu-box:4242" in skipped["study_S"]
+    assert not [item for item in plan.items if trial_dir in item.path.parents]
+
+    backdate(storage, running._trial_id, 3600)  # the worker died an hour ago
+    plan = plan_cleanup(root)
+    assert "study_S" not in {path.name for path, _ in plan.skipped}
+    assert (staging, "delete") in {(item.path, item.action) for item in plan.items}

@@ -6,14 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 from optuna.storages import RDBStorage
-from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
 from conftest import captured_logs
@@ -33,6 +31,7 @@ from dsm5_hpo.hpo.shared import (
     shared_study_id,
     worker_id,
 )
+from heartbeat_helpers import backdate
 
 
 def hpo(tmp_path: Path, **changes: Any) -> HPOConfig:
@@ -97,20 +96,6 @@ def worker(
     return SharedWorker(
         study, storage, config, objective, lambda s, t: None, sleep=BoundedSleep(), clock=clock
     )
-
-
-def backdate(storage: RDBStorage, trial_id: int, seconds: float) -> None:
-    """Make the trial's heartbeat and start ``seconds`` older: a worker silent that long, without waiting."""
-    session = storage.scoped_session()
-    try:
-        beat = models.TrialHeartbeatModel.where_trial_id(trial_id, session)
-        if beat is not None:
-            beat.heartbeat = beat.heartbeat - timedelta(seconds=seconds)
-        trial = session.get(models.TrialModel, trial_id)
-        trial.datetime_start = trial.datetime_start - timedelta(seconds=seconds)
-        session.commit()
-    finally:
-        session.close()
 
 
 def died_mid_trial(
