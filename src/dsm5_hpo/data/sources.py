@@ -26,6 +26,7 @@ from dsm5_hpo.data.schema import (
 )
 from dsm5_hpo.errors import DataError
 from dsm5_hpo.utils.environment import env_flag
+from dsm5_hpo.utils.hub import is_permanent_hub_error
 from dsm5_hpo.utils.retry import RetryConfig, call_with_retry
 
 logger = logging.getLogger(__name__)
@@ -33,15 +34,6 @@ logger = logging.getLogger(__name__)
 Rows = tuple[list[dict[str, Any]], list[str]]
 HubLoader = Callable[[str, str, bool], tuple[Rows, Rows]]
 """(hub_id, revision, local_files_only) -> (posts rows+columns, annotation rows+columns)."""
-
-# Errors that another attempt cannot fix: no access, no such dataset or revision.
-_PERMANENT_HUB_ERRORS = (
-    "GatedRepoError",
-    "RepositoryNotFoundError",
-    "RevisionNotFoundError",
-    "EntryNotFoundError",
-    "DatasetNotFoundError",
-)
 
 
 def _read_csv(path: Path) -> Rows:
@@ -132,19 +124,6 @@ def _datasets_hub_loader(hub_id: str, revision: str, local_files_only: bool) -> 
     return rows("posts"), rows("annotations")
 
 
-def _is_permanent(error: BaseException) -> bool:
-    return any(type(c).__name__ in _PERMANENT_HUB_ERRORS for c in _chain(error))
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = error
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen
-
-
 # Five attempts, waiting 1, 2, 4, 8 s between them.
 _HUB_RETRY = RetryConfig()
 
@@ -173,7 +152,7 @@ def load_hub(
             try:
                 return loader(hub_id, revision, False)
             except Exception as error:
-                if _is_permanent(error):
+                if is_permanent_hub_error(error):
                     raise
                 raise _Transient(str(error)) from error
 

@@ -27,6 +27,7 @@ from dsm5_hpo.errors import ConfigError, PipelineError
 from dsm5_hpo.hpo.liveness import study_driver
 from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
 from dsm5_hpo.hpo.study_retention import read_trial_checkpoints
+from dsm5_hpo.models.export import BEST_MODEL_DIR, export_leftovers
 from dsm5_hpo.storage.atomic import read_json_object
 from dsm5_hpo.storage.checkpoint_io import STAGING_PREFIX, delete_directory
 from dsm5_hpo.storage.exhaustion import tree_size
@@ -69,10 +70,6 @@ class _Trial:
     folder: Path
     state: str
     value: float | None
-
-
-EXPORT_LEFTOVERS = (".tmp-best_model-*", ".old-best_model-*")
-"""models/export.py's staging and replaced folders, beside study_<uuid>/best_model."""
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -165,12 +162,8 @@ def _plan_study(planner: _Planner, study_dir: Path, record: dict[str, Any]) -> s
     if owner is not None:
         planner.plan.skipped.append((study_dir, f"the study is running now ({owner}): left alone"))
         return referenced
-    for pattern in EXPORT_LEFTOVERS:  # an export interrupted between its write and its rename
-        for path in sorted(study_dir.glob(pattern)):
-            if path.is_dir() and not path.is_symlink():
-                planner.add(
-                    path, "delete", "temporary folder left by an interrupted export of the best model"
-                )
+    for path in export_leftovers(study_dir / BEST_MODEL_DIR):  # an interrupted or replaced export
+        planner.add(path, "delete", "folder left by an interrupted export of the best model (not in use)")
     if policy.keep_all:
         planner.plan.skipped.append((study_dir, "retention_policy.keep_all: its checkpoints are all kept"))
         for trial in trials.values():

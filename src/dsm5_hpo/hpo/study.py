@@ -51,7 +51,7 @@ from dsm5_hpo.hpo.shared import (
 )
 from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
-from dsm5_hpo.models.export import export_model
+from dsm5_hpo.models.export import BEST_MODEL_DIR, export_model
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.storage.monitor import DiskMonitor, StorageMonitor
 from dsm5_hpo.storage.space_guard import SpaceGuard
@@ -60,6 +60,7 @@ from dsm5_hpo.utils.logging import json_log_file, log_context
 
 logger = logging.getLogger(__name__)
 
+
 STUDY_FILE = "study.json"
 STOP_DRAIN_S = 5.0
 """On Ctrl-C or a full disk, the longest wait for MLflow before exiting (the rest is replayed later)."""
@@ -67,8 +68,6 @@ PLOT_DRAIN_S = 10.0
 """Before drawing the training curves, the longest wait for MLflow to take the trials' losses."""
 OPTUNA_DB = "optuna.db"
 _STARTED = tuple(state for state in TrialState if state != TrialState.WAITING)
-BEST_MODEL_DIR = "best_model"
-"""The exported best model (models/export.py), written after the test evaluation."""
 
 
 @dataclass

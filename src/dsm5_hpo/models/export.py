@@ -7,12 +7,16 @@
                                  thresholds chosen on validation, window settings, provenance, and
                                  the SHA-256 and size of every other file
 
-Written into a temporary folder beside the target and renamed into place, so a crash leaves the
-previous export or the new one. :func:`load_exported` checks every hash before loading anything.
+``best_model`` is a symbolic link to the export's own folder beside it (``.best_model-<hex>/``). A new
+export is written into a staging folder, renamed to its own name, and the link is replaced by a new one
+in one rename: at every instant ``best_model`` is the previous export or the new one, complete. (A
+folder cannot be replaced by another in one step; a link can.) The previous export is deleted after.
+:func:`load_exported` checks every hash before loading anything.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -33,6 +37,8 @@ INFO_FILE = "dsm5_hpo.json"
 HEADS_FILE = "heads.safetensors"
 ENCODER_DIR = "encoder"
 EXPORT_FORMAT = 1
+BEST_MODEL_DIR = "best_model"
+"""study_<uuid>/best_model: the study's exported model (a link to its own folder beside it)."""
 
 
 def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
@@ -41,6 +47,18 @@ def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and path.name != INFO_FILE
     }
+
+
+def without_call_state(tokenizer: Any) -> Any:
+    """A copy of ``tokenizer`` without the truncation and padding its last call left in its backend (a
+    fast tokenizer saves them into tokenizer.json): the export is the same bytes whether the study
+    tokenized in this process or read its windows from the feature cache."""
+    clean = copy.deepcopy(tokenizer)
+    backend = getattr(clean, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+    return clean
 
 
 def export_model(model: DualAgentModel, tokenizer: Any, folder: Path, *, description: dict[str, Any]) -> Path:
@@ -53,7 +71,7 @@ def export_model(model: DualAgentModel, tokenizer: Any, folder: Path, *, descrip
         staging.mkdir(parents=True)
         encoder: Any = model.encoder  # a Hugging Face PreTrainedModel
         encoder.save_pretrained(str(staging / ENCODER_DIR), safe_serialization=True)
-        tokenizer.save_pretrained(str(staging / ENCODER_DIR))
+        without_call_state(tokenizer).save_pretrained(str(staging / ENCODER_DIR))
         heads = {
             name: tensor.detach().to("cpu").contiguous()
             for name, tensor in model.state_dict().items()
@@ -71,18 +89,44 @@ def export_model(model: DualAgentModel, tokenizer: Any, folder: Path, *, descrip
         for path in staging.rglob("*"):
             if path.is_file():
                 fsync_path(path)
-        if folder.exists():  # a previous export of this study: replaced whole
-            old = folder.parent / f".old-{folder.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, old)
-            os.replace(staging, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-        fsync_path(folder.parent)
+        publish(staging, folder)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
         raise StorageError(f"cannot export the best model to {folder}: {error}") from error
     return folder
+
+
+def publish(staging: Path, folder: Path) -> None:
+    """Point ``folder`` (a link) at the complete export in ``staging``, replacing any previous export."""
+    parent, tag = folder.parent, uuid.uuid4().hex[:8]
+    target = parent / f".{folder.name}-{tag}"
+    os.replace(staging, target)  # complete, under its own name; folder is untouched so far
+    fsync_path(parent)  # the target's name is on disk before any link can point to it
+    link = parent / f".tmp-link-{folder.name}-{tag}"
+    os.symlink(target.name, link)  # relative: the study folder can be moved or copied with its links
+    previous: Path | None = None
+    if folder.is_symlink():
+        previous = parent / os.readlink(folder)
+    elif folder.exists():  # a folder written before exports were links: set aside, then deleted below
+        previous = parent / f".{folder.name}-{tag}-replaced"
+        os.replace(folder, previous)
+    os.replace(link, folder)  # the one step that switches: old export before, new one after
+    fsync_path(parent)
+    if previous is not None and previous.resolve() != target.resolve():
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def export_leftovers(folder: Path) -> list[Path]:
+    """Folders beside ``folder`` that no export uses (what an interrupted export leaves): staging
+    folders, exports that a newer one replaced, and the folders of the first layout's two-rename swap
+    (``.old-*``, only once ``folder`` itself loads: otherwise that is the one copy left)."""
+    parent, name = folder.parent, folder.name
+    current = folder.resolve() if folder.is_symlink() else None
+    patterns = [f".tmp-{name}-*", f".{name}-*"]
+    if folder.is_dir():
+        patterns.append(f".old-{name}-*")
+    found = {path for pattern in patterns for path in parent.glob(pattern)}
+    return sorted(p for p in found if p.is_dir() and not p.is_symlink() and p.resolve() != current)
 
 
 def read_info(folder: Path) -> dict[str, Any]:

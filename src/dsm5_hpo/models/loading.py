@@ -19,6 +19,7 @@ from typing import Any
 from dsm5_hpo.config import ModelConfig
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.utils.environment import env_flag
+from dsm5_hpo.utils.hub import is_permanent_hub_error
 from dsm5_hpo.utils.retry import RetryConfig, call_with_retry
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def resolve_model(
         folder = call_with_retry(
             lambda: downloader(repo, config.revision, False),
             config=RetryConfig(max_attempts=config.hub_attempts),
+            retry_if=lambda error: not is_permanent_hub_error(error),  # gated, mistyped: fail at once
             sleep=sleep,
             description=f"download of model {repo}",
         )

@@ -198,6 +198,30 @@ def test_hub_failing_every_attempt_is_a_config_error(
     assert isinstance(caught.value.__cause__, ConnectionError)
 
 
+class GatedRepoError(Exception):
+    """huggingface_hub's name for a repository that needs accepted terms (matched by name)."""
+
+
+class RepositoryNotFoundError(Exception):
+    """huggingface_hub's name for a mistyped or private repository."""
+
+
+@pytest.mark.parametrize(
+    "error", [GatedRepoError("accept the terms"), RepositoryNotFoundError("404 no such repo")]
+)
+def test_a_permanent_hub_error_fails_at_once_without_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    downloader = FakeDownloader(hub=[error])
+    sleeps: list[float] = []
+    with pytest.raises(ConfigError, match=str(error)) as caught:
+        resolve_model(_hub_config(attempts=5), cache_dir=tmp_path, downloader=downloader, sleep=sleeps.append)
+    assert downloader.hub_calls == 1 and sleeps == [], "a gated or mistyped repository is not retried"
+    assert "model.local_path" in str(caught.value)
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
