@@ -162,8 +162,19 @@ def test_sigterm_or_ctrl_c_leaves_the_study_resumable(
     text = log.read_text()
     assert "make resume" in text and "Traceback" not in text
     (study_dir,) = experiments.glob("study_*")
-    assert json.loads((study_dir / "study.json").read_text())["state"] == "INTERRUPTED"
+    record = json.loads((study_dir / "study.json").read_text())
+    assert record["state"] == "INTERRUPTED"
+    # The trial the signal stopped stays RUNNING with its checkpoints, for the resume to continue.
+    study = optuna.load_study(study_name=record["study_name"], storage=record["optuna_storage"])
+    (stopped,) = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    checkpoints = Path(stopped.user_attrs["trial_dir"]) / "checkpoints"
+    assert list(checkpoints.glob("epoch_*")), "the stopped trial kept no checkpoint"
+    offset = log.stat().st_size
     _run_to_end(_command(experiments, model_cache, resume=True), log)
+    resumed = log.read_text()[offset:]
+    assert f"trial {stopped.number} was running when the study stopped: continuing it" in resumed
+    assert f"resuming from {checkpoints}/epoch_" in resumed, "the stopped trial started again from scratch"
     summary = _summary(experiments)
     assert [t["state"] for t in summary["trials"]].count("FAIL") == 0  # the interrupted trial was continued
+    assert summary["trials"][stopped.number]["state"] in ("COMPLETE", "PRUNED")
     assert len(summary["trials"]) == 4

@@ -339,6 +339,7 @@ def test_an_unreachable_storage_is_a_config_error_naming_it(tmp_path: Path) -> N
             "data.max_posts=24",
             "tracking=none",
             "hpo.storage=postgresql://dsm5@127.0.0.1:9/optuna",  # port 9 (discard): nothing listens
+            "hpo.storage_retry_s=3",  # refused is transient: retried this long (1 + 2 s), then the error
             f"paths.experiments_dir={tmp_path}",
             f"paths.cache_dir={tmp_path / 'cache'}",
         ],

@@ -7,14 +7,11 @@ written, so a consumer never reads a report that breaks the contract.
 from __future__ import annotations
 
 import json
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import dsm5_hpo
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.criteria import DESCRIPTIONS
 from dsm5_hpo.data.prepare import PreparedData
@@ -26,6 +23,7 @@ from dsm5_hpo.training.checkpoint_manager import CheckpointInfo
 from dsm5_hpo.training.evaluator import EvaluationResult
 from dsm5_hpo.training.thresholds import MARGIN_KEY, THRESHOLD_KEY
 from dsm5_hpo.training.trainer import EvaluationData, criteria_prior_offset, evaluate_model, resolve_device
+from dsm5_hpo.utils.version import code_version
 
 REPORT_FILE = "evaluation_report.json"
 SCHEMA_FILE = Path(__file__).resolve().parents[3] / "contracts" / "evaluation_report.schema.json"
@@ -33,24 +31,6 @@ SYNTHETIC_NOTE = (
     "Computed on the bundled SYNTHETIC sample (generated text, not real Reddit posts): "
     "it shows the pipeline works, it says nothing about depression detection."
 )
-
-
-@cache
-def code_version() -> str:
-    """Package version plus the git commit when run from a checkout."""
-    version = dsm5_hpo.__version__
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return version
-    return f"{version}+g{sha}" if sha else version
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from dsm5_hpo.storage.atomic import sha256_file
 from dsm5_hpo.storage.checkpoint_io import FileDigest, checkpoint_digest
 from dsm5_hpo.training.training_state import TrainingState, state_from_payload
+from dsm5_hpo.utils.version import code_version
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
@@ -122,9 +123,6 @@ def build_metadata(
     owner: CheckpointOwner, state: TrainingState, files: Mapping[str, FileDigest], created_at: str
 ) -> dict[str, Any]:
     """The complete, schema-valid metadata.json content of a checkpoint of ``state``."""
-    # Imported here: hpo.report imports the trainer, which imports the checkpoint manager.
-    from dsm5_hpo.hpo.report import code_version
-
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "trial_id": owner.trial_id,

@@ -181,9 +181,28 @@ def snapshot(
     caller must not snapshot again while a save of the previous snapshot is still running.
     """
     reuse = buffers if buffers is not None else {}
-    return TrainingState(
+    copied = TrainingState(
         **{f.name: _cloned(getattr(state, f.name), reuse, (f.name,)) for f in fields(TrainingState)}
     )
+    # Buffers this snapshot did not use belong to an earlier model (another encoder drawn by the search
+    # space, other heads): dropped, so pinned host memory holds one model's state, not one per model seen.
+    used = _tensor_paths(state, ())
+    for path in [path for path in reuse if path not in used]:
+        del reuse[path]
+    return copied
+
+
+def _tensor_paths(value: Any, path: tuple[Any, ...]) -> set[tuple[Any, ...]]:
+    """The buffer keys of every tensor in ``value`` (as _cloned names them)."""
+    if isinstance(value, TrainingState):
+        return {p for f in fields(TrainingState) for p in _tensor_paths(getattr(value, f.name), (f.name,))}
+    if isinstance(value, torch.Tensor):
+        return {path}
+    if isinstance(value, dict):
+        return {p for key, item in value.items() for p in _tensor_paths(item, (*path, key))}
+    if isinstance(value, list | tuple):
+        return {p for i, item in enumerate(value) for p in _tensor_paths(item, (*path, i))}
+    return set()
 
 
 def state_payload(state: TrainingState) -> dict[str, Any]:

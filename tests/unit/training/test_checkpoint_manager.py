@@ -38,7 +38,7 @@ from dsm5_hpo.training.checkpoint_manager import (
 )
 from dsm5_hpo.training.checkpoint_verify import validate_metadata
 from dsm5_hpo.training.retention import choose_trial_checkpoints
-from dsm5_hpo.training.training_state import check_weights_only
+from dsm5_hpo.training.training_state import check_weights_only, snapshot
 
 HEADS = {"criteria_head": "linear_cls", "hidden_size": 8}
 LOGGER = "dsm5_hpo.training.checkpoint_manager"
@@ -605,6 +605,34 @@ def test_asynchronous_saves_run_one_at_a_time_in_order_reusing_host_memory(folde
     for info, weights in zip(infos, expected, strict=True):  # reuse never leaked a later state into a save
         saved = manager.load_weights(info)
         assert all(torch.equal(saved[k], v) for k, v in weights.items())
+
+
+def test_snapshot_buffers_of_an_earlier_model_are_dropped(folder: Path) -> None:
+    # A study passes one buffer dict to every trial; trials may draw other encoders (search_space.model).
+    buffers: dict[tuple[Any, ...], torch.Tensor] = {}
+    small, large = Run(), Run()
+    large.model = nn.Sequential(nn.Linear(6, 64), nn.LayerNorm(64), nn.Linear(64, 2))
+    large.optimizer = torch.optim.AdamW(large.model.parameters(), lr=0.01)
+    large.scheduler = torch.optim.lr_scheduler.LambdaLR(large.optimizer, lambda step: 1.0)
+
+    def held() -> int:
+        return sum(t.numel() * t.element_size() for t in buffers.values())
+
+    for run in (small, large):
+        run.step()
+    snapshot(large.state(0, 0.1), buffers)
+    large_bytes = held()
+    snapshot(small.state(0, 0.1), buffers)
+    small_bytes = held()
+    # Only what the latest snapshot holds is kept: the larger model's buffers went with it.
+    alone: dict[tuple[Any, ...], torch.Tensor] = {}
+    snapshot(small.state(0, 0.1), alone)
+    assert set(buffers) == set(alone) and small_bytes == sum(
+        t.numel() * t.element_size() for t in alone.values()
+    )
+    assert small_bytes < large_bytes
+    snapshot(small.state(1, 0.2), buffers)
+    assert held() == small_bytes, "the same model again reuses exactly its own buffers"
 
 
 def test_a_failed_background_save_is_raised_at_the_next_save_and_at_wait(

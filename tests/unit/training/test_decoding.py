@@ -343,3 +343,43 @@ def test_sentence_evidence_is_the_best_sentence_of_any_window() -> None:
         pairs, features, outputs, max_answer_tokens=30, null_score_margin=-1.0, gating="null_score"
     )
     assert [p.pred_span for p in by_null] == [(10, 23), None]  # logit 2 >= 1 given, 0.5 < 1 not
+
+
+def _top_k_reference(
+    starts: np.ndarray, ends: np.ndarray, context: range, max_tokens: int, k: int = 20
+) -> tuple[float, int, int]:
+    """SQuAD's n-best rule, written plainly: the best valid pair among the k best starts and k best ends."""
+    positions = list(context)
+    top_starts = sorted(positions, key=lambda p: -starts[p])[:k]
+    top_ends = sorted(positions, key=lambda p: -ends[p])[:k]
+    best = (-math.inf, -1, -1)
+    for s in top_starts:
+        for e in top_ends:
+            if s <= e < s + max_tokens and starts[s] + ends[e] > best[0]:
+                best = (float(starts[s] + ends[e]), s, e)
+    return best
+
+
+def test_windows_longer_than_20_tokens_search_the_top_20_starts_and_ends() -> None:
+    # The brute-force test above never has more than 8 context tokens, so the pruning to the 20 best
+    # starts and ends never cuts anything there; here windows have 60, and it does.
+    pruned_differs = 0
+    for seed in range(40):
+        rng = random.Random(seed)
+        words = range(0, 60)
+        b = Builder()
+        start = {w: rng.gauss(0, 3) for w in words}
+        end = {w: rng.gauss(0, 3) for w in words}
+        b.window(0, words, start=start, end=end)
+        max_tokens = rng.randint(1, 12)
+        [prediction] = b.decode([example()], max_answer_tokens=max_tokens, margin=1e9)  # a span always wins
+        context = range(PREFIX, PREFIX + len(words))
+        score, s, e = _top_k_reference(b.starts[0], b.ends[0], context, max_tokens)
+        expected = None if s < 0 else word_span(s - PREFIX, e - PREFIX)
+        assert prediction.pred_span == expected, f"seed {seed}"
+        exhaustive, _, _ = _reference(b.starts[0], b.ends[0], context, max_tokens)
+        assert score <= exhaustive
+        pruned_differs += score < exhaustive
+    assert pruned_differs > 0, (
+        "no case where the top-20 pruning changed the answer: the test exercises nothing"
+    )
