@@ -9,6 +9,7 @@ import pytest
 
 from conftest import CONFIG_FILE, TINY_OVERRIDES
 from dsm5_hpo.cli import train
+from dsm5_hpo.hpo.study import StudyRunner
 
 pytestmark = pytest.mark.integration
 
@@ -51,3 +52,39 @@ def test_resuming_a_complete_study_is_refused(
     assert "already complete" in capsys.readouterr().err
     assert train.main(["--resume", f"paths.experiments_dir={experiments}"]) == 2
     assert "no unfinished study" in capsys.readouterr().err
+
+
+class Killed(BaseException):
+    """kill -9 at that instant: no handler of the study runs."""
+
+
+def test_a_study_killed_after_its_evaluation_is_finished_by_resume_without_evaluating_again(
+    tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    experiments = tmp_path / "exp"
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:  # the kill lands while the plots are drawn
+        patch.setattr(StudyRunner, "_publish_plots", killed)
+        with pytest.raises(Killed):
+            train.main(["--config", str(CONFIG_FILE), *_overrides(experiments, model_cache)])
+    (study_dir,) = experiments.glob("study_*")
+    record = json.loads((study_dir / "study.json").read_text())
+    assert record["state"] == "RUNNING", "marked COMPLETE before its last step"
+    assert not (study_dir / "plots").exists()
+    report = (study_dir / "evaluation_report.json").read_bytes()
+    # A kill in the middle of a checkpoint deletion, in a trial that has ended.
+    (trial_dir,) = experiments.glob("trial_*")
+    leftover = trial_dir / "checkpoints" / ".tmp-deleted-epoch_0000-1a2b3c4d"
+    leftover.mkdir()
+    (leftover / "model.safetensors").write_bytes(b"x" * 64)
+    capsys.readouterr()
+
+    assert train.main(["--resume", f"paths.experiments_dir={experiments}"]) == 0
+    record = json.loads((study_dir / "study.json").read_text())
+    assert record["state"] == "COMPLETE" and (study_dir / "plots").is_dir()
+    assert (study_dir / "evaluation_report.json").read_bytes() == report  # not evaluated a second time
+    assert "exported before the study stopped: kept" in (study_dir / "logs" / "study.jsonl").read_text()
+    assert not leftover.exists()

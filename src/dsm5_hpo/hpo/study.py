@@ -49,9 +49,9 @@ from dsm5_hpo.hpo.shared import (
     trials_that_count,
     worker_id,
 )
-from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space
+from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space, sweep_deletion_leftovers
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
-from dsm5_hpo.models.export import BEST_MODEL_DIR, export_model
+from dsm5_hpo.models.export import BEST_MODEL_DIR, export_model, read_info
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.storage.monitor import DiskMonitor, StorageMonitor
 from dsm5_hpo.storage.space_guard import SpaceGuard
@@ -296,8 +296,6 @@ class StudyRunner:
             study_run.finish("KILLED" if isinstance(error, ResumableStop) else "FAILED")
             raise
         record.update(
-            state="COMPLETE",
-            finished_at=datetime.now(UTC).isoformat(),
             best_trial_id=outcome.best_trial_id,
             best_value=outcome.best_value,
             report=str(outcome.report_path) if outcome.report_path else None,
@@ -305,11 +303,16 @@ class StudyRunner:
         if outcome.report_path is None and config.hpo.shared:  # another worker's report, in a shared folder
             record["report"] = read_study_record(study_dir).get("report")
         record.pop("error", None)
-        atomic_write_json(study_dir / STUDY_FILE, record)
+        atomic_write_json(study_dir / STUDY_FILE, record)  # the report is kept, should a kill come now
         refresh_summary_quietly(study_dir, record)
         if not config.hpo.shared or outcome.report_path is not None:  # one worker draws a shared study
             self._publish_plots(study_dir, record, study_run)
         study_run.finish("FINISHED")
+        # COMPLETE only once nothing is left to do: a study killed before this line is still unfinished,
+        # and --resume draws its plots and closes its MLflow run (its test evaluation is kept, _finish).
+        record.update(state="COMPLETE", finished_at=datetime.now(UTC).isoformat())
+        atomic_write_json(study_dir / STUDY_FILE, record)
+        refresh_summary_quietly(study_dir, record)
         return outcome
 
     def _publish_plots(self, study_dir: Path, record: dict[str, Any], study_run: RunTracker) -> None:
@@ -412,7 +415,7 @@ class StudyRunner:
             if not workers.claim_final_evaluation(self.checkpointing):
                 return self._outcome_without_evaluation(study, study_id, study_dir)
             with workers.evaluating():
-                return self._finish(study, study_id, study_dir, inputs, study_run)
+                return self._finish(study, study_id, study_dir, inputs, study_run, record)
 
         # Trials a dead process left RUNNING continue first, in trial-number order.
         for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):
@@ -430,7 +433,7 @@ class StudyRunner:
                 callbacks=[after_trial],
                 gc_after_trial=True,
             )
-        return self._finish(study, study_id, study_dir, inputs, study_run)
+        return self._finish(study, study_id, study_dir, inputs, study_run, record)
 
     def _continue_trial(self, study: optuna.Study, frozen: FrozenTrial, objective: Objective) -> None:
         logger.info("trial %d was running when the study stopped: continuing it", frozen.number)
@@ -490,14 +493,27 @@ class StudyRunner:
         study_dir: Path,
         inputs: InputsByModel,
         study_run: RunTracker,
+        record: dict[str, Any],
     ) -> StudyOutcome:
         config = self.config
         outcome, best = self._outcome(study, study_id, study_dir)
         assert best.value is not None
+        sweep_deletion_leftovers(study.trials)  # every trial has ended: no deletion is in flight
         if not self.checkpointing:
             logger.warning(
                 "checkpointing was off (--no-checkpoint): no weights to evaluate on the test split"
             )
+            return outcome
+        kept = evaluated_before(study_dir, record, outcome.best_trial_id)
+        if kept is not None:  # stopped after its test evaluation and export: they are not done twice
+            logger.info(
+                "best trial %d was evaluated on the test split and exported before the study stopped: "
+                "kept (%s)",
+                best.number,
+                kept,
+            )
+            outcome.report_path = kept
+            outcome.report = json.loads(kept.read_text(encoding="utf-8"))
             return outcome
         logger.info(
             "best trial %d: validation %s=%.4f; evaluating it on the test split",
@@ -536,6 +552,22 @@ class StudyRunner:
         study_run.log_metrics({f"test_{k}": v for k, v in result.metrics.items()}, step=0)
         study_run.log_dict(report, "evaluation_report.json")
         return outcome
+
+
+def evaluated_before(study_dir: Path, record: dict[str, Any], best_trial_id: str) -> Path | None:
+    """The study's report when its test evaluation of this same best trial and its export were done
+    before a stop (the record says so and both still read back), else None."""
+    report = record.get("report")
+    if not report or record.get("best_trial_id") != best_trial_id:
+        return None
+    path = Path(str(report))
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("best_trial_id") != best_trial_id:
+            return None
+        read_info(study_dir / BEST_MODEL_DIR)
+    except (OSError, ValueError, StorageError):
+        return None
+    return path
 
 
 def _best_or_none(study: optuna.Study) -> FrozenTrial | None:

@@ -30,6 +30,8 @@ from dsm5_hpo.storage.atomic import fsync_path
 logger = logging.getLogger(__name__)
 
 STAGING_PREFIX = ".tmp-"
+DELETED_PREFIX = f"{STAGING_PREFIX}deleted-"
+"""A directory on its way out (delete_directory): left only by a kill in the middle of a deletion."""
 """Name prefix of a directory being written; one left behind by a crash is stale."""
 
 # Below this size, handing a buffer to the hashing thread costs more than hashing it inline.
@@ -279,7 +281,7 @@ def delete_directory(path: Path) -> None:
     It is first renamed to a staging name: a crash mid-delete leaves a stale ``.tmp-*``
     directory (removed by the next save), never a half checkpoint that could look like one.
     """
-    trash = path.parent / f"{STAGING_PREFIX}deleted-{path.name}-{uuid.uuid4().hex[:8]}"
+    trash = path.parent / f"{DELETED_PREFIX}{path.name}-{uuid.uuid4().hex[:8]}"
     os.replace(path, trash)
     fsync_path(path.parent)
     shutil.rmtree(trash)

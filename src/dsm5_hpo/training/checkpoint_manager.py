@@ -253,9 +253,11 @@ class CheckpointManager:
         return None
 
     def finish_trial(self) -> RetentionDecision:
-        """The trial has ended: keep only its best checkpoint(s), as weights without resume state."""
+        """The trial has ended: keep only its best checkpoint(s), as weights without resume state (and
+        nothing a crashed save or deletion left: an ended trial has no next save to remove it)."""
         self.wait()
         self.fence()
+        remove_stale_staging(self.folder)
         infos = self._checked(self._candidates(), hashed=())
         decision = choose_trial_checkpoints(infos, self.space.policy(self.retention), trial_running=False)
         self._apply(decision, infos)

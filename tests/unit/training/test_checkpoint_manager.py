@@ -679,3 +679,12 @@ def test_a_fence_that_raises_stops_saves_and_pruning_before_anything_is_written(
         manager.finish_trial()
     manager.wait()
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
+def test_the_end_of_a_trial_removes_what_a_killed_save_or_deletion_left(folder: Path) -> None:
+    _, manager = save_epochs(folder, [0.5, 0.6])
+    for name in (".tmp-deleted-epoch_0000-1a2b3c4d", ".tmp-epoch_0002-5e6f7a8b"):
+        (folder / name).mkdir()
+        (folder / name / "model.safetensors").write_bytes(b"x" * 64)
+    manager.finish_trial()
+    assert not list(folder.glob(".tmp-*")), "an ended trial has no next save to remove them"
