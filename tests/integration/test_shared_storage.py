@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from conftest import CONFIG_FILE, SAMPLE_DIR
 from dsm5_hpo.hpo.database import CONNECTIONS_PER_WORKER, opened_storage
+from dsm5_hpo.hpo.shared import retried_from, retry_history
 from postgres_server import PostgresServer, postgres_instance, unavailable_reason
 from waiting import wait_for, wait_for_exit
 
@@ -215,7 +216,7 @@ def test_two_workers_share_a_study_and_one_finishes_the_trial_of_the_other_that_
     # folder, and finished by the second worker from its checkpoint.
     failed = study.trials[killed.number]
     assert failed.state == TrialState.FAIL
-    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == killed.number]
+    (retry,) = [t for t in trials if retried_from(t) == killed.number]
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     assert retry.user_attrs["trial_uuid"] == killed.user_attrs["trial_uuid"]
     assert retry.user_attrs["worker"].endswith(f":{second.pid}")
@@ -304,6 +305,141 @@ def test_a_worker_rides_out_a_postgresql_restart_mid_training(
     for trial in study.trials:
         history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_joint_score")
         assert sorted(m.step for m in history) == list(range(epochs)), trial.number
+
+
+def _trial_with_checkpoint(
+    storage: RDBStorage,
+    study_name: str,
+    worker_pid: int,
+    wanted: Callable[[optuna.trial.FrozenTrial], bool] = lambda t: True,
+    epoch: int = 0,
+) -> Callable[[], optuna.trial.FrozenTrial | None]:
+    """A condition: a RUNNING trial of that worker that ``wanted`` accepts, whose folder holds a
+    committed checkpoint of ``epoch`` (or a later one)."""
+
+    def found() -> optuna.trial.FrozenTrial | None:
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except KeyError:
+            return None
+        for trial in study.get_trials(states=(TrialState.RUNNING,)):
+            folder = Path(str(trial.user_attrs.get("trial_dir", ""))) / "checkpoints"
+            epochs = [int(p.name.removeprefix("epoch_")) for p in folder.glob("epoch_*")]
+            mine = str(trial.user_attrs.get("worker", "")).endswith(f":{worker_pid}")
+            if mine and wanted(trial) and epochs and max(epochs) >= epoch:
+                return trial
+        return None
+
+    return found
+
+
+@needs_postgres
+def test_a_trial_that_kills_its_worker_twice_fails_for_good_and_the_study_ends(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """hpo.max_trial_retries=1: trial 0's worker is killed, its retry's worker is killed too; the third
+    worker does not queue it a second time, and the study ends on the other trial."""
+    experiments, cache = tmp_path / "experiments", tmp_path / "cache"
+    name = "retry-cap"
+    extra = ("tracking=mlflow_sqlite", f"hpo.study_name={name}", "hpo.n_trials=2", "hpo.max_trial_retries=1")
+    logs = [tmp_path / f"worker{i}.log" for i in (1, 2, 3)]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        with opened_storage(postgres.url) as storage:
+            first = _worker(experiments, cache, postgres.url, "", logs[0], *extra)
+            processes.append(first)
+            doomed = wait_for(
+                _trial_with_checkpoint(storage, name, first.pid), first, logs[0], what="a checkpoint"
+            )
+            second = _worker(experiments, cache, postgres.url, "", logs[1], *extra)
+            processes.append(second)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=60)
+            # The second worker runs the other trial, then takes trial 0's retry after the grace period.
+            retry = wait_for(
+                _trial_with_checkpoint(
+                    storage, name, second.pid, lambda t: retry_history(t) == [doomed.number]
+                ),
+                second,
+                logs[1],
+                what="the retry of the killed trial, with a checkpoint",
+            )
+            second.send_signal(signal.SIGKILL)
+            second.wait(timeout=60)
+            third = _worker(experiments, cache, postgres.url, "", logs[2], *extra)
+            processes.append(third)
+            assert wait_for_exit(third, logs[2]) == 0, logs[2].read_text()[-4000:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    trials = optuna.load_study(study_name=name, storage=postgres.url).trials
+    assert trials[doomed.number].state == TrialState.FAIL and trials[retry.number].state == TrialState.FAIL
+    assert not [t for t in trials if retry_history(t)[:1] == [doomed.number] and t.number != retry.number]
+    assert [t.state for t in trials].count(TrialState.COMPLETE) == 1 and len(trials) == 3
+    assert "fails for good (hpo.max_trial_retries=1)" in logs[2].read_text()
+    (study_dir,) = experiments.glob("study_*")
+    assert json.loads((study_dir / "study.json").read_text())["state"] == "COMPLETE"
+
+
+@needs_postgres
+def test_a_paused_worker_whose_trial_was_taken_over_stops_it_without_writing(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """SIGSTOP past the grace period: the other worker runs the trial's retry in the same folder; after
+    SIGCONT the paused worker notices at its next checkpoint and stops the trial without writing."""
+    experiments, cache = tmp_path / "experiments", tmp_path / "cache"
+    name, epochs = "paused", 10
+    extra = (
+        "tracking=mlflow_sqlite",
+        f"hpo.study_name={name}",
+        "hpo.n_trials=1",
+        f"train.max_epochs={epochs}",
+    )
+    logs = (tmp_path / "paused.log", tmp_path / "other.log")
+    paused = _worker(experiments, cache, postgres.url, "", logs[0], *extra)
+    other: subprocess.Popen[bytes] | None = None
+    try:
+        with opened_storage(postgres.url) as storage:
+            taken = wait_for(
+                _trial_with_checkpoint(storage, name, paused.pid), paused, logs[0], what="a checkpoint"
+            )
+            paused.send_signal(signal.SIGSTOP)
+            other = _worker(experiments, cache, postgres.url, "", logs[1], *extra)
+            # The retry runs on the other worker and has written a checkpoint of its own into the folder.
+            folder = Path(taken.user_attrs["trial_dir"]) / "checkpoints"
+            newest = max(int(p.name.removeprefix("epoch_")) for p in folder.glob("epoch_*"))
+            retry = wait_for(
+                _trial_with_checkpoint(
+                    storage, name, other.pid, lambda t: retried_from(t) == taken.number, newest + 1
+                ),
+                other,
+                logs[1],
+                what="the retry with a checkpoint of its own",
+            )
+            before = len(logs[0].read_text())
+            paused.send_signal(signal.SIGCONT)
+            assert wait_for_exit(other, logs[1]) == 0, logs[1].read_text()[-4000:]
+            assert wait_for_exit(paused, logs[0]) == 0, logs[0].read_text()[-4000:]
+    finally:
+        for process in (paused, other):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+    after = logs[0].read_text()[before:]
+    assert f"trial {taken.number} stopped on this worker, without writing anything more" in after, after[
+        -3000:
+    ]
+    assert "saved checkpoint" not in after, "the paused worker wrote a checkpoint into the retry's folder"
+    assert "Traceback" not in after
+    trials = optuna.load_study(study_name=name, storage=postgres.url).trials
+    assert trials[taken.number].state == TrialState.FAIL and "error" not in trials[taken.number].user_attrs
+    finished = trials[retry.number]
+    assert finished.state == TrialState.COMPLETE and sorted(finished.intermediate_values) == list(
+        range(epochs)
+    )
+    record = json.loads((Path(taken.user_attrs["trial_dir"]) / "trial.json").read_text())
+    assert record["number"] == retry.number and record["state"] == "COMPLETE"
 
 
 def _accepts(server: PostgresServer) -> bool:
@@ -431,7 +567,7 @@ def test_a_dead_workers_trial_whose_folder_is_elsewhere_is_started_again(
         assert train.main(["--config", str(CONFIG_FILE), *overrides]) == 0, buffer.getvalue()
     trials = optuna.load_study(study_name="elsewhere", storage=storage_url).trials
     assert [t.state for t in trials].count(optuna.trial.TrialState.COMPLETE) == 2
-    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
+    (retry,) = [t for t in trials if retried_from(t) == dead.number]
     assert retry.state == optuna.trial.TrialState.COMPLETE and retry.params == dead.params
     log = (elsewhere / "logs" / "trial.jsonl").read_text()
     assert "resuming from" not in log  # no checkpoint to continue from: trained again from epoch 0

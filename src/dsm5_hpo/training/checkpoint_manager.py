@@ -188,6 +188,7 @@ class CheckpointManager:
         payload = state_payload(state)  # refuses unloadable state before anything is written
         target = self.folder / f"epoch_{state.epoch:04d}"
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.fence()  # an asynchronous save runs later than save() checked: the folder may be another's now
         remove_stale_staging(self.folder)
         needed = nested_tensor_bytes(state.model_state) + nested_tensor_bytes(payload) + METADATA_SLACK
         self.space.ensure_room(needed, self._prune_for_space, what=f"checkpoint {target}")
@@ -203,6 +204,11 @@ class CheckpointManager:
             extra += write_bytes_hashed(
                 staging / HASH_FILE, f"{metadata['checkpoint_sha256']}\n".encode()
             ).bytes
+            try:  # last check before the commit, which could otherwise supersede another worker's epoch
+                self.fence()
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
             if target.exists():  # only when a trial re-runs an epoch it had already saved
                 self._quarantine(
                     target, Invalid("", "superseded by a new save of the same epoch"), quiet=True

@@ -688,3 +688,25 @@ def test_the_end_of_a_trial_removes_what_a_killed_save_or_deletion_left(folder: 
         (folder / name / "model.safetensors").write_bytes(b"x" * 64)
     manager.finish_trial()
     assert not list(folder.glob(".tmp-*")), "an ended trial has no next save to remove them"
+
+
+def test_a_background_save_checks_the_fence_again_before_it_commits(folder: Path) -> None:
+    # save() passed the fence; the trial is taken over while the snapshot waits for the writer thread.
+    class TakenOver(BaseException):
+        pass
+
+    run, manager = save_epochs(folder, [0.5], asynchronous=True)
+    manager.wait()
+    calls: list[str] = []
+
+    def fence() -> None:
+        calls.append("check")
+        if len(calls) > 1:
+            raise TakenOver
+
+    manager.fence = fence
+    run.step()
+    assert manager.save(run.state(1, 0.9)) is None
+    with pytest.raises(TakenOver):
+        manager.wait()
+    assert names(folder) == ["epoch_0000"] and not list(folder.glob(".tmp-*"))
