@@ -501,6 +501,9 @@ class HPOConfig:
     heartbeat_grace_s: float = 120.0
     """With a shared storage: a running trial without a heartbeat for this long belongs to a dead
     worker; it is marked failed and queued again (same params, same folder), for any worker to take."""
+    skip_unavailable_models: bool = False
+    """search_space.model choices that cannot be had here (a hub encoder offline, not in the HF cache):
+    false refuses the study before its first trial, naming them; true drops them with a WARNING."""
     max_trial_retries: int = 2
     """With a shared storage: how often a trial whose worker died is queued again; a trial that kills
     its worker each time (out of memory, a segfault) fails for good after that many retries."""

@@ -10,6 +10,7 @@ import torch
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.features import collate
 from dsm5_hpo.data.prepare import prepare_data
+from dsm5_hpo.hpo.model_choices import available_model_choices
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
 from dsm5_hpo.models.multi_task import build_model, forward_batch
 
@@ -18,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 def dry_run(config: StudyConfig) -> dict[str, Any]:
     """Resolve the model, load and window the data, run one forward pass; returns what was checked."""
+    config = available_model_choices(config)
     resolved = resolve_model(config.model, cache_dir=config.paths.cache)
     data = prepare_data(config.data, load_tokenizer(resolved.path), seed=config.train.seed)
     model = build_model(resolved.path, config).eval()

@@ -31,6 +31,7 @@ from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, StorageError, TrainingError
 from dsm5_hpo.hpo.database import opened_storage, storage_lock
 from dsm5_hpo.hpo.lock import study_lock
+from dsm5_hpo.hpo.model_choices import available_model_choices
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
 from dsm5_hpo.hpo.outputs import (
     mlflow_loss_reader,
@@ -153,6 +154,7 @@ class StudyRunner:
 
     def run(self) -> StudyOutcome:
         """Start a new study, or, with a shared storage (hpo.storage), join the workers' study."""
+        self.config = available_model_choices(self.config)  # before anything is written
         hpo = self.config.hpo
         if hpo.shared:
             study_id = shared_study_id(hpo.storage, hpo.study_name)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +114,52 @@ def resolve_model(
             "or use model=minilm (bundled) / model=tiny"
         ) from error
     return ResolvedModel(Path(folder), "hub")
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection now (HF_ENDPOINT honoured); no request."""
+    from huggingface_hub import constants
+
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def unavailable_reason(
+    config: ModelConfig,
+    *,
+    downloader: Downloader = _snapshot_download,
+    online: Callable[[], bool] = hub_reachable,
+) -> str | None:
+    """Why the encoder cannot be had here, or None when it can: what :func:`resolve_model` would find,
+    without downloading (the hub counts only when this process may go online and the hub answers)."""
+    spec = config.local_path.strip()
+    if spec == "tiny":
+        return None
+    if spec.startswith("package:"):
+        try:
+            path = _package_path(spec)
+        except ConfigError as error:
+            return str(error)
+        return None if (path / "config.json").is_file() else f"{spec} has no config.json under {path}"
+    if spec and (Path(spec).expanduser() / "config.json").is_file():
+        return None
+    if not config.pretrained:
+        return f"model.local_path {spec!r} is not a model folder and model.pretrained is empty"
+    try:
+        downloader(config.pretrained, config.revision, True)
+        return None  # in the HF cache
+    except Exception:  # noqa: BLE001 - not cached: the hub decides, if it may be reached
+        pass
+    if env_flag("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        return f"{config.pretrained} is not in the HF cache and the hub is off (HF_HUB_OFFLINE)"
+    if not online():
+        return f"{config.pretrained} is not in the HF cache and the hub cannot be reached"
+    return None
 
 
 def load_tokenizer(path: Path) -> Any:

@@ -154,3 +154,19 @@ def test_sync_refuses_tracking_none_and_a_dead_tracker(tmp_path: Path) -> None:
     )
     assert_one_line_error(result, 5, "tracking.uri")
     assert (outbox / "outbox-elsewhere-1-abcd1234.jsonl").read_text() == line  # nothing lost
+
+
+def test_a_search_space_with_encoders_that_cannot_be_had_is_refused_before_any_trial(tmp_path: Path) -> None:
+    # `search_space=full` offline: the hub encoders are not in the HF cache; only the bundled MiniLM is.
+    args = [a for a in tiny_args(tmp_path, "search_space=full") if not a.startswith("model=")]
+    result = run_module("dsm5_hpo.cli.train", *args, env={"HF_HOME": str(tmp_path / "hf")})
+    assert_one_line_error(
+        result,
+        2,
+        "search_space.model",
+        "6 of 7 encoders cannot be had here",
+        "mental_bert",
+        "search_space.model.choices=[minilm]",
+        "hpo.skip_unavailable_models=true",
+    )
+    assert not list((tmp_path / "exp").glob("study_*")), "refused before anything was written"
