@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIG_FILE, TINY_OVERRIDES
+from conftest import CONFIG_FILE, TINY_OVERRIDES, captured_logs
 from dsm5_hpo.cli import train
 from dsm5_hpo.hpo.study import StudyRunner
 
@@ -82,7 +82,16 @@ def test_a_study_killed_after_its_evaluation_is_finished_by_resume_without_evalu
     (leftover / "model.safetensors").write_bytes(b"x" * 64)
     capsys.readouterr()
 
-    assert train.main(["--resume", f"paths.experiments_dir={experiments}"]) == 0
+    # The habit of running the same command again with --resume: an override that differs from the
+    # saved config is refused, naming it with both values; the original command is accepted.
+    original = ["--config", str(CONFIG_FILE), *_overrides(experiments, model_cache)]
+    assert train.main(["--resume", *original, "hpo.n_trials=5", "train.seed=7"]) == 2
+    error = capsys.readouterr().err
+    assert "hpo.n_trials (saved 1, given 5)" in error and "train.seed (saved 42, given 7)" in error, error
+    assert json.loads((study_dir / "study.json").read_text())["state"] == "RUNNING"
+    with captured_logs("dsm5_hpo.cli.train") as logs:
+        assert train.main(["--resume", *original]) == 0
+    assert "--resume: model=tiny equals the study's saved config: accepted" in [r.getMessage() for r in logs]
     record = json.loads((study_dir / "study.json").read_text())
     assert record["state"] == "COMPLETE" and (study_dir / "plots").is_dir()
     assert (study_dir / "evaluation_report.json").read_bytes() == report  # not evaluated a second time

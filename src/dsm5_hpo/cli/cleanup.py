@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dsm5_hpo.cli.common import run_cli
+from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.hpo.cleanup import CleanupPlan, apply_cleanup, plan_cleanup
 from dsm5_hpo.storage.monitor import format_bytes
 
@@ -58,7 +58,7 @@ def format_plan(plan: CleanupPlan, *, freed: int | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(experiments_dir_override(argv))
 
     def run() -> int:
         plan = plan_cleanup(args.experiments_dir, study_id=args.study_id)

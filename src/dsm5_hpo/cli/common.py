@@ -149,3 +149,19 @@ def run_cli(main: Callable[[], int], *, log_stream: TextIO | None = None) -> int
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+EXPERIMENTS_OVERRIDE = "paths.experiments_dir="
+
+
+def experiments_dir_override(argv: Sequence[str] | None) -> list[str]:
+    """``argv`` with ``paths.experiments_dir=DIR`` (the train CLI's way) turned into ``--experiments-dir
+    DIR``, so that every CLI takes the folder the way `make train` was given it; the flag still works."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    converted: list[str] = []
+    for arg in args:
+        if arg.startswith(EXPERIMENTS_OVERRIDE):
+            converted += ["--experiments-dir", arg.removeprefix(EXPERIMENTS_OVERRIDE)]
+        else:
+            converted.append(arg)
+    return converted

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dsm5_hpo.cli.common import run_cli
+from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.errors import ConfigError, Interrupted
 from dsm5_hpo.hpo.study import read_study_record
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--experiments-dir", type=Path, default=Path("experiments"))
     parser.add_argument("--host", default="127.0.0.1", help="interface to serve on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8080)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(experiments_dir_override(argv))
 
     def run() -> int:
         import optuna_dashboard

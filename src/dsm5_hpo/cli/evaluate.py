@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from dsm5_hpo.cli.common import run_cli
+from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path("experiments"),
         help="where study_*/ and trial_*/ live (paths.experiments_dir)",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(experiments_dir_override(argv))
 
     def run() -> int:
         experiments: Path = args.experiments_dir

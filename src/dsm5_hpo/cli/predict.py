@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from dsm5_hpo.cli.common import run_cli
+from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.study import newest_finished_study
 from dsm5_hpo.inference.posts import FORMATS, read_posts
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--experiments-dir", type=Path, default=Path("experiments"), help="where to look for the newest study"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(experiments_dir_override(argv))
 
     def run() -> int:
         settings = PredictSettings(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 
-from dsm5_hpo.cli.common import build_tracker, run_cli
+from dsm5_hpo.cli.common import build_tracker, experiments_dir_override, run_cli
 from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.config import study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, TrackingError
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-mlflow", action="store_true", help="write the files only, log nothing to MLflow"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(experiments_dir_override(argv))
 
     def run() -> int:
         study_dir = study_dir_of(args.experiments_dir, args.study_id)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dsm5_hpo.cli.common import run_cli
+from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.liveness import study_driver
 from dsm5_hpo.hpo.study import STUDY_FILE, read_study_record
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=Path("experiments"),
         help="where study_*/ live (paths.experiments_dir)",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(experiments_dir_override(argv))
 
     def run() -> int:
         experiments: Path = args.experiments_dir

@@ -5,21 +5,27 @@
     python -m dsm5_hpo.cli.train --dry-run [overrides ...]       # check config, data and model only
     make train ARGS="model=tiny hpo.n_trials=5"
 
---resume uses the study's own saved config; overrides given with it are refused, except
-paths.experiments_dir (where to look for the study).
+--resume uses the study's own saved config. Overrides given with it (the original command run again
+with --resume added) are accepted when they equal the saved config, and refused, naming each key with
+its saved and given values, when they differ; paths.experiments_dir says where to look for the study.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from dsm5_hpo.cli.common import DEFAULT_CONFIG, build_tracker, compose_config, run_cli
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.preflight import dry_run
 from dsm5_hpo.hpo.study import StudyOutcome, StudyRunner, newest_unfinished_study
+
+logger = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -43,21 +49,56 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _resume(args: argparse.Namespace) -> StudyOutcome:
     experiments = Path("experiments")
+    others: list[str] = []
     for override in args.overrides:
         key, _, value = override.partition("=")
-        if key != "paths.experiments_dir":
-            raise ConfigError(
-                f"--resume continues a study with its saved config; drop the override {override!r} "
-                "(only paths.experiments_dir=DIR is accepted)"
-            )
-        experiments = Path(value)
+        if key == "paths.experiments_dir":
+            experiments = Path(value)
+        else:
+            others.append(override)
     study_dir = (
         experiments / f"study_{args.study_id}" if args.study_id else newest_unfinished_study(experiments)
     )
     if not study_dir.is_dir():
         raise ConfigError(f"study folder {study_dir} not found; check --study-id and paths.experiments_dir")
     runner, record = StudyRunner.for_resume(study_dir, build_tracker)
+    if others:
+        _check_same_as_saved(args.config, others, record["config"])
     return runner.resume(study_dir, record)
+
+
+_ABSENT = "<not set>"
+
+
+def _value_at(config: Mapping[str, Any], key: str) -> Any:
+    """The value an override key names in a resolved config (a group name: its whole section)."""
+    parts = key.split(".")
+    if parts[0] == "search_space":  # the search_space group lives in hpo.search_space
+        parts = ["hpo", *parts]
+    value: Any = config
+    for part in parts:
+        if not isinstance(value, Mapping) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return json.loads(json.dumps(value, default=str))  # as study.json holds it (lists, not tuples)
+
+
+def _check_same_as_saved(config_file: Path, overrides: list[str], saved: Mapping[str, Any]) -> None:
+    """Accept overrides equal to the study's saved config (said at INFO); refuse those that differ."""
+    given = compose_config(config_file, overrides).to_dict()
+    differ = []
+    for override in overrides:
+        key = override.partition("=")[0].lstrip("+~")
+        mine, theirs = _value_at(given, key), _value_at(saved, key)
+        if mine == theirs:
+            logger.info("--resume: %s equals the study's saved config: accepted", override)
+        else:
+            differ.append(f"{key} (saved {theirs!r}, given {mine!r})")
+    if differ:
+        raise ConfigError(
+            "--resume continues a study with its saved config; these overrides differ from it: "
+            f"{'; '.join(differ)}; drop them, or start a new study with `make train`"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

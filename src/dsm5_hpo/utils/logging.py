@@ -159,7 +159,10 @@ def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.
         # a short-lived capture that is closed before the next record).
         for handler in existing:
             if stream is not None and isinstance(handler, logging.StreamHandler):
-                handler.setStream(stream)
+                if getattr(handler.stream, "closed", False):  # setStream would flush the closed one
+                    handler.stream = stream
+                else:
+                    handler.setStream(stream)
     else:
         handler = human_handler(stream if stream is not None else sys.stdout)
         handler._dsm5_stdout = True  # type: ignore[attr-defined]

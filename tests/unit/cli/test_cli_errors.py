@@ -110,11 +110,6 @@ def test_resume_without_any_study_exits_2(tmp_path: Path) -> None:
     assert_one_line_error(result, 2, "no unfinished study", "make train")
 
 
-def test_resume_refuses_config_overrides(tmp_path: Path) -> None:
-    result = run_module("dsm5_hpo.cli.train", "--resume", "train.seed=3")
-    assert_one_line_error(result, 2, "saved config", "train.seed=3")
-
-
 def test_study_id_needs_resume() -> None:
     result = run_module("dsm5_hpo.cli.train", "--study-id", "abc")
     assert_one_line_error(result, 2, "--resume")
