@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
+from dsm5_hpo.cli import train
+from dsm5_hpo.hpo.lock import lock_owner
 from waiting import ProcessEnded, log_shows, wait_for, wait_for_exit
 
 pytestmark = pytest.mark.integration
@@ -133,7 +136,7 @@ def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tmp_path: Path, 
         _assert_close(got, want, f"trial {want['number']}")
     _assert_close(actual["report"]["test_metrics"], expected["report"]["test_metrics"], "test_metrics")
     assert actual["record"]["state"] == "COMPLETE"
-    assert not list(interrupted.glob("study_*/study.lock"))
+    assert all(lock_owner(study_dir) is None for study_dir in interrupted.glob("study_*"))  # lock released
 
     client = MlflowClient(tracking_uri=f"sqlite:///{interrupted / 'mlflow_db' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("dsm5_hpo")
@@ -178,3 +181,112 @@ def test_sigterm_or_ctrl_c_leaves_the_study_resumable(
     assert [t["state"] for t in summary["trials"]].count("FAIL") == 0  # the interrupted trial was continued
     assert summary["trials"][stopped.number]["state"] in ("COMPLETE", "PRUNED")
     assert len(summary["trials"]) == 4
+
+
+# One trial of 4 epochs, and two resume points kept, so that the one before the damaged checkpoint can
+# be resumed from.
+CORRUPTED_OVERRIDES = (
+    *(o for o in STUDY_OVERRIDES if not o.startswith(("hpo.n_trials=", "train.max_epochs=", "tracking="))),
+    "hpo.n_trials=1",
+    "train.max_epochs=4",
+    "retention_policy.keep_last_n=2",
+)
+
+
+def _corrupted_command(experiments: Path, cache: Path, *, mlflow: bool = False) -> list[str]:
+    # MLflow's end-of-study work (plots logged as artifacts, losses read back) costs ~6 s a run: checked in
+    # one of the four cases; the others run without a tracker (the trained numbers do not depend on it).
+    tracking = "tracking=mlflow_sqlite" if mlflow else "tracking=none"
+    overrides = [
+        *CORRUPTED_OVERRIDES,
+        tracking,
+        f"paths.experiments_dir={experiments}",
+        f"paths.cache_dir={cache}",
+    ]
+    return [sys.executable, "-m", "dsm5_hpo.cli.train", "--config", str(CONFIG_FILE), *overrides]
+
+
+def _committed(experiments: Path) -> list[Path]:
+    return sorted(
+        p for p in experiments.glob("trial_*/checkpoints/epoch_*") if (p / "metadata.json").exists()
+    )
+
+
+def _flip_a_weight_byte(checkpoint: Path) -> str:
+    weights = checkpoint / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-7] ^= 0x01  # in the last tensor's data, past the header: the file still parses
+    weights.write_bytes(bytes(data))
+    return "model.safetensors"
+
+
+def _truncate_the_training_state(checkpoint: Path) -> str:
+    state = checkpoint / "training_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    return "training_state.pt"
+
+
+def _delete_the_metadata(checkpoint: Path) -> str:
+    (checkpoint / "metadata.json").unlink()
+    return "metadata.json"
+
+
+def _edit_a_metadata_value(checkpoint: Path) -> str:
+    path = checkpoint / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["metric_value"] = 0.999  # a better score than it had: a resume must not trust it
+    path.write_text(json.dumps(metadata, indent=2))
+    return "metadata.json"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> dict[str, Any]:
+    experiments = tmp_path_factory.mktemp("uninterrupted") / "exp"
+    # In-process (as the resumes below): an interpreter start-up less for each run.
+    assert train.main(_corrupted_command(experiments, model_cache)[3:]) == 0
+    return _summary(experiments)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [_flip_a_weight_byte, _truncate_the_training_state, _delete_the_metadata, _edit_a_metadata_value],
+)
+def test_a_damaged_newest_checkpoint_is_quarantined_and_resume_equals_an_uninterrupted_run(
+    tmp_path: Path, model_cache: Path, uninterrupted: dict[str, Any], damage: Callable[[Path], str]
+) -> None:
+    experiments, log = tmp_path / "exp", tmp_path / "run.log"
+    mlflow = damage is _flip_a_weight_byte
+    process = _start(_corrupted_command(experiments, model_cache, mlflow=mlflow), log)
+    # SIGKILL once the trial has committed its second checkpoint.
+    wait_for(lambda: len(_committed(experiments)) >= 2, process, log, what="a second checkpoint", poll_s=0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    *earlier, newest = _committed(experiments)
+    previous, folder = earlier[-1], newest.parent
+    damaged_file = damage(newest)
+    trial_log = folder.parent / "logs" / "trial.jsonl"
+    offset = trial_log.stat().st_size
+
+    assert train.main(["--resume", f"paths.experiments_dir={experiments}"]) == 0
+    resumed = [json.loads(line) for line in trial_log.read_text()[offset:].splitlines()]
+    errors = [
+        r["message"] for r in resumed if r["level"] == "ERROR" and f"checkpoint {newest} " in r["message"]
+    ]
+    assert errors and damaged_file in errors[0], resumed[-10:]
+    assert list((folder / "quarantine").glob(f"{newest.name}-*")), (
+        "the damaged checkpoint was not quarantined"
+    )
+    assert any(r["message"].startswith(f"resuming from {previous}:") for r in resumed), resumed[-10:]
+    actual = _summary(experiments)
+    for got, want in zip(actual["trials"], uninterrupted["trials"], strict=True):
+        _assert_close(got, want, f"trial {want['number']}")
+    _assert_close(actual["report"]["test_metrics"], uninterrupted["report"]["test_metrics"], "test_metrics")
+    if not mlflow:
+        return
+    client = MlflowClient(tracking_uri=f"sqlite:///{experiments / 'mlflow_db' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("dsm5_hpo").experiment_id])
+    assert len(runs) == 2  # the study's run and its trial's: the resumed trial kept its run
+    for run in runs:
+        for key in run.data.metrics:
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert len(steps) == len(set(steps)), f"duplicate steps in {key} of run {run.info.run_name}"
