@@ -16,6 +16,7 @@ from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
 from dsm5_hpo.cli.common import compose_config
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo import study as study_module
+from dsm5_hpo.tracking.tracker import mlflow_run_id
 from integration_helpers import FinishedStudy, run_study
 
 pytestmark = pytest.mark.integration
@@ -60,7 +61,8 @@ def test_an_unavailable_encoder_fails_its_trial_and_the_study_goes_on(study: Fin
     assert len(failed_trials) == len(by_model["bert_base"])
     assert all("not available offline" in t.user_attrs["error"] for t in failed_trials)
     client = MlflowClient(tracking_uri=f"sqlite:///{study.experiments / 'mlflow_db' / 'mlflow.db'}")
-    run = client.get_run(failed_trials[0].user_attrs["mlflow_run_id"])
+    # A trial failing at once may end before the outbox created its run: then it keeps the local id.
+    run = client.get_run(mlflow_run_id(client, failed_trials[0].user_attrs["mlflow_run_id"]))
     assert run.info.status == "FAILED" and "not available offline" in run.data.tags["error"]
     # The best trial is a tiny one, evaluated and exported with its own encoder.
     assert study.report["resolved_config"]["model"]["name"] == "tiny"

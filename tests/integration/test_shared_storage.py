@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from conftest import CONFIG_FILE, SAMPLE_DIR
 from dsm5_hpo.hpo.database import CONNECTIONS_PER_WORKER, opened_storage
 from dsm5_hpo.hpo.shared import retried_from, retry_history
+from dsm5_hpo.tracking.tracker import mlflow_run_id
 from postgres_server import PostgresServer, postgres_instance, unavailable_reason
 from waiting import wait_for, wait_for_exit
 
@@ -241,7 +242,7 @@ def test_two_workers_share_a_study_and_one_finishes_the_trial_of_the_other_that_
 
     client = MlflowClient(tracking_uri=mlflow_uri)
     for trial in complete:
-        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        run = client.get_run(mlflow_run_id(client, trial.user_attrs["mlflow_run_id"]))
         assert run.info.status == "FINISHED", (trial.number, run.info.status)
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_joint_score")]
         assert sorted(steps) == list(range(EPOCHS)), (trial.number, steps)
@@ -303,7 +304,9 @@ def test_a_worker_rides_out_a_postgresql_restart_mid_training(
 
     client = MlflowClient(tracking_uri=f"sqlite:///{experiments / 'mlflow_db' / 'mlflow.db'}")
     for trial in study.trials:
-        history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_joint_score")
+        history = client.get_metric_history(
+            mlflow_run_id(client, trial.user_attrs["mlflow_run_id"]), "val_joint_score"
+        )
         assert sorted(m.step for m in history) == list(range(epochs)), trial.number
 
 

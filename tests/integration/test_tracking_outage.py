@@ -205,3 +205,43 @@ def test_training_killed_while_the_server_is_down_is_replayed_by_sync_and_resume
     resumed = _start(_command(experiments, model_cache, server.uri, resume=True), log)
     assert wait_for_exit(resumed, log) == 0, log.read_text()[-3000:]
     _assert_every_series_complete_once(_series(client, "dsm5_hpo"), trials=3, epochs=3)
+
+
+def test_a_frozen_server_never_holds_a_trial_start(
+    server: MlflowServer, tmp_path: Path, model_cache: Path
+) -> None:
+    """SIGSTOP: the server accepts connections and never answers, so any MLflow call waits for its 10 s
+    timeout. Trials are started, resumed and ended meanwhile without one such call on the training
+    thread (before, creating each trial's run did: "MLflow unreachable while creating run"); what they
+    logged is in the outbox, and `make sync` sends it once the server answers again."""
+    experiments, log = tmp_path / "experiments", tmp_path / "study.log"
+    command = [*_command(experiments, model_cache, server.uri), "tracking.drain_timeout_s=2"]
+    study = _start(command, log)
+    _wait_for(log, "saved checkpoint", study)  # the first trial runs; its run was created while it answered
+    assert server.process is not None
+    os.killpg(server.process.pid, signal.SIGSTOP)
+    try:
+        assert wait_for_exit(study, log) == 0, log.read_text()[-3000:]
+    finally:
+        os.killpg(server.process.pid, signal.SIGCONT)
+    text = log.read_text()
+    assert text.count("COMPLETE (joint_f1=") + text.count("PRUNED") >= 3, text[-3000:]
+    assert "while creating run" not in text and "while re-opening run" not in text, text[-3000:]
+    assert "could not reach MLflow" in text  # the frozen server took nothing at the end: kept for sync
+    sync = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dsm5_hpo.cli.sync",
+            "--config",
+            str(CONFIG_FILE),
+            f"tracking.uri={server.uri}",
+            f"paths.experiments_dir={experiments}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sync.returncode == 0, sync.stdout + sync.stderr
+    _assert_every_series_complete_once(_series(MlflowClient(server.uri), "dsm5_hpo"), trials=3, epochs=3)

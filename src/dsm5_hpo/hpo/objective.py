@@ -28,7 +28,7 @@ from dsm5_hpo.hpo.trial_inputs import InputsByModel
 from dsm5_hpo.models.multi_task import DualAgentModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
-from dsm5_hpo.tracking.tracker import RunTracker, Tracker
+from dsm5_hpo.tracking.tracker import RunSpec, RunTracker, Tracker
 from dsm5_hpo.training.checkpoint_manager import CheckpointManager, architecture_signature
 from dsm5_hpo.training.trainer import EvaluationData, Trainer
 from dsm5_hpo.utils.logging import json_log_file, log_context
@@ -37,6 +37,17 @@ from dsm5_hpo.utils.seeding import seed_everything
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
+
+
+def _note_run_id(trial: optuna.Trial, run: RunTracker) -> None:
+    """Replace the trial's local run id by MLflow's once the outbox has created the run (what people
+    look up in MLflow); the local id keeps naming the same run through the outbox otherwise."""
+    if trial.user_attrs.get("mlflow_run_id") == run.run_id:
+        return
+    try:
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+    except Exception as error:  # noqa: BLE001 - the trial's outcome matters more than a nicer id
+        logger.debug("cannot record the MLflow id of trial %d: %s", trial.number, error)
 
 
 def _no_fence() -> None:
@@ -173,6 +184,7 @@ class Objective:
             except optuna.TrialPruned:
                 fence()
                 self._finish(trial_dir, record, run, "PRUNED", "KILLED")
+                _note_run_id(trial, run)
                 raise
             except ResumableStop as stop:  # a signal or a full disk: Optuna keeps the trial RUNNING
                 fence()
@@ -186,24 +198,31 @@ class Objective:
                 run.set_tags({"error": record["error"][:5000]})
                 logger.error("trial %d failed: %s", trial.number, record["error"])
                 self._finish(trial_dir, record, run, "FAILED", "FAILED")
+                _note_run_id(trial, run)
                 raise
             self._finish(trial_dir, record, run, "COMPLETE", "FINISHED")
+            _note_run_id(trial, run)
             return value
 
     def _run_tracker(
         self, trial: optuna.Trial, trial_uuid: str, config: StudyConfig, params: dict[str, Any]
     ) -> RunTracker:
-        """The trial's MLflow run: the same run again when the trial is resumed."""
-        run_id = trial.user_attrs.get("mlflow_run_id") or self.tracker.find_run({"trial_id": trial_uuid})
-        if run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
-            return self.tracker.resume_run(str(run_id))
-        run = self.tracker.start_run(
+        """The trial's MLflow run: the same run again when the trial is resumed.
+
+        No call here waits for MLflow (the outbox creates and re-opens runs): the run's id is made here
+        and saved in the trial before anything is queued, so a crash at any point leaves a trial whose
+        resume continues the same run, created then if its creation never reached MLflow."""
+        spec = RunSpec(
             f"trial-{trial.number}",
             parent=self.study_run,
             tags={"study_id": self.study_id, "trial_id": trial_uuid, "trial_number": trial.number},
         )
-        trial.set_user_attr("mlflow_run_id", run.run_id)
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id:
+            return self.tracker.resume_run(str(run_id), spec)
+        run_id = self.tracker.new_run_id()
+        trial.set_user_attr("mlflow_run_id", run_id)
+        run = self.tracker.start_run(spec.name, parent=spec.parent, tags=spec.tags, run_id=run_id)
         run.log_params({**flatten(config.to_dict()), **{f"hp.{k}": v for k, v in params.items()}})
         return run
 
@@ -297,7 +316,7 @@ class Objective:
     def _finish(
         self, trial_dir: Path, record: dict[str, Any], run: RunTracker, state: str, run_status: str
     ) -> None:
-        record.update(state=state, finished_at=datetime.now(UTC).isoformat())
+        record.update(state=state, finished_at=datetime.now(UTC).isoformat(), mlflow_run_id=run.run_id)
         atomic_write_json(trial_dir / "trial.json", record)
         run.set_tags({"optuna_state": state})
         run.finish(run_status)

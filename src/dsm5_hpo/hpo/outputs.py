@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial
 from dsm5_hpo.hpo.plots import PLOTS_DIR, PlotIndex, TrialCurve, render_plots, top_trials
 from dsm5_hpo.hpo.summary import collect_summary, load_trials, write_summary
 from dsm5_hpo.storage.atomic import read_json_object
-from dsm5_hpo.tracking.tracker import RunTracker
+from dsm5_hpo.tracking.tracker import RunTracker, mlflow_run_id
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ def mlflow_loss_reader(tracking_uri: str) -> LossReader:
         from mlflow import MlflowClient
 
         try:
-            history = MlflowClient(tracking_uri=tracking_uri).get_metric_history(run_id, "train_loss_epoch")
+            client = MlflowClient(tracking_uri=tracking_uri)
+            real = mlflow_run_id(client, run_id)  # a trial that ended before MLflow had its run: local id
+            history = client.get_metric_history(real, "train_loss_epoch") if real else []
         except Exception as error:  # noqa: BLE001 - MLflow down or the run unknown: plot without the loss
             logger.info("no training loss for run %s from MLflow (%s)", run_id, type(error).__name__)
             return []

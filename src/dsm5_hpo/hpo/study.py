@@ -56,7 +56,7 @@ from dsm5_hpo.models.export import BEST_MODEL_DIR, export_model, read_info
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.storage.monitor import DiskMonitor, StorageMonitor
 from dsm5_hpo.storage.space_guard import SpaceGuard
-from dsm5_hpo.tracking.tracker import RunTracker, Tracker, is_local_uri
+from dsm5_hpo.tracking.tracker import RunSpec, RunTracker, Tracker, is_local_uri
 from dsm5_hpo.utils.logging import json_log_file, log_context
 
 logger = logging.getLogger(__name__)
@@ -250,14 +250,8 @@ class StudyRunner:
     def _study_run(
         self, study_id: str, study_dir: Path, record: dict[str, Any], data: PreparedData
     ) -> RunTracker:
-        run_id = record.get("mlflow_run_id") or self.tracker.find_run({"study_id": study_id, "role": "study"})
-        if run_id:
-            if not record.get("mlflow_run_id"):
-                record["mlflow_run_id"] = run_id
-                atomic_write_json(study_dir / STUDY_FILE, record)
-            return self.tracker.resume_run(str(run_id))
         config = self.config
-        run = self.tracker.start_run(
+        spec = RunSpec(
             f"study-{study_id[:8]}",
             tags={
                 "study_id": study_id,
@@ -268,6 +262,15 @@ class StudyRunner:
                 "seed": config.train.seed,
             },
         )
+        # Once per process, before training: the one MLflow lookup and creation made on this thread (the
+        # other workers of a shared study find the study run by its tags, so it is created at once).
+        run_id = record.get("mlflow_run_id") or self.tracker.find_run({"study_id": study_id, "role": "study"})
+        if run_id:
+            if not record.get("mlflow_run_id"):
+                record["mlflow_run_id"] = run_id
+                atomic_write_json(study_dir / STUDY_FILE, record)
+            return self.tracker.resume_run(str(run_id), spec)
+        run = self.tracker.start_run(spec.name, tags=spec.tags, now=True)
         run.log_params(flatten(config.to_dict()))
         run.log_dict(config.to_dict(), "resolved_config.json")
         record["mlflow_run_id"] = run.run_id
@@ -298,6 +301,7 @@ class StudyRunner:
             study_run.finish("KILLED" if isinstance(error, ResumableStop) else "FAILED")
             raise
         record.update(
+            mlflow_run_id=study_run.run_id,  # MLflow's id, once the outbox has created the run
             best_trial_id=outcome.best_trial_id,
             best_value=outcome.best_value,
             report=str(outcome.report_path) if outcome.report_path else None,

@@ -35,6 +35,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
+
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.utils.logging import redact
 
@@ -73,6 +75,10 @@ def short_error(error: BaseException) -> str:
     found = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
     gist = found.group(0) if found else (text.splitlines()[0] if text else type(error).__name__)
     return redact(gist[:300])
+
+
+LOCAL_RUN_TAG = "dsm5.local_run_id"
+"""Tag of every run created through the outbox: its local id, by which any process finds it again."""
 
 
 def new_local_run_id() -> str:
@@ -146,24 +152,38 @@ class Outbox:
             else:
                 self._remove_file()
 
+    def creation_queued(self, run_id: str) -> bool:
+        """Whether a create_run entry for this local id waits here."""
+        with self._lock:
+            return any(e["op"] == "create_run" and e["run"] == run_id for e in self._pending)
+
     def flag_check(self, run_id: str) -> None:
         with self._lock:
             self._check.add(run_id)
 
     def needs_check(self, run_id: str) -> bool:
+        """Whether ``run_id`` (or the local id it was flagged under before MLflow had it) is checked."""
         with self._lock:
-            return run_id in self._check
+            return run_id in self._check or any(
+                self._mapping.get(flagged) == run_id for flagged in self._check
+            )
 
     # -- run ids -----------------------------------------------------------------------------
 
     def resolve(self, run_id: str) -> str:
         """The real MLflow id of ``run_id`` (itself when it is real or not created yet)."""
         with self._lock:
+            if run_id.startswith(LOCAL_PREFIX) and run_id not in self._mapping:
+                # Perhaps created by another process of this folder since: its mapping is on disk.
+                self._mapping = {**self._read_mapping(), **self._mapping}
             return self._mapping.get(run_id, run_id)
 
     def record_mapping(self, local: str, real: str) -> None:
-        with self._lock:
-            self._mapping[local] = real
+        """Remember (and persist) that ``local`` is MLflow's ``real``. Every process of the experiments
+        folder (the workers of a shared study) writes this file: merged with what is on disk under a
+        file lock, so that no process's runs are forgotten by another's write."""
+        with self._lock, FileLock(self.directory / f"{MAPPING_FILE}.lock"):
+            self._mapping = {**self._read_mapping(), **self._mapping, local: real}
             atomic_write_json(self.directory / MAPPING_FILE, self._mapping)
 
     def _read_mapping(self) -> dict[str, str]:
@@ -425,12 +445,7 @@ class OutboxSender:
         first = chunk[0]
         op = first["op"]
         if op == "create_run":
-            parent = first.get("parent")
-            tags = dict(first.get("tags") or {})
-            if parent:
-                tags["mlflow.parentRunId"] = self.outbox.resolve(parent)
-            run = self._client.create_run(first["experiment_id"], run_name=first["name"], tags=tags)
-            self.outbox.record_mapping(first["run"], run.info.run_id)
+            self._create_run(first)
             return
         run_id = self.outbox.resolve(str(first["run"]))
         if op in _BATCHABLE:
@@ -449,6 +464,25 @@ class OutboxSender:
             self._client.set_terminated(run_id, status=first["status"], end_time=first.get("ts"))
         else:
             raise ValueError(f"unknown outbox entry {op!r}")
+
+    def _create_run(self, entry: dict[str, Any]) -> None:
+        """The run of a create_run entry: the one already carrying its local id (created by this entry
+        before a crash, or by another machine's outbox for the same trial), else a new one."""
+        local = str(entry["run"])
+        if not self.outbox.resolve(local).startswith(LOCAL_PREFIX):
+            return  # created already (an entry queued twice for it)
+        found = self._client.search_runs(
+            [entry["experiment_id"]], filter_string=f"tags.`{LOCAL_RUN_TAG}` = '{local}'", max_results=1
+        )
+        if found:
+            self.outbox.record_mapping(local, found[0].info.run_id)
+            return
+        tags = dict(entry.get("tags") or {})
+        tags[LOCAL_RUN_TAG] = local
+        if entry.get("parent"):
+            tags["mlflow.parentRunId"] = self.outbox.resolve(str(entry["parent"]))
+        run = self._client.create_run(entry["experiment_id"], run_name=entry["name"], tags=tags)
+        self.outbox.record_mapping(local, run.info.run_id)
 
     def _send_batch(self, run_id: str, chunk: list[dict[str, Any]]) -> None:
         from mlflow.entities import Metric, Param, RunTag

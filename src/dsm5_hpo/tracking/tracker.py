@@ -13,6 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from dsm5_hpo.errors import TrackingError
 from dsm5_hpo.storage.atomic import fsync_path
 from dsm5_hpo.tracking.metrics_buffer import (
     LOCAL_PREFIX,
+    LOCAL_RUN_TAG,
     Outbox,
     OutboxSender,
     is_transient,
@@ -35,7 +37,8 @@ _MAX_PARAM_CHARS = 6000  # MLflow rejects longer param values
 
 
 class RunTracker(Protocol):
-    run_id: str
+    @property
+    def run_id(self) -> str: ...
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None: ...
     def log_params(self, params: Mapping[str, Any]) -> None: ...
@@ -46,11 +49,28 @@ class RunTracker(Protocol):
     def flush(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What a run is created with: given again when a run is re-opened, so that a run whose creation
+    never reached MLflow (a crash, another machine's outbox) is created then."""
+
+    name: str
+    parent: RunTracker | None = None
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Tracker(Protocol):
+    def new_run_id(self) -> str: ...
     def start_run(
-        self, name: str, *, parent: RunTracker | None = None, tags: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        parent: RunTracker | None = None,
+        tags: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        now: bool = False,
     ) -> RunTracker: ...
-    def resume_run(self, run_id: str) -> RunTracker: ...
+    def resume_run(self, run_id: str, spec: RunSpec | None = None) -> RunTracker: ...
     def attach_run(self, run_id: str) -> RunTracker: ...
     def find_run(self, tags: Mapping[str, str]) -> str | None: ...
     def describe(self) -> str: ...
@@ -95,15 +115,24 @@ class NullTracker:
     def __init__(self) -> None:
         self.runs: list[NullRunTracker] = []
 
+    def new_run_id(self) -> str:
+        return f"null-{new_local_run_id()}"
+
     def start_run(
-        self, name: str, *, parent: RunTracker | None = None, tags: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        parent: RunTracker | None = None,
+        tags: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        now: bool = False,
     ) -> NullRunTracker:
-        run = NullRunTracker(run_id=f"null-{len(self.runs)}")
+        run = NullRunTracker(run_id=run_id or f"null-{len(self.runs)}")
         run.set_tags({"name": name, **(tags or {})})
         self.runs.append(run)
         return run
 
-    def resume_run(self, run_id: str) -> NullRunTracker:
+    def resume_run(self, run_id: str, spec: RunSpec | None = None) -> NullRunTracker:
         for run in self.runs:
             if run.run_id == run_id:
                 run.status = "RUNNING"
@@ -162,10 +191,16 @@ class MlflowRunTracker:
         wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._outbox = outbox
-        self.run_id = run_id
+        self._id = run_id
         self._clock = clock
         self._logged = logged if logged is not None else set()
         self._wake = wake
+
+    @property
+    def run_id(self) -> str:
+        """The MLflow id once the run exists there; until then the local id its entries are queued under
+        (both name the same run in the outbox)."""
+        return self._outbox.resolve(self._id)
 
     def _enqueue(self, entries: list[dict[str, Any]]) -> None:
         try:
@@ -188,7 +223,7 @@ class MlflowRunTracker:
             entries.append(
                 {
                     "op": "metric",
-                    "run": self.run_id,
+                    "run": self._id,
                     "key": key,
                     "value": float(value),
                     "step": step,
@@ -201,27 +236,27 @@ class MlflowRunTracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         self._enqueue(
             [
-                {"op": "param", "run": self.run_id, "key": k, "value": redact(str(v))[:_MAX_PARAM_CHARS]}
+                {"op": "param", "run": self._id, "key": k, "value": redact(str(v))[:_MAX_PARAM_CHARS]}
                 for k, v in params.items()
             ]
         )
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         self._enqueue(
-            [{"op": "tag", "run": self.run_id, "key": k, "value": redact(str(v))} for k, v in tags.items()]
+            [{"op": "tag", "run": self._id, "key": k, "value": redact(str(v))} for k, v in tags.items()]
         )
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
-        self._enqueue([{"op": "dict", "run": self.run_id, "data": dict(data), "file": artifact_file}])
+        self._enqueue([{"op": "dict", "run": self._id, "data": dict(data), "file": artifact_file}])
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         """Queue a file (by its absolute path: it is copied when sent, so it must stay there)."""
-        entry = {"op": "artifact", "run": self.run_id, "path": str(path.resolve()), "dir": artifact_path}
+        entry = {"op": "artifact", "run": self._id, "path": str(path.resolve()), "dir": artifact_path}
         self._enqueue([entry])
 
     def finish(self, status: str = "FINISHED") -> None:
         self._enqueue(
-            [{"op": "terminate", "run": self.run_id, "status": status, "ts": int(self._clock() * 1000)}]
+            [{"op": "terminate", "run": self._id, "status": status, "ts": int(self._clock() * 1000)}]
         )
 
     def flush(self) -> None:
@@ -338,16 +373,28 @@ class MlflowTracker:
     def _run_tracker(self, run_id: str, logged: set[tuple[str, int]] | None = None) -> MlflowRunTracker:
         return MlflowRunTracker(self.outbox, run_id, logged=logged, wake=self.sender.nudge)
 
+    def new_run_id(self) -> str:
+        """An id for a run about to be started: the caller can save it before anything is sent."""
+        return new_local_run_id()
+
     def start_run(
-        self, name: str, *, parent: RunTracker | None = None, tags: Mapping[str, Any] | None = None
+        self,
+        name: str,
+        *,
+        parent: RunTracker | None = None,
+        tags: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        now: bool = False,
     ) -> MlflowRunTracker:
+        """A new run. Created by the outbox's sender (the caller never waits for MLflow) under a local id,
+        ``run_id`` or a new one, that names it until MLflow has it. ``now``: created here, at once, when
+        MLflow answers (the study run, once per process, whose id other machines' workers look up)."""
         all_tags = {k: redact(str(v)) for k, v in (tags or {}).items()}
         parent_id = self.outbox.resolve(parent.run_id) if parent is not None else None
-        if parent_id is not None and not parent_id.startswith(LOCAL_PREFIX):
-            all_tags["mlflow.parentRunId"] = parent_id
-        if parent_id is None or not parent_id.startswith(LOCAL_PREFIX):
+        if now and run_id is None and (parent_id is None or not parent_id.startswith(LOCAL_PREFIX)):
+            created = {**all_tags, "mlflow.parentRunId": parent_id} if parent_id else all_tags
             try:
-                run = self._client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+                run = self._client.create_run(self.experiment_id, run_name=name, tags=created)
             except Exception as error:
                 if not is_transient(error):
                     raise TrackingError(f"MLflow cannot create run {name!r}: {redact(str(error))}") from error
@@ -358,19 +405,30 @@ class MlflowTracker:
                 )
             else:
                 return self._run_tracker(run.info.run_id)
-        # Offline: a local id now, the real run when the backend is back (same order as everything else).
-        local = new_local_run_id()
-        entry = {"op": "create_run", "run": local, "experiment_id": self.experiment_id, "name": name}
-        self.outbox.append([{**entry, "tags": all_tags, "parent": parent_id}])
-        self.sender.wake()
+        local = run_id or new_local_run_id()
+        self._queue_creation(local, RunSpec(name, parent, all_tags))
         return self._run_tracker(local)
+
+    def _queue_creation(self, local: str, spec: RunSpec) -> None:
+        """The create_run entry of ``local``: the sender finds the run by its local-id tag (created by
+        another process or machine before) or creates it, before anything else queued for it."""
+        parent_id = self.outbox.resolve(spec.parent.run_id) if spec.parent is not None else None
+        tags = {**{k: redact(str(v)) for k, v in spec.tags.items()}, LOCAL_RUN_TAG: local}
+        entry = {"op": "create_run", "run": local, "experiment_id": self.experiment_id, "name": spec.name}
+        self.outbox.append([{**entry, "tags": tags, "parent": parent_id}])
+        self.sender.wake()
 
     def attach_run(self, run_id: str) -> MlflowRunTracker:
         """Add to an existing run (artifacts, tags) without re-opening it: its status stays as it is."""
         return self._run_tracker(self.outbox.resolve(run_id))
 
-    def resume_run(self, run_id: str) -> MlflowRunTracker:
-        """Re-open a run of an interrupted process: status back to RUNNING, logged steps remembered."""
+    def resume_run(self, run_id: str, spec: RunSpec | None = None) -> MlflowRunTracker:
+        """Re-open a run of an interrupted process: status back to RUNNING, logged steps remembered.
+
+        Nothing here waits for MLflow: the status goes through the outbox, and the steps MLflow already
+        has are filtered out by the sender (it reads the run's history before sending its metrics). A
+        run whose creation never reached MLflow here (a crash, another machine's outbox) is created from
+        ``spec``, or found by its local-id tag when another process created it."""
         # The process that ran it may have died with entries in its outbox since this tracker opened
         # (a worker of a shared study, killed while another goes on): take them over first, so that the
         # steps it logged count as logged and are sent, not run again and left behind.
@@ -380,29 +438,14 @@ class MlflowTracker:
             logger.warning("cannot take over the outbox of a dead process: %s", error)
         real = self.outbox.resolve(run_id)
         pending = self.outbox.pending_keys(real)
-        if real.startswith(LOCAL_PREFIX):  # never created: all it has is in the outbox
-            return self._run_tracker(real, logged=pending)
-        try:
-            run = self._client.get_run(real)
-            logged = {
-                (key, metric.step)
-                for key in run.data.metrics
-                for metric in self._client.get_metric_history(real, key)
-            }
-            self._client.update_run(real, status="RUNNING")
-        except Exception as error:
-            if not is_transient(error):
-                raise TrackingError(f"MLflow cannot re-open run {real}: {redact(str(error))}") from error
-            logger.warning(
-                "MLflow unreachable while re-opening run %s (%s): steps it already has are filtered out "
-                "when it is back",
-                real,
-                short_error(error),
-            )
-            self.outbox.flag_check(real)
-            self.outbox.append([{"op": "status", "run": real, "status": "RUNNING"}])
-            return self._run_tracker(real, logged=pending)
-        return self._run_tracker(real, logged=logged | pending)
+        if real.startswith(LOCAL_PREFIX) and not self.outbox.creation_queued(real):
+            if spec is None:
+                raise TrackingError(f"MLflow run {real} was never created and nothing says how to create it")
+            self._queue_creation(real, spec)
+        self.outbox.flag_check(real)
+        self.outbox.append([{"op": "status", "run": real, "status": "RUNNING"}])
+        self.sender.wake()
+        return self._run_tracker(real, logged=pending)
 
     def find_run(self, tags: Mapping[str, str]) -> str | None:
         """The run carrying all these tags (a run created just before a crash, before its id was saved)."""
@@ -442,3 +485,16 @@ class MlflowTracker:
                 self.outbox.path,
             )
         return left
+
+
+def mlflow_run_id(client: Any, run_id: str) -> str | None:
+    """MLflow's id of ``run_id``: itself when it is one; for a local id (a run the outbox had not created
+    yet when it was recorded, e.g. in a trial's Optuna attrs), the run carrying it as its
+    ``dsm5.local_run_id`` tag, or None while no process has created it."""
+    if not run_id.startswith(LOCAL_PREFIX):
+        return run_id
+    experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+    found = client.search_runs(
+        experiments, filter_string=f"tags.`{LOCAL_RUN_TAG}` = '{run_id}'", max_results=1
+    )
+    return str(found[0].info.run_id) if found else None

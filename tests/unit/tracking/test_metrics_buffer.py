@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import captured_logs
 from dsm5_hpo.tracking.metrics_buffer import (
+    LOCAL_RUN_TAG,
     MAPPING_FILE,
     Outbox,
     OutboxSender,
@@ -64,6 +66,17 @@ class FakeClient:
         run_id = f"real-{self.created}"
         self.tags.update({(run_id, k): v for k, v in tags.items()})
         return SimpleNamespace(info=SimpleNamespace(run_id=run_id))
+
+    def search_runs(
+        self, experiment_ids: list[str], filter_string: str, max_results: int = 1000
+    ) -> list[Any]:
+        """Only what the sender asks: tags.`key` = 'value'."""
+        self._check()
+        found = re.fullmatch(r"tags\.`([^`]+)` = '([^']*)'", filter_string)
+        assert found, filter_string
+        key, value = found.groups()
+        runs = sorted({run for (run, k), v in self.tags.items() if k == key and v == value})
+        return [SimpleNamespace(info=SimpleNamespace(run_id=run)) for run in runs[:max_results]]
 
     def set_terminated(self, run_id: str, status: str, end_time: int | None = None) -> None:
         self._check()
@@ -191,6 +204,20 @@ def test_runs_created_offline_get_their_real_id(tmp_path: Path, client: FakeClie
     # Persisted: a later process that only knows the local id finds the real run.
     assert json.loads((tmp_path / MAPPING_FILE).read_text()) == {"local-1": "real-1"}
     assert Outbox(tmp_path).resolve("local-1") == "real-1"
+
+
+def test_a_run_another_process_created_is_found_by_its_local_id_not_created_twice(
+    tmp_path: Path, client: FakeClient
+) -> None:
+    # A trial retried on another machine: its local run id came from the dead worker's outbox, which had
+    # created the run already; this outbox queues the creation again, for a run it cannot resolve.
+    client.create_run("0", run_name="trial-3", tags={LOCAL_RUN_TAG: "local-from-elsewhere"})
+    outbox = Outbox(tmp_path)
+    entry = {"op": "create_run", "run": "local-from-elsewhere", "experiment_id": "0", "name": "trial-3"}
+    outbox.append([{**entry, "tags": {}, "parent": None}, metric("local-from-elsewhere", "loss", 4)])
+    pump(make_sender(outbox, client))
+    assert client.created == 1 and outbox.resolve("local-from-elsewhere") == "real-1"
+    assert client.metrics[("real-1", "loss")] == [(4, 0.5, 1004)]
 
 
 def test_a_dead_process_file_is_adopted_and_not_sent_twice(tmp_path: Path, client: FakeClient) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mlflow import MlflowClient
 
 from dsm5_hpo.errors import TrackingError
-from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker
+from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker, RunSpec
 
 
 @pytest.fixture
@@ -84,3 +86,62 @@ def test_a_new_sqlite_database_appears_complete_or_not_at_all(tmp_path: Path) ->
     before = db.stat().st_mtime_ns
     MlflowTracker(f"sqlite:///{db}", "tests", artifact_root=tmp_path / "artifacts").close()  # db is kept
     assert db.stat().st_mtime_ns == before
+
+
+class ThreadRecordingClient:
+    """MlflowClient stand-in in front of the real one: which thread made each call."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append((threading.current_thread().name, name))
+            return method(*args, **kwargs)
+
+        return recorded
+
+
+def test_trial_runs_are_created_and_reopened_without_a_call_to_mlflow_on_the_callers_thread(
+    tracker: MlflowTracker,
+) -> None:
+    # A server that accepts and never answers would hold every such call for its timeout: none may be
+    # made on the thread that trains.
+    recording = ThreadRecordingClient(tracker._client)
+    tracker._client = recording  # type: ignore[assignment]
+    tracker.sender._client = recording
+    caller = threading.current_thread().name
+    study = tracker.start_run("study", tags={"role": "study"})
+    run_id = tracker.new_run_id()
+    trial = tracker.start_run("trial-0", parent=study, tags={"trial_number": 0}, run_id=run_id)
+    trial.log_metrics({"loss": 1.0}, step=0)
+    trial.finish("KILLED")
+    again = tracker.resume_run(run_id, RunSpec("trial-0", parent=study))  # the same process resumes it
+    again.log_metrics({"loss": 1.0}, step=0)  # the step re-run after the checkpoint: not sent twice
+    again.log_metrics({"loss": 0.5}, step=1)
+    again.finish("FINISHED")
+    assert [name for thread, name in recording.calls if thread == caller] == []
+    assert tracker.drain(30)
+    assert {thread for thread, _ in recording.calls} and caller not in {t for t, _ in recording.calls}
+    client = MlflowClient(tracking_uri=tracker.uri)
+    real = tracker.outbox.resolve(run_id)
+    assert trial.run_id == real != run_id  # the local id resolves to MLflow's once it exists
+    run = client.get_run(real)
+    assert run.info.status == "FINISHED" and run.data.tags["mlflow.parentRunId"] == study.run_id
+    assert [(m.step, m.value) for m in client.get_metric_history(real, "loss")] == [(0, 1.0), (1, 0.5)]
+
+
+def test_a_run_never_created_is_created_when_it_is_reopened(tmp_path: Path, tracker: MlflowTracker) -> None:
+    # A crash after the trial saved its run id and before the creation was queued (or on another machine).
+    run_id = tracker.new_run_id()
+    run = tracker.resume_run(run_id, RunSpec("trial-7", tags={"trial_number": 7}))
+    run.log_metrics({"loss": 0.25}, step=3)
+    run.finish("FINISHED")
+    assert tracker.drain(30)
+    created = MlflowClient(tracking_uri=tracker.uri).get_run(tracker.outbox.resolve(run_id))
+    assert created.info.run_name == "trial-7" and created.data.metrics == {"loss": 0.25}
+    with pytest.raises(TrackingError, match="never created"):
+        tracker.resume_run(tracker.new_run_id())
