@@ -130,6 +130,18 @@ def _assert_every_series_complete_once(
             assert keys["train_loss"], name  # step-level metrics arrived too
 
 
+def _sync(experiments: Path, uri: str) -> subprocess.CompletedProcess[str]:
+    """`make sync`: what the outbox holds, sent to the server."""
+    command = [sys.executable, "-m", "dsm5_hpo.cli.sync", "--config", str(CONFIG_FILE), f"tracking.uri={uri}"]
+    return subprocess.run(
+        [*command, f"paths.experiments_dir={experiments}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def _study_losing_its_server(
     server: MlflowServer, tmp_path: Path, model_cache: Path
 ) -> tuple[Path, Path, subprocess.Popen[bytes]]:
@@ -178,21 +190,7 @@ def test_training_killed_while_the_server_is_down_is_replayed_by_sync_and_resume
     assert waiting, "metrics logged while the server was down must be in the outbox"
 
     server.start()
-    sync = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dsm5_hpo.cli.sync",
-            "--config",
-            str(CONFIG_FILE),
-            f"tracking.uri={server.uri}",
-            f"paths.experiments_dir={experiments}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    sync = _sync(experiments, server.uri)
     assert sync.returncode == 0, sync.stdout + sync.stderr
     assert "sent" in sync.stdout and not list(outbox.glob("outbox-*.jsonl"))
     mapping = json.loads((outbox / "run_ids.json").read_text()) if (outbox / "run_ids.json").exists() else {}
@@ -228,20 +226,6 @@ def test_a_frozen_server_never_holds_a_trial_start(
     assert text.count("COMPLETE (joint_f1=") + text.count("PRUNED") >= 3, text[-3000:]
     assert "while creating run" not in text and "while re-opening run" not in text, text[-3000:]
     assert "could not reach MLflow" in text  # the frozen server took nothing at the end: kept for sync
-    sync = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dsm5_hpo.cli.sync",
-            "--config",
-            str(CONFIG_FILE),
-            f"tracking.uri={server.uri}",
-            f"paths.experiments_dir={experiments}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    sync = _sync(experiments, server.uri)
     assert sync.returncode == 0, sync.stdout + sync.stderr
     _assert_every_series_complete_once(_series(MlflowClient(server.uri), "dsm5_hpo"), trials=3, epochs=3)
