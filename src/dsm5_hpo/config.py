@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from dsm5_hpo.data.criteria import CRITERIA, SPECIAL_CASE
 from dsm5_hpo.errors import ConfigError
+from dsm5_hpo.vocabulary import CRITERIA, METRIC_NAMES, SPECIAL_CASE, parse_operations
 
 T = TypeVar("T")
 
@@ -389,8 +389,6 @@ class TrainConfig:
             "train.augment_probability",
             f"must be in [0, 1], got {self.augment_probability}",
         )
-        from dsm5_hpo.data.augmentation import parse_operations  # data imports config: import here
-
         try:
             operations = parse_operations(self.augment_operations)
         except ValueError as error:
@@ -558,9 +556,6 @@ class HPOConfig:
         _require(self.sampler_startup_trials >= 0, "hpo.sampler_startup_trials", "must be >= 0 (0 = auto)")
         _require(self.pruner_warmup_epochs >= 0, "hpo.pruner_warmup_epochs", "must be >= 0")
         _require(self.timeout_s >= 0, "hpo.timeout_s", "must be >= 0 (0 = no limit)")
-        # Imported here: the evaluator is pure and cheap, but config must not import training at load.
-        from dsm5_hpo.training.evaluator import METRIC_NAMES
-
         _require(
             self.metric in METRIC_NAMES,
             "hpo.metric",

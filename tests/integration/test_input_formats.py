@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from dsm5_hpo.data.criteria import CRITERIA
-from dsm5_hpo.training.evaluator import METRIC_NAMES
+from dsm5_hpo.vocabulary import METRIC_NAMES
 from integration_helpers import FinishedStudy, run_study
 
 pytestmark = pytest.mark.integration

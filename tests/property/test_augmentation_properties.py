@@ -8,8 +8,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsm5_hpo.data.augmentation import OPERATIONS, augment_example
+from dsm5_hpo.data.augmentation import augment_example
 from dsm5_hpo.data.pairs import PairExample
+from dsm5_hpo.vocabulary import OPERATIONS
 
 WORDS = st.sampled_from(
     [

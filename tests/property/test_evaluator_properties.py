@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsm5_hpo.training.evaluator import METRIC_NAMES, PairPrediction, auroc, evaluate
+from dsm5_hpo.training.evaluator import PairPrediction, auroc, evaluate
+from dsm5_hpo.vocabulary import METRIC_NAMES
 
 CRITERIA = ("A", "B", "C")
 # Few letters (enough to spell "a" and "the"), spaces and punctuation: normalization has work to do.

@@ -28,7 +28,10 @@ from importlib import resources
 
 from dsm5_hpo.data.pairs import PairExample
 
-OPERATIONS = ("swap", "delete", "synonym", "char_noise")
+# The operation names live in the leaf vocabulary (config checks train.augment_operations); named here too.
+from dsm5_hpo.vocabulary import OPERATIONS as OPERATIONS
+from dsm5_hpo.vocabulary import parse_operations as parse_operations
+
 _WORD = re.compile(r"\S+")
 _LETTERS = re.compile(r"[A-Za-z]+")
 
@@ -45,18 +48,6 @@ def load_lexicon() -> dict[str, tuple[str, ...]]:
         for word in group:
             lexicon.setdefault(word, set()).update(w for w in group if w != word)
     return {word: tuple(sorted(others)) for word, others in lexicon.items()}
-
-
-def parse_operations(text: str) -> tuple[str, ...]:
-    """'swap+synonym' -> ('swap', 'synonym'); '' -> (); raises ValueError naming an unknown one.
-
-    '+' separates (a Hydra command-line override takes it unquoted); ',' is accepted too.
-    """
-    names = tuple(dict.fromkeys(n.strip() for n in re.split(r"[+,]", text) if n.strip()))
-    unknown = [n for n in names if n not in OPERATIONS]
-    if unknown:
-        raise ValueError(f"unknown augmentation operation {unknown[0]!r}; known: {', '.join(OPERATIONS)}")
-    return names
 
 
 def _match_case(word: str, template: str) -> str:

@@ -6,20 +6,7 @@ part of the model input: changing it changes every tokenized feature.
 
 from __future__ import annotations
 
-SPECIAL_CASE = "SPECIAL_CASE"
-
-# Order matters: it is the index of each criterion in per-criterion outputs and reports.
-CRITERIA: tuple[str, ...] = (
-    "DEPRESSED_MOOD",
-    "ANHEDONIA",
-    "APPETITE_CHANGE",
-    "SLEEP_ISSUES",
-    "PSYCHOMOTOR",
-    "FATIGUE",
-    "WORTHLESSNESS",
-    "COGNITIVE_ISSUES",
-    "SUICIDAL_THOUGHTS",
-)
+from dsm5_hpo.vocabulary import CRITERIA, SPECIAL_CASE
 
 # Every label that may appear in the annotations file; SPECIAL_CASE is parsed but is not
 # one of the nine criteria unless a config asks for it.

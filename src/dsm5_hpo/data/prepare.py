@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dsm5_hpo.config import DataConfig, TrainConfig
-from dsm5_hpo.data.augmentation import augment_examples, augment_posts, parse_operations
+from dsm5_hpo.data.augmentation import augment_examples, augment_posts
 from dsm5_hpo.data.feature_cache import FeatureCache
 from dsm5_hpo.data.features import WindowFeatures, tokenize_for
 from dsm5_hpo.data.pairs import PairExample, SpanStats, build_examples
@@ -23,6 +23,7 @@ from dsm5_hpo.data.schema import RedSM5
 from dsm5_hpo.data.sources import load_redsm5
 from dsm5_hpo.data.splits import Split, split_posts
 from dsm5_hpo.errors import DataError
+from dsm5_hpo.vocabulary import parse_operations
 
 logger = logging.getLogger(__name__)
 

@@ -26,6 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# The metric names live in the leaf vocabulary (config checks hpo.metric against them); named here too.
+from dsm5_hpo.vocabulary import CRITERIA_METRICS as CRITERIA_METRICS
+from dsm5_hpo.vocabulary import EVIDENCE_METRICS as EVIDENCE_METRICS
+from dsm5_hpo.vocabulary import JOINT_METRICS as JOINT_METRICS
+from dsm5_hpo.vocabulary import METRIC_NAMES as METRIC_NAMES
+
 Span = tuple[int, int]
 MetricDict = dict[str, float | None]
 PerCriterion = dict[str, dict[str, float | int | None]]
@@ -49,30 +55,6 @@ class PairPrediction:
     this is at most the null-score margin, so the margin can be tuned without decoding again."""
 
 
-CRITERIA_METRICS: tuple[str, ...] = (
-    "criteria_accuracy",
-    "criteria_precision",
-    "criteria_recall",
-    "criteria_f1",  # binary F1 pooled over all pairs; equal to criteria_f1_micro
-    "criteria_f1_micro",
-    "criteria_f1_macro",  # unweighted mean of per-criterion F1 over criteria present
-    "criteria_auroc",
-    "criteria_average_precision",
-)
-EVIDENCE_METRICS: tuple[str, ...] = (
-    "evidence_exact_match",  # SQuAD 2 overall: a null answer on a pair without evidence counts as right
-    "evidence_token_f1",  # SQuAD 2 overall, likewise
-    "evidence_char_precision",
-    "evidence_char_recall",
-    "evidence_char_f1",
-    "evidence_null_accuracy",
-    "evidence_has_answer_token_f1",  # over the pairs that have gold evidence: the evidence's recall
-    "evidence_has_answer_exact_match",
-    "evidence_span_precision",  # over the predicted spans: how right they are
-    "evidence_span_f1",  # over gold or predicted spans: silence scores 0, so does a span everywhere
-)
-JOINT_METRICS: tuple[str, ...] = ("joint_score", "joint_f1")
-METRIC_NAMES: tuple[str, ...] = (*CRITERIA_METRICS, *EVIDENCE_METRICS, *JOINT_METRICS)
 DEFAULT_METRIC = "joint_f1"
 """What a study maximizes unless hpo.metric says otherwise (see :func:`evaluate`)."""
 

@@ -11,9 +11,9 @@ from dsm5_hpo.data.augmentation import (
     augment_examples,
     edit_span,
     load_lexicon,
-    parse_operations,
 )
 from dsm5_hpo.data.pairs import PairExample
+from dsm5_hpo.vocabulary import parse_operations
 
 POST = "Work was fine. I feel so empty and tired every day. Then dinner."
 EVIDENCE = "I feel so empty and tired every day."
