@@ -7,10 +7,11 @@
                                  thresholds chosen on validation, window settings, provenance, and
                                  the SHA-256 and size of every other file
 
-``best_model`` is a symbolic link to the export's own folder beside it (``.best_model-<hex>/``). A new
-export is written into a staging folder, renamed to its own name, and the link is replaced by a new one
-in one rename: at every instant ``best_model`` is the previous export or the new one, complete. (A
-folder cannot be replaced by another in one step; a link can.) The previous export is deleted after.
+A new export is written into a staging folder beside the target, then swapped with the previous one in
+one step (Linux ``renameat2(RENAME_EXCHANGE)``): at every instant ``best_model/`` is the previous export
+or the new one, complete, and a plain folder that ``cp -r`` copies as it is. Where the file system
+cannot exchange (NFS), two renames; a crash between them leaves the previous export beside it, which
+the next export puts back (`make cleanup` keeps it).
 :func:`load_exported` checks every hash before loading anything.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -31,14 +33,16 @@ from dsm5_hpo.config import HeadsConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.models.loading import load_encoder
 from dsm5_hpo.models.multi_task import DualAgentModel, outputs_for
-from dsm5_hpo.storage.atomic import atomic_write_json, fsync_path, sha256_file
+from dsm5_hpo.storage.atomic import atomic_write_json, exchange_paths, fsync_path, sha256_file
+
+logger = logging.getLogger(__name__)
 
 INFO_FILE = "dsm5_hpo.json"
 HEADS_FILE = "heads.safetensors"
 ENCODER_DIR = "encoder"
 EXPORT_FORMAT = 1
 BEST_MODEL_DIR = "best_model"
-"""study_<uuid>/best_model: the study's exported model (a link to its own folder beside it)."""
+"""study_<uuid>/best_model: the study's exported model."""
 
 
 def _file_table(folder: Path) -> dict[str, dict[str, Any]]:
@@ -97,36 +101,48 @@ def export_model(model: DualAgentModel, tokenizer: Any, folder: Path, *, descrip
 
 
 def publish(staging: Path, folder: Path) -> None:
-    """Point ``folder`` (a link) at the complete export in ``staging``, replacing any previous export."""
-    parent, tag = folder.parent, uuid.uuid4().hex[:8]
-    target = parent / f".{folder.name}-{tag}"
-    os.replace(staging, target)  # complete, under its own name; folder is untouched so far
-    fsync_path(parent)  # the target's name is on disk before any link can point to it
-    link = parent / f".tmp-link-{folder.name}-{tag}"
-    os.symlink(target.name, link)  # relative: the study folder can be moved or copied with its links
-    previous: Path | None = None
-    if folder.is_symlink():
-        previous = parent / os.readlink(folder)
-    elif folder.exists():  # a folder written before exports were links: set aside, then deleted below
-        previous = parent / f".{folder.name}-{tag}-replaced"
-        os.replace(folder, previous)
-    os.replace(link, folder)  # the one step that switches: old export before, new one after
+    """Put the complete export in ``staging`` at ``folder``, replacing any previous export whole."""
+    parent = folder.parent
+    restore_interrupted(folder)
+    if not folder.exists():
+        os.replace(staging, folder)
+        fsync_path(parent)
+        return
+    if exchange_paths(staging, folder):  # one step: the previous export before, the new one after
+        fsync_path(parent)
+        shutil.rmtree(staging, ignore_errors=True)  # the name now holds the previous export
+        return
+    # No atomic exchange here (NFS, not Linux): two renames. A crash between them leaves the previous
+    # export as .old-<name>-*, complete: `make cleanup` keeps it and the next export puts it back.
+    old = parent / f".old-{folder.name}-{uuid.uuid4().hex[:8]}"
+    os.replace(folder, old)
+    os.replace(staging, folder)
     fsync_path(parent)
-    if previous is not None and previous.resolve() != target.resolve():
-        shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_interrupted(folder: Path) -> Path | None:
+    """Put back the previous export that a crash between the two renames of a replacement left as
+    ``.old-<name>-*`` while ``folder`` is missing; returns what was restored."""
+    if folder.exists() or folder.is_symlink():
+        return None
+    kept = [p for p in folder.parent.glob(f".old-{folder.name}-*") if p.is_dir() and not p.is_symlink()]
+    if not kept:
+        return None
+    newest = max(kept, key=lambda p: p.stat().st_mtime_ns)
+    os.replace(newest, folder)
+    fsync_path(folder.parent)
+    logger.warning("restored %s from %s (its replacement was interrupted)", folder, newest.name)
+    return newest
 
 
 def export_leftovers(folder: Path) -> list[Path]:
-    """Folders beside ``folder`` that no export uses (what an interrupted export leaves): staging
-    folders, exports that a newer one replaced, and the folders of the first layout's two-rename swap
-    (``.old-*``, only once ``folder`` itself loads: otherwise that is the one copy left)."""
+    """Folders beside ``folder`` that no export uses: staging folders of interrupted exports, and a
+    replaced export (``.old-*``) once ``folder`` itself is there (otherwise that is the one copy left)."""
     parent, name = folder.parent, folder.name
-    current = folder.resolve() if folder.is_symlink() else None
-    patterns = [f".tmp-{name}-*", f".{name}-*"]
-    if folder.is_dir():
-        patterns.append(f".old-{name}-*")
+    patterns = [f".tmp-{name}-*"] + ([f".old-{name}-*"] if folder.is_dir() else [])
     found = {path for pattern in patterns for path in parent.glob(pattern)}
-    return sorted(p for p in found if p.is_dir() and not p.is_symlink() and p.resolve() != current)
+    return sorted(p for p in found if p.is_dir() and not p.is_symlink())
 
 
 def read_info(folder: Path) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""best_model/ is replaced atomically (a link switched in one rename), and saved without call state."""
+"""best_model/ is replaced atomically (one exchange of two folders), and saved without call state."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from dsm5_hpo.models import export
-from dsm5_hpo.models.export import export_leftovers, publish, without_call_state
+from dsm5_hpo.models.export import export_leftovers, publish, restore_interrupted, without_call_state
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
+from dsm5_hpo.storage.atomic import exchange_paths
 
 
 class PowerCut(BaseException):
@@ -34,8 +35,9 @@ def _loaded(folder: Path) -> str:
     return content
 
 
-def _crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[str]:
-    """Count the file-system steps publish takes (renames, links, fsyncs, deletions); crash at ``step``."""
+def _crash_at(monkeypatch: pytest.MonkeyPatch, step: int, *, exchange: bool) -> list[str]:
+    """Count the file-system steps publish takes (exchange, renames, fsyncs, deletions); crash at
+    ``step``. ``exchange``: whether the file system can swap two folders in one step."""
     done: list[str] = []
 
     def counted(name: str, real: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,64 +49,63 @@ def _crash_at(monkeypatch: pytest.MonkeyPatch, step: int) -> list[str]:
 
         return wrapper
 
+    swap = export.exchange_paths if exchange else (lambda first, second: False)
+    monkeypatch.setattr(export, "exchange_paths", counted("exchange", swap))
     monkeypatch.setattr(export.os, "replace", counted("replace", os.replace))
-    monkeypatch.setattr(export.os, "symlink", counted("symlink", os.symlink))
     monkeypatch.setattr(export, "fsync_path", counted("fsync", export.fsync_path))
     monkeypatch.setattr(export.shutil, "rmtree", counted("rmtree", shutil.rmtree))
     return done
 
 
-@pytest.mark.parametrize("first_layout", ["link", "folder"])
-def test_a_crash_at_any_step_of_a_replacement_leaves_the_old_or_the_new_export(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_layout: str
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchange", "two-renames"])
+def test_a_crash_at_any_step_of_a_replacement_leaves_an_export_that_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exchange: bool
 ) -> None:
     steps = 0
     while True:
-        parent = tmp_path / f"{first_layout}-{steps}"
+        parent = tmp_path / f"{exchange}-{steps}"
         parent.mkdir()
         folder = parent / "best_model"
-        if first_layout == "link":
-            publish(_export(parent, "old"), folder)
-        else:  # what exports were before they were links: a plain folder, replaced by two renames
-            _export(parent, "old").rename(folder)
+        publish(_export(parent, "old"), folder)
         new = _export(parent, "new")
         with monkeypatch.context() as patch:
-            done = _crash_at(patch, steps)
+            done = _crash_at(patch, steps, exchange=exchange)
             try:
                 publish(new, folder)
                 finished = True
             except PowerCut:
                 finished = False
-        if first_layout == "link" or finished or "replace" not in done[1:]:
-            # Every instant: best_model loads, the old export or the new one, complete.
-            assert _loaded(folder) in ("old", "new"), f"after {done}"
-        else:
-            # The first layout's folder is set aside once before the link takes its place: a crash in
-            # that one window leaves it under its new name, complete, which the next export replaces.
-            (kept,) = [p for p in parent.glob(".best_model-*-replaced")]
-            assert _loaded(kept) == "old"
-        # What is left over is exactly what no export uses, and cleaning it keeps best_model whole.
+        if exchange:
+            assert _loaded(folder) in ("old", "new"), f"after {done}"  # at every instant
+        elif not folder.exists():
+            # Between the two renames: the previous export is kept whole beside it and put back.
+            assert restore_interrupted(folder) is not None and _loaded(folder) == "old", f"after {done}"
+        # What cleanup may delete is never the export in use, and never the only copy.
         for leftover in export_leftovers(folder):
-            assert not folder.exists() or leftover.resolve() != folder.resolve()
             shutil.rmtree(leftover)
-        if folder.exists():
-            assert _loaded(folder) in ("old", "new")
+        assert _loaded(folder) in ("old", "new") and not folder.is_symlink()
         if finished:
-            assert _loaded(folder) == "new" and folder.is_symlink()
-            assert sorted(p.name for p in parent.iterdir() if not p.name.startswith(".tmp-link")) == sorted(
-                ["best_model", os.readlink(folder)]
-            )
+            assert _loaded(folder) == "new"
+            assert sorted(p.name for p in parent.iterdir()) == ["best_model"]
             break
         steps += 1
-    assert steps >= 4, "publish has at least a rename, a link, the switch and a deletion"
+    assert steps >= 3, "publish takes at least the swap, an fsync and the deletion of the old export"
 
 
-def test_leftovers_of_the_first_layouts_swap_are_kept_while_they_are_the_only_copy(tmp_path: Path) -> None:
-    # A crash between the first layout's two renames left only .old-best_model-*: not deleted.
+def test_the_next_export_restores_what_an_interrupted_replacement_set_aside(tmp_path: Path) -> None:
     old = _export(tmp_path, "old").rename(tmp_path / ".old-best_model-1a2b3c4d")
-    assert export_leftovers(tmp_path / "best_model") == []
+    assert export_leftovers(tmp_path / "best_model") == [], "the only copy is not a leftover"
     publish(_export(tmp_path, "new"), tmp_path / "best_model")
-    assert old in export_leftovers(tmp_path / "best_model")  # superseded once best_model loads
+    assert _loaded(tmp_path / "best_model") == "new" and not old.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best_model"]
+
+
+def test_exchange_swaps_two_folders(tmp_path: Path) -> None:
+    first, second = _export(tmp_path, "one"), tmp_path / "two"
+    _export(tmp_path, "two").rename(second)
+    if not exchange_paths(first, second):
+        pytest.skip("this file system cannot exchange two paths in one step")
+    assert _loaded(first) == "two" and _loaded(second) == "one"
 
 
 def test_the_saved_tokenizer_does_not_depend_on_its_last_call(
