@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "dsm5_hpo"
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("dsm5_hpo", "utils", "errors", "vocabulary"),  # "dsm5_hpo": the package itself (its version)
+    ("dsm5_hpo", "utils", "errors", "vocabulary", "layout"),  # "dsm5_hpo": the package itself (its version)
     ("config",),
     ("storage",),
     ("tracking",),

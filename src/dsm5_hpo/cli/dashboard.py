@@ -19,7 +19,7 @@ from pathlib import Path
 from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.errors import ConfigError, Interrupted
-from dsm5_hpo.hpo.study import read_study_record
+from dsm5_hpo.hpo.study_record import read_study_record
 from dsm5_hpo.hpo.summary import not_created_yet
 
 

@@ -24,7 +24,7 @@ from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
-from dsm5_hpo.hpo.study import newest_finished_study, read_study_record
+from dsm5_hpo.hpo.study_record import newest_finished_study, read_study_record
 from dsm5_hpo.hpo.trial_inputs import prepare_inputs
 
 

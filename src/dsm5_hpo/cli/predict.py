@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.errors import ConfigError, StorageError
-from dsm5_hpo.hpo.study import newest_finished_study
+from dsm5_hpo.hpo.study_record import newest_finished_study
 from dsm5_hpo.inference.posts import FORMATS, read_posts
 from dsm5_hpo.inference.predictor import Predictor, PredictSettings
 from dsm5_hpo.models.export import BEST_MODEL_DIR

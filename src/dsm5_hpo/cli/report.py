@@ -31,7 +31,7 @@ from dsm5_hpo.hpo.outputs import (
     render_study_plots,
 )
 from dsm5_hpo.hpo.plots import PLOTS_DIR
-from dsm5_hpo.hpo.study import read_study_record
+from dsm5_hpo.hpo.study_record import read_study_record
 from dsm5_hpo.tracking.tracker import RunTracker, Tracker
 
 logger = logging.getLogger("dsm5_hpo.cli.report")

@@ -23,7 +23,8 @@ from typing import Any
 from dsm5_hpo.cli.common import DEFAULT_CONFIG, build_tracker, compose_config, run_cli
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.preflight import dry_run
-from dsm5_hpo.hpo.study import StudyOutcome, StudyRunner, newest_unfinished_study
+from dsm5_hpo.hpo.study import StudyOutcome, StudyRunner
+from dsm5_hpo.hpo.study_record import newest_unfinished_study
 
 logger = logging.getLogger(__name__)
 

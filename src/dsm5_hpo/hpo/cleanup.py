@@ -25,8 +25,8 @@ from typing import Any, Literal
 from dsm5_hpo.config import RetentionConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, PipelineError
 from dsm5_hpo.hpo.liveness import study_driver
-from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
 from dsm5_hpo.hpo.study_retention import read_trial_checkpoints
+from dsm5_hpo.layout import CHECKPOINTS_DIR
 from dsm5_hpo.models.export import BEST_MODEL_DIR, export_leftovers
 from dsm5_hpo.storage.atomic import read_json_object
 from dsm5_hpo.storage.checkpoint_io import STAGING_PREFIX, delete_directory

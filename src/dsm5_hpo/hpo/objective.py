@@ -25,6 +25,7 @@ from dsm5_hpo.data.prepare import augmented_epochs
 from dsm5_hpo.errors import ResumableStop, TrialTakenOver
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_inputs import InputsByModel
+from dsm5_hpo.layout import CHECKPOINTS_DIR
 from dsm5_hpo.models.multi_task import DualAgentModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
@@ -35,8 +36,6 @@ from dsm5_hpo.utils.logging import json_log_file, log_context
 from dsm5_hpo.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS_DIR = "checkpoints"
 
 
 def _note_run_id(trial: optuna.Trial, run: RunTracker) -> None:

@@ -50,6 +50,7 @@ from dsm5_hpo.hpo.shared import (
     trials_that_count,
     worker_id,
 )
+from dsm5_hpo.hpo.study_record import STUDY_FILE, read_study_record
 from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space, sweep_deletion_leftovers
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
 from dsm5_hpo.models.export import BEST_MODEL_DIR, export_model, read_info
@@ -62,7 +63,6 @@ from dsm5_hpo.utils.logging import json_log_file, log_context
 logger = logging.getLogger(__name__)
 
 
-STUDY_FILE = "study.json"
 STOP_DRAIN_S = 5.0
 """On Ctrl-C or a full disk, the longest wait for MLflow before exiting (the rest is replayed later)."""
 PLOT_DRAIN_S = 10.0
@@ -83,48 +83,6 @@ class StudyOutcome:
     n_complete: int
     n_pruned: int
     n_failed: int
-
-
-def read_study_record(study_dir: Path) -> dict[str, Any]:
-    path = study_dir / STUDY_FILE
-    try:
-        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ConfigError(f"{path} not found: {study_dir} is not a study folder") from error
-    except (OSError, ValueError) as error:
-        raise StorageError(f"{path} cannot be read ({error}); the study record is damaged") from error
-    return record
-
-
-def _newest_study(experiments: Path, wanted: Callable[[dict[str, Any]], bool], missing: str) -> Path:
-    """The most recently created study whose record satisfies ``wanted``; ConfigError(missing) if none."""
-    candidates = []
-    for study_dir in experiments.glob("study_*"):
-        if (study_dir / STUDY_FILE).is_file():
-            record = read_study_record(study_dir)
-            if wanted(record):
-                candidates.append((str(record.get("created_at", "")), study_dir))
-    if not candidates:
-        raise ConfigError(missing)
-    return max(candidates)[1]
-
-
-def newest_unfinished_study(experiments: Path) -> Path:
-    """The most recently created study that did not complete (what --resume continues)."""
-    return _newest_study(
-        experiments,
-        lambda record: record.get("state") != "COMPLETE",
-        f"no unfinished study under {experiments} to resume; start one with `make train`",
-    )
-
-
-def newest_finished_study(experiments: Path) -> Path:
-    """The most recently created study that has a best trial (what evaluate looks at by default)."""
-    return _newest_study(
-        experiments,
-        lambda record: bool(record.get("best_trial_id")),
-        f"no finished study under {experiments}; run `make train` first, or pass --experiments-dir",
-    )
 
 
 class StudyRunner:

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import RetentionConfig
-from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
+from dsm5_hpo.layout import CHECKPOINTS_DIR
 from dsm5_hpo.storage.checkpoint_io import DELETED_PREFIX
 from dsm5_hpo.storage.space_guard import STEP_BEST_ONLY, STEP_STUDY_BEST
 from dsm5_hpo.training.checkpoint_pruning import (

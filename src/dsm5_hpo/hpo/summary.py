@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.database import opened_storage
-from dsm5_hpo.hpo.objective import CHECKPOINTS_DIR
+from dsm5_hpo.layout import CHECKPOINTS_DIR
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.training.checkpoint_pruning import checkpoint_directories
 
