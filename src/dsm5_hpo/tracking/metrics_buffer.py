@@ -81,6 +81,11 @@ LOCAL_RUN_TAG = "dsm5.local_run_id"
 """Tag of every run created through the outbox: its local id, by which any process finds it again."""
 
 
+def local_id_filter(local: str) -> str:
+    """MLflow's search filter for the run created for this local id."""
+    return f"tags.`{LOCAL_RUN_TAG}` = '{local}'"
+
+
 def new_local_run_id() -> str:
     return f"{LOCAL_PREFIX}{uuid.uuid4().hex}"
 
@@ -472,7 +477,7 @@ class OutboxSender:
         if not self.outbox.resolve(local).startswith(LOCAL_PREFIX):
             return  # created already (an entry queued twice for it)
         found = self._client.search_runs(
-            [entry["experiment_id"]], filter_string=f"tags.`{LOCAL_RUN_TAG}` = '{local}'", max_results=1
+            [entry["experiment_id"]], filter_string=local_id_filter(local), max_results=1
         )
         if found:
             self.outbox.record_mapping(local, found[0].info.run_id)

@@ -21,10 +21,10 @@ from dsm5_hpo.errors import TrackingError
 from dsm5_hpo.storage.atomic import fsync_path
 from dsm5_hpo.tracking.metrics_buffer import (
     LOCAL_PREFIX,
-    LOCAL_RUN_TAG,
     Outbox,
     OutboxSender,
     is_transient,
+    local_id_filter,
     new_local_run_id,
     short_error,
 )
@@ -406,14 +406,14 @@ class MlflowTracker:
             else:
                 return self._run_tracker(run.info.run_id)
         local = run_id or new_local_run_id()
-        self._queue_creation(local, RunSpec(name, parent, all_tags))
+        self._queue_creation(local, RunSpec(name, parent, tags or {}))
         return self._run_tracker(local)
 
     def _queue_creation(self, local: str, spec: RunSpec) -> None:
         """The create_run entry of ``local``: the sender finds the run by its local-id tag (created by
-        another process or machine before) or creates it, before anything else queued for it."""
+        another process or machine before) or creates it with that tag, before anything else queued for it."""
         parent_id = self.outbox.resolve(spec.parent.run_id) if spec.parent is not None else None
-        tags = {**{k: redact(str(v)) for k, v in spec.tags.items()}, LOCAL_RUN_TAG: local}
+        tags = {k: redact(str(v)) for k, v in spec.tags.items()}
         entry = {"op": "create_run", "run": local, "experiment_id": self.experiment_id, "name": spec.name}
         self.outbox.append([{**entry, "tags": tags, "parent": parent_id}])
         self.sender.wake()
@@ -494,7 +494,5 @@ def mlflow_run_id(client: Any, run_id: str) -> str | None:
     if not run_id.startswith(LOCAL_PREFIX):
         return run_id
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    found = client.search_runs(
-        experiments, filter_string=f"tags.`{LOCAL_RUN_TAG}` = '{run_id}'", max_results=1
-    )
+    found = client.search_runs(experiments, filter_string=local_id_filter(run_id), max_results=1)
     return str(found[0].info.run_id) if found else None
