@@ -47,6 +47,11 @@ class TrialBeat:
     start_age_s: float | None
     """Seconds since it started (the taking worker's clock); None when it has not started."""
 
+    @property
+    def before_first_beat(self) -> bool:
+        """Taken by a worker (RUNNING, started) that has not recorded a heartbeat for it yet."""
+        return self.state == TrialState.RUNNING and self.beat_age_s is None and self.start_age_s is not None
+
 
 def trial_beats(storage: RDBStorage, study_id: int) -> list[TrialBeat]:
     """Every started trial of the study with the age of its last heartbeat, in one read."""
@@ -103,10 +108,7 @@ def beatless_stale_trial_ids(beats: list[TrialBeat], grace_s: float) -> list[int
     return [
         beat.trial_id
         for beat in beats
-        if beat.state == TrialState.RUNNING
-        and beat.beat_age_s is None
-        and beat.start_age_s is not None
-        and beat.start_age_s > grace_s
+        if beat.before_first_beat and beat.start_age_s is not None and beat.start_age_s > grace_s
     ]
 
 
@@ -117,12 +119,7 @@ def live_workers(beats: list[TrialBeat], grace_s: float) -> list[str]:
         beat.worker or f"the worker of trial {beat.number}"
         for beat in beats
         if (beat.beat_age_s is not None and beat.beat_age_s <= grace_s)
-        or (
-            beat.state == TrialState.RUNNING
-            and beat.beat_age_s is None
-            and beat.start_age_s is not None
-            and beat.start_age_s <= grace_s
-        )
+        or (beat.before_first_beat and beat.start_age_s is not None and beat.start_age_s <= grace_s)
     }
     return sorted(alive)
 
