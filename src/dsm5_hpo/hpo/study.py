@@ -268,7 +268,6 @@ class StudyRunner:
             record["report"] = read_study_record(study_dir).get("report")
         record.pop("error", None)
         atomic_write_json(study_dir / STUDY_FILE, record)  # the report is kept, should a kill come now
-        refresh_summary_quietly(study_dir, record)
         if not config.hpo.shared or outcome.report_path is not None:  # one worker draws a shared study
             self._publish_plots(study_dir, record, study_run)
         study_run.finish("FINISHED")

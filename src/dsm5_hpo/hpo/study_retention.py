@@ -8,7 +8,6 @@ directories are ever deleted: metrics, reports, logs and the MLflow database are
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.layout import CHECKPOINTS_DIR
-from dsm5_hpo.storage.checkpoint_io import DELETED_PREFIX
+from dsm5_hpo.storage.checkpoint_io import DELETED_PREFIX, remove_stale_staging
 from dsm5_hpo.storage.space_guard import STEP_BEST_ONLY, STEP_STUDY_BEST
 from dsm5_hpo.training.checkpoint_pruning import (
     apply_deletions,
@@ -127,12 +126,9 @@ def sweep_deletion_leftovers(trials: Sequence[FrozenTrial]) -> list[Path]:
     """Remove what a kill in the middle of a checkpoint deletion left in the trials' folders (the next
     save would, but an ended trial has no next save). Only once no trial runs: another worker's
     deletion in flight would otherwise be raced. Returns what was removed."""
-    removed: list[Path] = []
     folders = {Path(str(t.user_attrs["trial_dir"])) for t in trials if "trial_dir" in t.user_attrs}
-    for folder in sorted(folders):
-        for leftover in sorted((folder / CHECKPOINTS_DIR).glob(f"{DELETED_PREFIX}*")):
-            if leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
-                logger.info("removed %s, left by a deletion a kill interrupted", leftover)
-                removed.append(leftover)
-    return removed
+    return [
+        path
+        for folder in sorted(folders)
+        for path in remove_stale_staging(folder / CHECKPOINTS_DIR, DELETED_PREFIX)
+    ]

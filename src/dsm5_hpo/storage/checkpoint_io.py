@@ -244,12 +244,13 @@ def commit_directory(staging: Path, target: Path) -> None:
     fsync_path(target.parent)
 
 
-def remove_stale_staging(parent: Path) -> list[Path]:
-    """Delete the ``.tmp-*`` directories a crash left in ``parent``; returns what was removed."""
+def remove_stale_staging(parent: Path, prefix: str = STAGING_PREFIX) -> list[Path]:
+    """Delete the ``.tmp-*`` directories (or those starting with ``prefix``) a crash left in ``parent``;
+    returns what was removed."""
     removed: list[Path] = []
     if not parent.is_dir():
         return removed
-    for entry in sorted(parent.glob(f"{STAGING_PREFIX}*")):
+    for entry in sorted(parent.glob(f"{prefix}*")):
         if not entry.is_dir() or entry.is_symlink():
             continue
         try:
@@ -257,7 +258,7 @@ def remove_stale_staging(parent: Path) -> list[Path]:
         except OSError as error:  # a later save retries; a leftover never looks like a checkpoint
             logger.warning("cannot remove stale staging directory %s: %s", entry, error)
             continue
-        logger.info("removed stale staging directory %s (left by an interrupted save)", entry)
+        logger.info("removed stale staging directory %s (left by an interrupted save or deletion)", entry)
         removed.append(entry)
     return removed
 
