@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -327,7 +328,8 @@ def _trial_with_checkpoint(
             return None
         for trial in study.get_trials(states=(TrialState.RUNNING,)):
             folder = Path(str(trial.user_attrs.get("trial_dir", ""))) / "checkpoints"
-            epochs = [int(p.name.removeprefix("epoch_")) for p in folder.glob("epoch_*")]
+            # Committed checkpoints only: not a folder mid-rename (epoch_0000.weights-only, say).
+            epochs = [int(p.name[6:]) for p in folder.glob("epoch_*") if re.fullmatch(r"epoch_\d{4}", p.name)]
             mine = str(trial.user_attrs.get("worker", "")).endswith(f":{worker_pid}")
             if mine and wanted(trial) and epochs and max(epochs) >= epoch:
                 return trial
@@ -411,7 +413,9 @@ def test_a_paused_worker_whose_trial_was_taken_over_stops_it_without_writing(
             other = _worker(experiments, cache, postgres.url, "", logs[1], *extra)
             # The retry runs on the other worker and has written a checkpoint of its own into the folder.
             folder = Path(taken.user_attrs["trial_dir"]) / "checkpoints"
-            newest = max(int(p.name.removeprefix("epoch_")) for p in folder.glob("epoch_*"))
+            newest = max(
+                int(p.name[6:]) for p in folder.glob("epoch_*") if re.fullmatch(r"epoch_\d{4}", p.name)
+            )
             retry = wait_for(
                 _trial_with_checkpoint(
                     storage, name, other.pid, lambda t: retried_from(t) == taken.number, newest + 1
