@@ -37,16 +37,16 @@ from typing import Any
 import safetensors.torch
 import torch
 
-from dsm5_hpo.storage.atomic import fsync_path
-from dsm5_hpo.storage.checkpoint_io import HashingWriter
-from dsm5_hpo.training.checkpoint_manager import (
+from dsm5_hpo.checkpointing.io import HashingWriter
+from dsm5_hpo.checkpointing.manager import (
     STATE_FILE,
     WEIGHTS_FILE,
     CheckpointManager,
     TrainingState,
     capture_rng_state,
 )
-from dsm5_hpo.training.training_state import state_payload
+from dsm5_hpo.checkpointing.training_state import state_payload
+from dsm5_hpo.storage.atomic import fsync_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIGNATURE = "0" * 64  # the benchmark never loads what it saves

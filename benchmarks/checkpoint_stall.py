@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from checkpoint_overhead import REPO_ROOT, SIGNATURE, minilm_state, state_bytes, synthetic_state, timed
-from dsm5_hpo.training.checkpoint_manager import CheckpointManager, TrainingState
+from dsm5_hpo.checkpointing.manager import CheckpointManager, TrainingState
 
 
 def manager(

@@ -43,8 +43,8 @@ from dsm5_hpo.data.prepare import subset_posts
 from dsm5_hpo.data.sentences import is_evidence, split_sentences
 from dsm5_hpo.data.sources import load_redsm5
 from dsm5_hpo.data.splits import split_posts
-from dsm5_hpo.training.evaluator import PairPrediction, criteria_metrics, evaluate
-from dsm5_hpo.training.trainer import resolve_device, resolve_precision
+from dsm5_hpo.evaluation.evaluator import PairPrediction, criteria_metrics, evaluate
+from dsm5_hpo.models.precision import resolve_device, resolve_precision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG = REPO_ROOT / "configs" / "hpo_study.yaml"

@@ -102,7 +102,7 @@ def run_study(experiments: Path, cache: Path, trials: int, epochs: int, *policy:
     ]
     probe = PeakProbe(experiments)
     loggers = [
-        logging.getLogger("dsm5_hpo.training.checkpoint_manager"),
+        logging.getLogger("dsm5_hpo.checkpointing.manager"),
         logging.getLogger("dsm5_hpo.hpo.study"),
     ]
     for logger in loggers:

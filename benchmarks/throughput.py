@@ -46,9 +46,11 @@ from dsm5_hpo.cli.common import compose_config
 from dsm5_hpo.config import StudyConfig, TrainConfig
 from dsm5_hpo.data.features import WindowFeatures, collate
 from dsm5_hpo.data.prepare import SplitData, prepare_data
+from dsm5_hpo.evaluation.prediction import EvaluationData
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
 from dsm5_hpo.models.losses import LossSettings
-from dsm5_hpo.models.multi_task import DualAgentModel, build_model, joint_loss
+from dsm5_hpo.models.multi_task import DualHeadModel, build_model, joint_loss
+from dsm5_hpo.models.precision import resolve_device, resolve_precision
 from dsm5_hpo.tracking.tracker import NullRunTracker
 from dsm5_hpo.training import trainer as ours
 from dsm5_hpo.training.optimization import build_optimizer, build_schedule
@@ -73,7 +75,7 @@ def subset(features: WindowFeatures, indices: Sequence[int]) -> WindowFeatures:
 class WithLoss(nn.Module):
     """Our model for transformers.Trainer: takes the collated batch, returns {'loss': joint loss}."""
 
-    def __init__(self, model: DualAgentModel, loss: LossSettings) -> None:
+    def __init__(self, model: DualHeadModel, loss: LossSettings) -> None:
         super().__init__()
         self.model = model
         self.loss = loss  # the loss our trainer trains with (ours.loss_settings)
@@ -107,16 +109,16 @@ class Indices(torch.utils.data.Dataset[int]):
         return index
 
 
-def small_validation(split: SplitData, pairs: int = 9) -> ours.EvaluationData:
+def small_validation(split: SplitData, pairs: int = 9) -> EvaluationData:
     """The first ``pairs`` validation pairs and their windows: fit evaluates after the epoch (untimed)."""
     windows = [w for w, pair in enumerate(split.features.example_index) if pair < pairs]
     features = subset(split.features, windows)
     features.example_index = [split.features.example_index[w] for w in windows]
-    return ours.EvaluationData(split.examples[:pairs], features)
+    return EvaluationData(split.examples[:pairs], features)
 
 
 def run_ours(
-    model: DualAgentModel, train: WindowFeatures, validation: ours.EvaluationData, config: TrainConfig
+    model: DualHeadModel, train: WindowFeatures, validation: EvaluationData, config: TrainConfig
 ) -> tuple[float, int]:
     """Seconds of one epoch of our Trainer.fit (its own epoch_seconds metric) and optimizer steps."""
     tracker = NullRunTracker()
@@ -136,7 +138,7 @@ def run_ours(
 
 
 def run_transformers(
-    model: DualAgentModel, train: WindowFeatures, config: TrainConfig, precision: str, work: Path
+    model: DualHeadModel, train: WindowFeatures, config: TrainConfig, precision: str, work: Path
 ) -> tuple[float, int]:
     """Seconds of one epoch of transformers.Trainer.train() and its optimizer steps."""
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
@@ -189,7 +191,7 @@ def run_transformers(
 
 
 def profile_epoch(
-    model: DualAgentModel, train: WindowFeatures, validation: ours.EvaluationData, config: TrainConfig
+    model: DualHeadModel, train: WindowFeatures, validation: EvaluationData, config: TrainConfig
 ) -> str:
     """torch.profiler table of one epoch of our trainer, the heaviest operators first."""
     from torch.profiler import ProfilerActivity, profile
@@ -226,8 +228,8 @@ def main() -> None:
             *args.overrides,
         ]
         config: StudyConfig = compose_config(CONFIG, overrides)
-        device = ours.resolve_device(config.train.device)
-        precision = ours.resolve_precision(args.precision, device)
+        device = resolve_device(config.train.device)
+        precision = resolve_precision(args.precision, device)
         train_config = dataclasses.replace(
             config.train,
             max_epochs=1,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dsm5_hpo.training.checkpoint_manager import TrainingState, capture_rng_state
+from dsm5_hpo.checkpointing.manager import TrainingState, capture_rng_state
 
 
 def small_state(

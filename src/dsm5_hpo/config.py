@@ -655,7 +655,7 @@ def parse_size(text: str, key: str) -> int:
 
 @dataclass(frozen=True)
 class RetentionConfig:
-    """Which checkpoints stay on disk (training/retention.py decides, the checkpoint manager deletes)."""
+    """Which checkpoints stay on disk (checkpointing/retention.py decides, the checkpoint manager deletes)."""
 
     keep_last_n: int = 1
     """Newest resume-capable checkpoints kept while a trial runs (the newest is always kept then,
@@ -680,13 +680,6 @@ class RetentionConfig:
     keep_all: bool = False
     """Keep every checkpoint whole: no pruning, no resume-state stripping, no size cap (the
     keep-everything baseline of benchmarks/storage.py)."""
-
-    def tightened(self) -> RetentionConfig:
-        """The policy once the disk ran low (storage escalation step 2): the newest resume point
-        while a trial runs, its single best group once it has ended. keep_all is left as is."""
-        if self.keep_all:
-            return self
-        return dataclasses.replace(self, keep_last_n=0, keep_best_k=1, keep_best_k_max=1)
 
     @property
     def max_total_bytes(self) -> int:

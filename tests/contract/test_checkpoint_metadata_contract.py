@@ -14,14 +14,14 @@ import torch
 from torch import nn
 
 from conftest import REPO_ROOT
-from dsm5_hpo.training.checkpoint_manager import (
+from dsm5_hpo.checkpointing.manager import (
     METADATA_FILE,
     CheckpointManager,
     TrainingState,
     architecture_signature,
     capture_rng_state,
 )
-from dsm5_hpo.training.checkpoint_verify import SCHEMA_FILE, validate_metadata, weights_only_metadata
+from dsm5_hpo.checkpointing.metadata import SCHEMA_FILE, validate_metadata, weights_only_metadata
 
 
 def state(epoch: int = 0, metric_name: str = "joint_score") -> TrainingState:

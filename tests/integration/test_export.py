@@ -13,7 +13,7 @@ import pytest
 from dsm5_hpo.data.criteria import CRITERIA
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.models.export import HEADS_FILE, INFO_FILE, read_info
-from dsm5_hpo.models.multi_task import DualAgentModel
+from dsm5_hpo.models.multi_task import DualHeadModel
 from integration_helpers import FinishedStudy
 
 pytestmark = pytest.mark.integration
@@ -26,11 +26,11 @@ import torch
 from dsm5_hpo.cli.evaluate import _trial_config
 from dsm5_hpo.data.prepare import prepare_data
 from dsm5_hpo.models.loading import load_tokenizer
-from dsm5_hpo.models.multi_task import DualAgentModel
-from dsm5_hpo.training.trainer import EvaluationData, evaluate_model
+from dsm5_hpo.models.multi_task import DualHeadModel
+from dsm5_hpo.evaluation.prediction import EvaluationData, evaluate_model
 
 folder, trial_dir = Path(sys.argv[1]), Path(sys.argv[2])
-model = DualAgentModel.from_pretrained(folder)
+model = DualHeadModel.from_pretrained(folder)
 info = model.export_info
 config = _trial_config(trial_dir)
 train = dataclasses.replace(
@@ -100,7 +100,7 @@ def test_a_damaged_export_is_refused_naming_the_file(exported: Path, tmp_path: P
         (copy / INFO_FILE).write_text("{")
         expected = INFO_FILE
     with pytest.raises(StorageError, match=expected.replace(".", r"\.")):
-        DualAgentModel.from_pretrained(copy)
+        DualHeadModel.from_pretrained(copy)
 
 
 def test_a_full_disk_during_export_keeps_the_previous_export_and_leaves_no_staging(
@@ -110,7 +110,7 @@ def test_a_full_disk_during_export_keeps_the_previous_export_and_leaves_no_stagi
 
     from dsm5_hpo.models import export as export_module
 
-    model = DualAgentModel.from_pretrained(exported)
+    model = DualHeadModel.from_pretrained(exported)
     target = tmp_path / "best_model"
     shutil.copytree(exported, target)
     before = read_info(target)

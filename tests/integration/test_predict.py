@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from dsm5_hpo.evaluation.prediction import EvaluationData, predict
 from dsm5_hpo.inference.posts import Post
 from dsm5_hpo.inference.predictor import Predictor, PredictSettings
 from dsm5_hpo.models.export import INFO_FILE
-from dsm5_hpo.training.trainer import EvaluationData, predict
 from integration_helpers import FinishedStudy
 
 pytestmark = pytest.mark.integration

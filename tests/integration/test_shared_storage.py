@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 
 from conftest import CONFIG_FILE, SAMPLE_DIR
 from dsm5_hpo.hpo.database import CONNECTIONS_PER_WORKER, opened_storage
-from dsm5_hpo.hpo.shared import retried_from, retry_history
+from dsm5_hpo.hpo.workers import retried_from, retry_history
 from dsm5_hpo.tracking.tracker import mlflow_run_id
 from postgres_server import PostgresServer, postgres_instance, unavailable_reason
 from waiting import wait_for, wait_for_exit
@@ -505,7 +505,7 @@ def test_a_worker_joining_a_finished_shared_study_leaves_the_evaluation_to_the_f
 
     from conftest import TINY_OVERRIDES
     from dsm5_hpo.cli import train
-    from dsm5_hpo.hpo.shared import shared_study_id
+    from dsm5_hpo.hpo.workers import shared_study_id
 
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     overrides = [
@@ -544,7 +544,7 @@ def test_a_dead_workers_trial_whose_folder_is_elsewhere_is_started_again(
     from dsm5_hpo.cli import train
     from dsm5_hpo.cli.common import compose_config
     from dsm5_hpo.hpo.search_space import suggest_params
-    from dsm5_hpo.hpo.shared import make_storage
+    from dsm5_hpo.hpo.workers import make_storage
 
     storage_url = f"sqlite:///{tmp_path / 'shared.db'}"
     overrides = [

@@ -23,10 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from dsm5_hpo.config import RetentionConfig
-from dsm5_hpo.errors import StorageError
-from dsm5_hpo.storage.checkpoint_io import HashingWriter
-from dsm5_hpo.training.checkpoint_manager import (
+from dsm5_hpo.checkpointing.io import HashingWriter
+from dsm5_hpo.checkpointing.manager import (
     QUARANTINE_DIR,
     CheckpointInfo,
     CheckpointManager,
@@ -34,7 +32,9 @@ from dsm5_hpo.training.checkpoint_manager import (
     architecture_signature,
     capture_rng_state,
 )
-from dsm5_hpo.training.retention import choose_trial_checkpoints
+from dsm5_hpo.checkpointing.retention import choose_trial_checkpoints
+from dsm5_hpo.config import RetentionConfig
+from dsm5_hpo.errors import StorageError
 
 MODEL = nn.Linear(3, 2)
 OPTIMIZER = torch.optim.AdamW(MODEL.parameters())

@@ -1,4 +1,4 @@
-"""Invariants of dsm5_hpo.training.evaluator over random post-level predictions."""
+"""Invariants of dsm5_hpo.evaluation.evaluator over random post-level predictions."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsm5_hpo.training.evaluator import PairPrediction, auroc, evaluate
+from dsm5_hpo.evaluation.evaluator import PairPrediction, auroc, evaluate
 from dsm5_hpo.vocabulary import METRIC_NAMES
 
 CRITERIA = ("A", "B", "C")

@@ -1,4 +1,4 @@
-"""Invariants of training/retention.py on random checkpoint sets (pure: hundreds of cases per second)."""
+"""Invariants of checkpointing/retention.py on random checkpoint sets (pure: hundreds of cases per second)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsm5_hpo.config import RetentionConfig
-from dsm5_hpo.training.checkpoint_verify import CheckpointInfo
-from dsm5_hpo.training.retention import (
+from dsm5_hpo.checkpointing.metadata import CheckpointInfo
+from dsm5_hpo.checkpointing.retention import (
     RetentionDecision,
     choose_study_best_only,
     choose_study_checkpoints,
     choose_trial_checkpoints,
     co_best,
+    tightened,
 )
+from dsm5_hpo.config import RetentionConfig
 
 # Few distinct values, so ties are common.
 VALUES = st.sampled_from([0.1, 0.2, 0.5, 0.5, 0.9])
@@ -138,7 +139,7 @@ def test_study_decision_invariants(
 def test_tightened_policy_keeps_the_resume_point_and_the_co_best_only(
     infos: list[CheckpointInfo], policy: RetentionConfig, running: bool
 ) -> None:
-    decision = choose_trial_checkpoints(infos, policy.tightened(), trial_running=running)
+    decision = choose_trial_checkpoints(infos, tightened(policy), trial_running=running)
     capable = sorted((i for i in infos if i.resume_capable), key=lambda i: i.epoch)
     expected = {i.path for i in co_best(infos)} | ({capable[-1].path} if running and capable else set())
     assert decision.keep == expected

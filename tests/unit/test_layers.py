@@ -1,5 +1,5 @@
-"""Dependencies point one way: cli -> hpo/inference -> training -> data/models -> tracking -> storage ->
-config -> utils/errors/vocabulary. Read from the source (every import, those inside functions too, so a
+"""Dependencies point one way: cli -> hpo/inference -> training -> evaluation -> data/models ->
+checkpointing/tracking -> storage -> config -> the leaf modules (utils, errors, vocabulary, layout, provenance). Read from the source (every import, those inside functions too, so a
 lazy import cannot hide an upward one); nothing is imported."""
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "dsm5_hpo"
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("dsm5_hpo", "utils", "errors", "vocabulary", "layout"),  # "dsm5_hpo": the package itself (its version)
+    # "dsm5_hpo": the package itself (its version)
+    ("dsm5_hpo", "utils", "errors", "vocabulary", "layout", "provenance"),
     ("config",),
     ("storage",),
-    ("tracking",),
+    ("checkpointing", "tracking"),
     ("data", "models"),
+    ("evaluation",),
     ("training",),
     ("hpo", "inference"),
     ("cli",),

@@ -15,12 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dsm5_hpo.checkpointing.pruning import size_text
 from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.liveness import study_driver
 from dsm5_hpo.hpo.study_record import STUDY_FILE, read_study_record
 from dsm5_hpo.hpo.summary import collect_summary, load_trials, measure_storage, trial_row
-from dsm5_hpo.training.checkpoint_pruning import size_text
 
 _PARAMS_WIDTH = 70
 

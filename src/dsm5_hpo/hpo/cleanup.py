@@ -22,19 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dsm5_hpo.checkpointing.io import delete_directory
+from dsm5_hpo.checkpointing.manager import QUARANTINE_DIR, STATE_FILE
+from dsm5_hpo.checkpointing.metadata import CheckpointInfo, InvalidCheckpoint
+from dsm5_hpo.checkpointing.pruning import PENDING_SUFFIX, size_text, strip_resume_state
+from dsm5_hpo.checkpointing.retention import choose_study_checkpoints, choose_trial_checkpoints
+from dsm5_hpo.checkpointing.study_retention import read_trial_checkpoints
 from dsm5_hpo.config import RetentionConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, PipelineError
 from dsm5_hpo.hpo.liveness import study_driver
-from dsm5_hpo.hpo.study_retention import read_trial_checkpoints
-from dsm5_hpo.layout import CHECKPOINTS_DIR
+from dsm5_hpo.layout import CHECKPOINTS_DIR, STAGING_PREFIX
 from dsm5_hpo.models.export import BEST_MODEL_DIR, export_leftovers
 from dsm5_hpo.storage.atomic import read_json_object
-from dsm5_hpo.storage.checkpoint_io import STAGING_PREFIX, delete_directory
 from dsm5_hpo.storage.exhaustion import tree_size
-from dsm5_hpo.training.checkpoint_manager import QUARANTINE_DIR, STATE_FILE
-from dsm5_hpo.training.checkpoint_pruning import PENDING_SUFFIX, size_text, strip_resume_state
-from dsm5_hpo.training.checkpoint_verify import CheckpointInfo, Invalid
-from dsm5_hpo.training.retention import choose_study_checkpoints, choose_trial_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def apply_cleanup(plan: CleanupPlan) -> int:
             else:
                 delete_directory(item.path)
                 freed += item.bytes
-        except (OSError, Invalid) as error:
+        except (OSError, InvalidCheckpoint) as error:
             logger.warning("cleanup cannot %s %s: %s", item.action, item.path, error)
             continue
         logger.info("cleanup: %s %s (%s): %s", item.action, item.path, size_text(item.bytes), item.reason)

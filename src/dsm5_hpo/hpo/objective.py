@@ -19,19 +19,20 @@ import optuna
 import torch
 import yaml
 
+from dsm5_hpo.checkpointing.manager import CheckpointManager, architecture_signature
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.features import WindowFeatures
 from dsm5_hpo.data.prepare import augmented_epochs
 from dsm5_hpo.errors import ResumableStop, TrialTakenOver
+from dsm5_hpo.evaluation.prediction import EvaluationData
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_inputs import InputsByModel
 from dsm5_hpo.layout import CHECKPOINTS_DIR
-from dsm5_hpo.models.multi_task import DualAgentModel, build_model
+from dsm5_hpo.models.multi_task import DualHeadModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.tracker import RunSpec, RunTracker, Tracker
-from dsm5_hpo.training.checkpoint_manager import CheckpointManager, architecture_signature
-from dsm5_hpo.training.trainer import EvaluationData, Trainer
+from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.logging import json_log_file, log_context
 from dsm5_hpo.utils.seeding import seed_everything
 
@@ -55,7 +56,7 @@ def _no_fence() -> None:
 
 def checkpoint_manager(
     trial_dir: Path,
-    model: DualAgentModel,
+    model: DualHeadModel,
     trial_id: str,
     config: StudyConfig,
     space: SpaceGuard | None = None,

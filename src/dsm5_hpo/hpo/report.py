@@ -12,18 +12,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dsm5_hpo.checkpointing.manager import CheckpointInfo
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.criteria import DESCRIPTIONS
 from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import DataError, StorageError
+from dsm5_hpo.evaluation.evaluator import EvaluationResult
+from dsm5_hpo.evaluation.prediction import EvaluationData, criteria_prior_offset, evaluate_model
+from dsm5_hpo.evaluation.thresholds import MARGIN_KEY, THRESHOLD_KEY
 from dsm5_hpo.hpo.objective import checkpoint_manager
-from dsm5_hpo.models.multi_task import DualAgentModel, build_model
+from dsm5_hpo.models.multi_task import DualHeadModel, build_model
+from dsm5_hpo.models.precision import resolve_device
+from dsm5_hpo.provenance import code_version
 from dsm5_hpo.storage.atomic import atomic_write_json
-from dsm5_hpo.training.checkpoint_manager import CheckpointInfo
-from dsm5_hpo.training.evaluator import EvaluationResult
-from dsm5_hpo.training.thresholds import MARGIN_KEY, THRESHOLD_KEY
-from dsm5_hpo.training.trainer import EvaluationData, criteria_prior_offset, evaluate_model, resolve_device
-from dsm5_hpo.utils.version import code_version
 
 REPORT_FILE = "evaluation_report.json"
 SCHEMA_FILE = Path(__file__).resolve().parents[3] / "contracts" / "evaluation_report.schema.json"
@@ -40,7 +41,7 @@ class TestEvaluation:
     """Every co-best checkpoint (same optimization-metric value); the first was evaluated."""
     config: StudyConfig
     """The trial's config as evaluated: with the thresholds tuned on validation, when they were."""
-    model: DualAgentModel
+    model: DualHeadModel
     """The evaluated model (the best checkpoint's weights), for the export."""
 
 

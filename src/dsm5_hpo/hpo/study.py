@@ -26,6 +26,11 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from dsm5_hpo.checkpointing.study_retention import (
+    prune_ended_trials,
+    prune_study_for_space,
+    sweep_deletion_leftovers,
+)
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, StorageError, TrainingError
@@ -33,15 +38,18 @@ from dsm5_hpo.hpo.database import opened_storage, storage_lock
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.model_choices import available_model_choices
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
-from dsm5_hpo.hpo.outputs import (
+from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, export_description, write_report
+from dsm5_hpo.hpo.sampling import enqueue_config_trial, make_pruner, make_sampler
+from dsm5_hpo.hpo.study_record import STUDY_FILE, read_study_record
+from dsm5_hpo.hpo.summary_plots import (
     mlflow_loss_reader,
     no_losses,
     refresh_summary_quietly,
     render_study_plots_quietly,
 )
-from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, export_description, write_report
-from dsm5_hpo.hpo.sampling import enqueue_config_trial, make_pruner, make_sampler
-from dsm5_hpo.hpo.shared import (
+from dsm5_hpo.hpo.trial_folders import trial_folders
+from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
+from dsm5_hpo.hpo.workers import (
     FINAL_EVALUATION,
     SharedWorker,
     finished_trials,
@@ -50,9 +58,6 @@ from dsm5_hpo.hpo.shared import (
     trials_that_count,
     worker_id,
 )
-from dsm5_hpo.hpo.study_record import STUDY_FILE, read_study_record
-from dsm5_hpo.hpo.study_retention import prune_study, prune_study_for_space, sweep_deletion_leftovers
-from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
 from dsm5_hpo.models.export import BEST_MODEL_DIR, export_model, read_info
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.storage.monitor import DiskMonitor, StorageMonitor
@@ -326,7 +331,7 @@ class StudyRunner:
             config.paths.experiments,
             threshold_percent=policy.disk_space_threshold_percent,
             study_id=study_id,
-            prune_study=lambda step: prune_study_for_space(study.trials, policy, step),
+            prune_study=lambda step: prune_study_for_space(trial_folders(study.trials), policy, step),
             escalate=not policy.keep_all,
         )
         objective = Objective(
@@ -367,7 +372,7 @@ class StudyRunner:
                 study_run.log_metrics({f"best_{config.hpo.metric}": best.value}, step=done)
             study_run.set_tags(tags)
             if self.checkpointing:  # the trial has ended: keep the study under max_total_size
-                prune_study(study, config.retention_policy)
+                prune_ended_trials(trial_folders(study.trials), config.retention_policy)
             refresh_summary_quietly(study_dir, record, study.trials)
 
         if shared_storage is not None:
@@ -461,7 +466,9 @@ class StudyRunner:
         config = self.config
         outcome, best = self._outcome(study, study_id, study_dir)
         assert best.value is not None
-        sweep_deletion_leftovers(study.trials)  # every trial has ended: no deletion is in flight
+        sweep_deletion_leftovers(
+            trial_folders(study.trials)
+        )  # every trial has ended: no deletion is in flight
         if not self.checkpointing:
             logger.warning(
                 "checkpointing was off (--no-checkpoint): no weights to evaluate on the test split"
@@ -510,7 +517,7 @@ class StudyRunner:
             study_dir / BEST_MODEL_DIR,
             description=export_description(evaluation, study_id=study_id, trial_id=outcome.best_trial_id),
         )
-        logger.info("best model exported to %s (DualAgentModel.from_pretrained loads it)", exported)
+        logger.info("best model exported to %s (DualHeadModel.from_pretrained loads it)", exported)
         outcome.report = report
         study_run.log_metrics({f"test_{k}": v for k, v in result.metrics.items()}, step=0)
         study_run.log_dict(report, "evaluation_report.json")

@@ -21,11 +21,11 @@ import jsonschema
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from dsm5_hpo.checkpointing.pruning import checkpoint_directories
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.database import opened_storage
 from dsm5_hpo.layout import CHECKPOINTS_DIR
 from dsm5_hpo.storage.atomic import atomic_write_json
-from dsm5_hpo.training.checkpoint_pruning import checkpoint_directories
 
 SUMMARY_FILE = "summary_report.json"
 SUMMARY_SCHEMA = Path(__file__).resolve().parents[3] / "contracts" / "summary_report.schema.json"

@@ -19,12 +19,13 @@ from typing import Any
 from dsm5_hpo.data.features import tokenize_for
 from dsm5_hpo.data.pairs import PairExample
 from dsm5_hpo.errors import ConfigError
+from dsm5_hpo.evaluation.evaluator import PairPrediction
+from dsm5_hpo.evaluation.prediction import EvaluationData, predict
 from dsm5_hpo.inference.posts import Post
 from dsm5_hpo.models.export import ENCODER_DIR
 from dsm5_hpo.models.loading import load_tokenizer
-from dsm5_hpo.models.multi_task import DualAgentModel
-from dsm5_hpo.training.evaluator import PairPrediction
-from dsm5_hpo.training.trainer import EvaluationData, predict, resolve_device, resolve_precision
+from dsm5_hpo.models.multi_task import DualHeadModel
+from dsm5_hpo.models.precision import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class Predictor:
                 f"--model {folder}: no such folder; pass an exported model, e.g. "
                 "experiments/study_<uuid>/best_model (written at the end of `make train`)"
             )
-        self.model = DualAgentModel.from_pretrained(folder)
+        self.model = DualHeadModel.from_pretrained(folder)
         self.info = self.model.export_info
         input_format = self.info.get("input_format")
         if input_format not in SUPPORTED_INPUT_FORMATS:

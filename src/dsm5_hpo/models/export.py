@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from dsm5_hpo.config import HeadsConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.models.loading import load_encoder
-from dsm5_hpo.models.multi_task import DualAgentModel, outputs_for
+from dsm5_hpo.models.multi_task import DualHeadModel, outputs_for
 from dsm5_hpo.storage.atomic import atomic_write_json, exchange_paths, fsync_path, sha256_file
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def without_call_state(tokenizer: Any) -> Any:
     return clean
 
 
-def export_model(model: DualAgentModel, tokenizer: Any, folder: Path, *, description: dict[str, Any]) -> Path:
+def export_model(model: DualHeadModel, tokenizer: Any, folder: Path, *, description: dict[str, Any]) -> Path:
     """Write ``model`` (and the tokenizer its encoder reads with) to ``folder``; returns ``folder``.
 
     ``description`` goes into dsm5_hpo.json (criteria, questions, thresholds, window settings, ids).
@@ -171,10 +171,10 @@ def read_info(folder: Path) -> dict[str, Any]:
     return info
 
 
-def load_exported(folder: Path) -> tuple[DualAgentModel, dict[str, Any]]:
+def load_exported(folder: Path) -> tuple[DualHeadModel, dict[str, Any]]:
     """The exported model (eval mode, on CPU) and its dsm5_hpo.json; every hash is checked first."""
     info = read_info(folder)
-    model = DualAgentModel(
+    model = DualHeadModel(
         load_encoder(folder / ENCODER_DIR),
         dropout=float(info.get("dropout", 0.0)),
         heads=HeadsConfig(**info["heads"]),

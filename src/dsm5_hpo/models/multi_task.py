@@ -49,7 +49,7 @@ class SpanGapLogit(nn.Module):
         return self.scale * (best - start[:, 0] - end[:, 0]) + self.bias
 
 
-class DualAgentModel(nn.Module):
+class DualHeadModel(nn.Module):
     """Criteria matching and evidence binding on one Hugging Face encoder."""
 
     def __init__(
@@ -93,7 +93,7 @@ class DualAgentModel(nn.Module):
         """dsm5_hpo.json of an exported model loaded with from_pretrained (empty otherwise)."""
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> DualAgentModel:
+    def from_pretrained(cls, path: str | Path) -> DualHeadModel:
         """A model exported by a study (``study_<uuid>/best_model``), hash-verified; its
         dsm5_hpo.json (criteria, thresholds, window settings) is on ``model.export_info``."""
         from dsm5_hpo.models.export import load_exported  # export imports this module
@@ -164,9 +164,13 @@ def forward_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> DualOutpu
     return output
 
 
-def build_model(encoder_path: Path, config: StudyConfig) -> DualAgentModel:
+DualAgentModel = DualHeadModel
+"""The model's first name, kept so that loading code written against it goes on working."""
+
+
+def build_model(encoder_path: Path, config: StudyConfig) -> DualHeadModel:
     """The study's model: the encoder at ``encoder_path`` with the heads of ``config``."""
-    return DualAgentModel(
+    return DualHeadModel(
         load_encoder(encoder_path),
         dropout=config.train.dropout,
         heads=config.heads,

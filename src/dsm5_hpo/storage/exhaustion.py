@@ -1,4 +1,4 @@
-"""Storage exhaustion: how big the next checkpoint will be, what fills the disk, and what to type.
+"""Storage exhaustion: what fills the disk, and what to type.
 
 When retention has escalated as far as it can and the next checkpoint still does not fit, the
 job stops with ``StorageExhaustedError`` (exit code 4). Its message is the whole report, meant
@@ -15,75 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dsm5_hpo.errors import ResumableStop, StorageError
-from dsm5_hpo.storage.checkpoint_io import STAGING_PREFIX
+from dsm5_hpo.layout import CHECKPOINT_MARKERS, STAGING_PREFIX
 from dsm5_hpo.storage.monitor import DiskStatus, format_bytes
-
-# A directory holding either marker is one checkpoint (committed or quarantined); the names are
-# checkpoint_verify's, repeated here because storage/ must not import training/.
-CHECKPOINT_MARKERS = (".hash", "metadata.json")
-# Per-parameter scalar state ("step" is a 0-d float32 or int64 tensor in torch's optimizers).
-_STEP_BYTES = 8
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
-def _slots_before_first_step(optimizer: torch.optim.Optimizer, group: dict[str, Any]) -> int:
-    """How many param-sized state tensors the optimizer will create at its first step."""
-    name = type(optimizer).__name__
-    if name == "SGD":
-        return 1 if group.get("momentum", 0) else 0  # momentum_buffer, or nothing at all
-    if name == "RMSprop":
-        return 1 + bool(group.get("momentum", 0)) + bool(group.get("centered", False))
-    # Adam, AdamW, NAdam, RAdam, Adamax: two moments (+1 with amsgrad). Unknown optimizers get
-    # the same guess: overestimating stops a job early, underestimating fills the disk mid-save.
-    return 2 + bool(group.get("amsgrad", False))
-
-
-def _optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
-    if optimizer.state:
-        # After a step the state is real: sum it (params that never had a grad have no state).
-        return sum(
-            _tensor_bytes(value)
-            for state in optimizer.state.values()
-            for value in state.values()
-            if isinstance(value, torch.Tensor)
-        )
-    total = 0
-    for group in optimizer.param_groups:
-        slots = _slots_before_first_step(optimizer, group)
-        for param in group["params"]:
-            if param.requires_grad and slots:
-                total += slots * _tensor_bytes(param) + _STEP_BYTES
-    return total
-
-
-def nested_tensor_bytes(value: Any) -> int:
-    """Bytes of every tensor in a nested structure (a state dict, an optimizer's state, a payload)."""
-    if isinstance(value, torch.Tensor):
-        return _tensor_bytes(value)
-    if isinstance(value, dict):
-        return sum(nested_tensor_bytes(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return sum(nested_tensor_bytes(item) for item in value)
-    return 0
-
-
-def estimate_checkpoint_bytes(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, *, metadata_bytes: int = 64_000
-) -> int:
-    """Bytes the next checkpoint will take: weights + optimizer state + metadata/RNG/scheduler slack.
-
-    Weights are every ``state_dict`` entry (persistent buffers included), tied tensors counted
-    once per name because the safetensors writer stores each name in full.
-    """
-    weights = sum(_tensor_bytes(tensor) for tensor in model.state_dict().values())
-    state = _optimizer_bytes(optimizer) if optimizer is not None else 0
-    return weights + state + metadata_bytes
 
 
 def tree_size(path: Path) -> int:

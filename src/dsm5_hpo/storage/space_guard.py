@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.storage.exhaustion import StorageExhaustedError, largest_artifacts
 from dsm5_hpo.storage.monitor import DiskMonitor, DiskStatus, StorageMonitor, format_bytes
 
@@ -101,11 +100,13 @@ class SpaceGuard:
         self.escalate = escalate
         """False for retention_policy.keep_all: the user keeps everything, so a full disk stops the job."""
         self.level = 0
-        """Highest escalation step reached; from STEP_BEST_ONLY on, ``policy`` is tightened."""
+        """Highest escalation step reached; from STEP_BEST_ONLY on, ``best_only`` holds."""
 
-    def policy(self, base: RetentionConfig) -> RetentionConfig:
-        """The retention policy to apply now: ``base``, or its tightened form once escalated."""
-        return base.tightened() if self.level >= STEP_BEST_ONLY else base
+    @property
+    def best_only(self) -> bool:
+        """Escalation reached STEP_BEST_ONLY: the retention policy is to be tightened from now on
+        (checkpointing.retention.tightened) for the rest of this process."""
+        return self.level >= STEP_BEST_ONLY
 
     def ensure_room(self, needed: int, prune_trial: PruneCallback, *, what: str = "next checkpoint") -> None:
         """Return when ``needed`` bytes can be written; escalate first if the disk is low or full.
@@ -169,8 +170,7 @@ class NullSpaceGuard:
     def __init__(self, experiments_dir: Path) -> None:
         self.experiments_dir = experiments_dir
 
-    def policy(self, base: RetentionConfig) -> RetentionConfig:
-        return base
+    best_only = False
 
     def ensure_room(self, needed: int, prune_trial: PruneCallback, *, what: str = "next checkpoint") -> None:
         return None

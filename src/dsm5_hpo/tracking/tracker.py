@@ -19,15 +19,15 @@ from typing import Any, Protocol
 
 from dsm5_hpo.errors import TrackingError
 from dsm5_hpo.storage.atomic import fsync_path
-from dsm5_hpo.tracking.metrics_buffer import (
+from dsm5_hpo.tracking.outbox import (
     LOCAL_PREFIX,
     Outbox,
-    OutboxSender,
     is_transient,
     local_id_filter,
     new_local_run_id,
     short_error,
 )
+from dsm5_hpo.tracking.sender import OutboxSender
 from dsm5_hpo.utils.logging import redact
 from dsm5_hpo.utils.retry import RetryConfig, call_with_retry
 

@@ -7,8 +7,6 @@ on (seed, e), so the same config and seed give the same metrics run after run on
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import math
 import sys
@@ -16,19 +14,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from dsm5_hpo.config import TrainConfig
-from dsm5_hpo.data.batching import length_grouped_batches, plain_batches
-from dsm5_hpo.data.features import WindowFeatures, collate
-from dsm5_hpo.data.pairs import PairExample
-from dsm5_hpo.errors import ConfigError, TrainingError
-from dsm5_hpo.models.losses import LossSettings
-from dsm5_hpo.models.multi_task import DualAgentModel, forward_batch, joint_loss
-from dsm5_hpo.storage.exhaustion import estimate_checkpoint_bytes
-from dsm5_hpo.tracking.tracker import NullRunTracker, RunTracker
-from dsm5_hpo.training.checkpoint_manager import (
+from dsm5_hpo.checkpointing.manager import (
     CheckpointInfo,
     CheckpointManager,
     NullCheckpointManager,
@@ -36,10 +24,17 @@ from dsm5_hpo.training.checkpoint_manager import (
     capture_rng_state,
     restore_rng_state,
 )
-from dsm5_hpo.training.decoding import WindowOutputs, decode_predictions
-from dsm5_hpo.training.evaluator import EvaluationResult, PairPrediction, evaluate
+from dsm5_hpo.checkpointing.size import estimate_checkpoint_bytes
+from dsm5_hpo.config import TrainConfig
+from dsm5_hpo.data.batching import length_grouped_batches, plain_batches
+from dsm5_hpo.data.features import WindowFeatures, collate
+from dsm5_hpo.errors import TrainingError
+from dsm5_hpo.evaluation.prediction import EvaluationData, evaluate_model
+from dsm5_hpo.models.losses import LossSettings
+from dsm5_hpo.models.multi_task import DualHeadModel, forward_batch, joint_loss
+from dsm5_hpo.models.precision import autocast, resolve_device, resolve_precision
+from dsm5_hpo.tracking.tracker import NullRunTracker, RunTracker
 from dsm5_hpo.training.optimization import build_optimizer, build_schedule, freeze_lowest_layers
-from dsm5_hpo.training.thresholds import tune_thresholds
 from dsm5_hpo.utils.logging import set_log_context
 from dsm5_hpo.utils.seeding import torch_generator
 
@@ -50,57 +45,6 @@ EpochCallback = Callable[[int, dict[str, float | None]], None]
 """Called with (epoch, validation metrics) after each epoch; may raise to stop the trial."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"config key 'train.device': {name!r} requested but CUDA is not available; use auto or cpu"
-        )
-    return torch.device(name)
-
-
-def has_fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix math runs natively on ``device`` (so autocast to it is faster, not emulated).
-
-    CUDA: compute capability 8.0+ (Ampere on). CPU: AVX512-BF16 or AMX tiles; without them oneDNN
-    emulates bf16 and fp32 is faster. On the 2-core AVX512-BF16 machine here a MiniLM training
-    step takes 0.44x the fp32 time under bf16 autocast (benchmarks/throughput.py --precision).
-    """
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-        # Private torch.cpu helpers: a torch without them is treated as having neither.
-        return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-    return False
-
-
-def resolve_precision(
-    precision: str, device: torch.device, fast_bf16: Callable[[torch.device], bool] = has_fast_bf16
-) -> str:
-    """'auto' -> 'bf16' where the device runs it natively, else 'fp32'; other values unchanged."""
-    if precision != "auto":
-        return precision
-    return "bf16" if fast_bf16(device) else "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
-    precision = resolve_precision(precision, device)
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("config key 'train.precision': fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@dataclass
-class EvaluationData:
-    examples: Sequence[PairExample]
-    features: WindowFeatures
-
-
 @dataclass
 class FitResult:
     best_value: float
@@ -108,111 +52,6 @@ class FitResult:
     best_metrics: dict[str, float | None]
     history: list[dict[str, float | None]] = field(default_factory=list)
     epochs_run: int = 0
-
-
-@torch.inference_mode()
-def predict(
-    model: DualAgentModel,
-    data: EvaluationData,
-    *,
-    device: torch.device,
-    precision: str,
-    batch_size: int,
-    max_answer_tokens: int,
-    null_score_margin: float,
-    criteria_logit_offset: float = 0.0,
-    gating: str = "null_score",
-    match_threshold: float = 0.5,
-) -> list[PairPrediction]:
-    """Post-level predictions of ``model`` on every pair of ``data``, evidence decided by ``gating``.
-
-    ``criteria_logit_offset`` is added to every criteria logit (prior correction, see evaluate_model).
-    """
-    model.eval()
-    features = data.features
-    # Sorting by length keeps padding small; outputs go back to feature order below.
-    order = sorted(range(len(features)), key=lambda i: len(features.input_ids[i]))
-    shape = (len(features),) if features.outputs == 1 else (len(features), features.outputs)
-    criteria = np.zeros(shape, dtype=np.float32)
-    starts: list[np.ndarray] = [np.empty(0)] * len(features)
-    ends: list[np.ndarray] = [np.empty(0)] * len(features)
-    sentences: list[np.ndarray] = [np.empty(0)] * len(features)
-    by_sentence = False
-    for batch_indices in plain_batches(order, batch_size):
-        batch = {k: v.to(device) for k, v in collate(features, batch_indices).items()}
-        with autocast(device, precision):
-            output = forward_batch(model, batch)
-        crit = output.criteria_logits.float().cpu().numpy() + criteria_logit_offset
-        if output.sentence_logits is not None:
-            by_sentence = True
-            per_sentence = output.sentence_logits.float().cpu().numpy()
-            for row, index in enumerate(batch_indices):
-                criteria[index] = crit[row]
-                sentences[index] = per_sentence[row, : len(features.window_sentences[index])]
-            continue
-        assert output.start_logits is not None and output.end_logits is not None
-        start = output.start_logits.float().cpu().numpy()
-        end = output.end_logits.float().cpu().numpy()
-        for row, index in enumerate(batch_indices):
-            n = len(features.input_ids[index])
-            criteria[index] = crit[row]
-            starts[index], ends[index] = start[row, :n], end[row, :n]
-    return decode_predictions(
-        data.examples,
-        features,
-        WindowOutputs(criteria, starts, ends, sentences if by_sentence else None),
-        max_answer_tokens=max_answer_tokens,
-        null_score_margin=null_score_margin,
-        gating=gating,
-        match_threshold=match_threshold,
-    )
-
-
-def evaluate_model(
-    model: DualAgentModel,
-    data: EvaluationData,
-    config: TrainConfig,
-    *,
-    device: torch.device,
-    criteria: Sequence[str],
-    max_answer_tokens: int,
-    tune_for: str | None = None,
-) -> EvaluationResult:
-    """Metrics of ``model`` on ``data`` at the configured thresholds, or, with ``tune_for`` (a metric
-    name) and train.tune_thresholds, at the match threshold and null-score margin that maximize that
-    metric; the chosen values are then in the metrics (thresholds.THRESHOLD_KEY, MARGIN_KEY)."""
-    predictions = predict(
-        model,
-        data,
-        device=device,
-        precision=config.precision,
-        batch_size=config.eval_batch_size,
-        max_answer_tokens=max_answer_tokens,
-        null_score_margin=config.null_score_margin,
-        criteria_logit_offset=criteria_prior_offset(config),
-        gating=config.evidence_gating,
-        match_threshold=config.match_threshold,
-    )
-    if tune_for is not None and config.tune_thresholds:
-        tuned = tune_thresholds(
-            predictions,
-            criteria,
-            tune_for,
-            threshold=config.match_threshold,
-            margin=config.null_score_margin,
-            gating=config.evidence_gating,
-        )
-        return dataclasses.replace(tuned.result, metrics=tuned.metrics())
-    return evaluate(predictions, criteria, threshold=config.match_threshold)
-
-
-def criteria_prior_offset(config: TrainConfig) -> float:
-    """log(negative_sampling): undoes the prior shift of training on a share of the negatives.
-
-    Keeping each negative with probability r multiplies the odds the model learns by 1/r; adding
-    log(r) to its logits gives back probabilities for the real class balance that evaluation uses.
-    """
-    return math.log(config.negative_sampling)
 
 
 def loss_settings(config: TrainConfig, labels: Sequence[int] = ()) -> LossSettings:
@@ -278,7 +117,7 @@ def _optimizer_steps(epoch_batch_counts: Sequence[int], config: TrainConfig) -> 
 class Trainer:
     def __init__(
         self,
-        model: DualAgentModel,
+        model: DualHeadModel,
         config: TrainConfig,
         *,
         criteria: Sequence[str],

@@ -1,1 +1,3 @@
-"""utils package."""
+"""Small helpers with no knowledge of the domain: logging setup, retries, seeding, the process
+environment, hub error classification. Imports nothing of the package but errors.
+"""

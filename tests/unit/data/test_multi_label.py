@@ -16,9 +16,9 @@ from dsm5_hpo.data.feature_cache import from_arrays, to_arrays
 from dsm5_hpo.data.features import collate, tokenize_examples, tokenize_posts
 from dsm5_hpo.data.pairs import PairExample
 from dsm5_hpo.errors import ConfigError
+from dsm5_hpo.evaluation.decoding import WindowOutputs, decode_predictions, per_pair_windows
 from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
-from dsm5_hpo.models.multi_task import DualAgentModel, joint_loss
-from dsm5_hpo.training.decoding import WindowOutputs, decode_predictions, per_pair_windows
+from dsm5_hpo.models.multi_task import DualHeadModel, joint_loss
 
 FILLER = [f"Filler sentence number {i} about an ordinary day at work." for i in range(30)]
 SLEEP = "I have not slept more than three hours a night for weeks."
@@ -108,7 +108,7 @@ def test_the_model_scores_every_criterion_and_the_loss_trains_them(
     tokenizer, path = tiny
     features = tokenize_posts(examples, tokenizer, criteria=len(CRITERIA), max_length=64, doc_stride=16)
     torch.manual_seed(0)
-    model = DualAgentModel(load_encoder(path), dropout=0.0, outputs=len(CRITERIA))
+    model = DualHeadModel(load_encoder(path), dropout=0.0, outputs=len(CRITERIA))
     assert model.head_config()["outputs"] == len(CRITERIA)
     batch = collate(features, list(range(len(features))))
     output = model(batch["input_ids"], batch["attention_mask"], batch["answer_mask"], batch["token_type_ids"])

@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from checkpoint_helpers import small_state
+from dsm5_hpo.checkpointing.manager import CheckpointManager, architecture_signature
+from dsm5_hpo.checkpointing.metadata import peek_checkpoint
 from dsm5_hpo.cli import cleanup as cleanup_cli
 from dsm5_hpo.config import RetentionConfig, StudyConfig
 from dsm5_hpo.hpo.cleanup import apply_cleanup, plan_cleanup
 from dsm5_hpo.hpo.lock import study_lock
-from dsm5_hpo.hpo.shared import WORKER, make_storage
-from dsm5_hpo.training.checkpoint_manager import CheckpointManager, architecture_signature
-from dsm5_hpo.training.checkpoint_verify import peek_checkpoint
+from dsm5_hpo.hpo.workers import WORKER, make_storage
 from heartbeat_helpers import backdate
 
 

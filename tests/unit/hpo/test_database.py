@@ -26,7 +26,7 @@ from dsm5_hpo.hpo.database import (
     opened_storage,
     retry_config,
 )
-from dsm5_hpo.hpo.shared import SharedWorker, make_storage
+from dsm5_hpo.hpo.workers import SharedWorker, make_storage
 
 
 def storage_error(message: str) -> optuna.exceptions.StorageInternalError:

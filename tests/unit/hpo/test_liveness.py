@@ -12,7 +12,7 @@ from dsm5_hpo.cli.status import state_of
 from dsm5_hpo.config import HPOConfig
 from dsm5_hpo.hpo.liveness import study_driver
 from dsm5_hpo.hpo.lock import study_lock
-from dsm5_hpo.hpo.shared import WORKER, make_storage
+from dsm5_hpo.hpo.workers import WORKER, make_storage
 from heartbeat_helpers import backdate
 
 

@@ -10,8 +10,8 @@ import optuna
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from conftest import captured_logs
-from dsm5_hpo.hpo.outputs import render_study_plots_quietly, trial_curves
 from dsm5_hpo.hpo.plots import INDEX_FILE, TrialCurve, per_criterion_rows, render_plots
+from dsm5_hpo.hpo.summary_plots import render_study_plots_quietly, trial_curves
 
 REPORT = {
     "best_trial_number": 1,
@@ -71,7 +71,7 @@ def test_a_plot_failure_inside_a_study_is_a_warning(tmp_path: Path) -> None:
     study_dir = tmp_path / "study_x"
     study_dir.mkdir()
     (study_dir / "plots").write_text("a file where the plots folder should be")
-    with captured_logs("dsm5_hpo.hpo.outputs") as records:
+    with captured_logs("dsm5_hpo.hpo.summary_plots") as records:
         render_study_plots_quietly(
             study_dir, {"config": {"hpo": {"metric": "joint_score"}}}, study_with([0.5, 0.6])
         )

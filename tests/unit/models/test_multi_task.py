@@ -1,4 +1,4 @@
-"""DualAgentModel on the tiny encoder: shapes, masking, joint loss and gradient flow."""
+"""DualHeadModel on the tiny encoder: shapes, masking, joint loss and gradient flow."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dsm5_hpo.models.heads.evidence import MASKED_LOGIT
 from dsm5_hpo.models.heads.pooling import Pooling
 from dsm5_hpo.models.loading import load_encoder, resolve_model
 from dsm5_hpo.models.losses import LossSettings
-from dsm5_hpo.models.multi_task import DualAgentModel, DualOutput, joint_loss
+from dsm5_hpo.models.multi_task import DualHeadModel, DualOutput, joint_loss
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +25,9 @@ def encoder_path(model_cache: Path) -> Path:
 
 
 @pytest.fixture
-def model(encoder_path: Path) -> DualAgentModel:
+def model(encoder_path: Path) -> DualHeadModel:
     torch.manual_seed(0)
-    return DualAgentModel(load_encoder(encoder_path), dropout=0.1)
+    return DualHeadModel(load_encoder(encoder_path), dropout=0.1)
 
 
 def _features(lengths: list[int], question_tokens: int = 3) -> WindowFeatures:
@@ -60,11 +60,11 @@ def batch() -> dict[str, torch.Tensor]:
     return collate(features, list(range(len(features))))
 
 
-def _forward(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> DualOutput:
+def _forward(model: DualHeadModel, batch: dict[str, torch.Tensor]) -> DualOutput:
     return model(batch["input_ids"], batch["attention_mask"], batch["answer_mask"], batch["token_type_ids"])
 
 
-def test_forward_shapes_and_dtypes(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> None:
+def test_forward_shapes_and_dtypes(model: DualHeadModel, batch: dict[str, torch.Tensor]) -> None:
     output = _forward(model, batch)
     size, width = batch["input_ids"].shape
     assert (size, width) == (3, 20)
@@ -77,7 +77,7 @@ def test_forward_shapes_and_dtypes(model: DualAgentModel, batch: dict[str, torch
 
 
 def test_span_logits_are_masked_outside_the_answer_positions(
-    model: DualAgentModel, batch: dict[str, torch.Tensor]
+    model: DualHeadModel, batch: dict[str, torch.Tensor]
 ) -> None:
     output = _forward(model, batch)
     mask = batch["answer_mask"]
@@ -92,7 +92,7 @@ def test_span_logits_are_masked_outside_the_answer_positions(
         assert probabilities[~mask].max() < 1e-30
 
 
-def test_padding_positions_are_masked(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> None:
+def test_padding_positions_are_masked(model: DualHeadModel, batch: dict[str, torch.Tensor]) -> None:
     output = _forward(model, batch)
     padding = batch["attention_mask"] == 0
     assert padding.any()
@@ -100,7 +100,7 @@ def test_padding_positions_are_masked(model: DualAgentModel, batch: dict[str, to
     assert (output.end_logits[padding] == MASKED_LOGIT).all()
 
 
-def test_token_type_ids_reach_the_encoder(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> None:
+def test_token_type_ids_reach_the_encoder(model: DualHeadModel, batch: dict[str, torch.Tensor]) -> None:
     model.eval()
     with torch.no_grad():
         with_types = _forward(model, batch)
@@ -109,7 +109,7 @@ def test_token_type_ids_reach_the_encoder(model: DualAgentModel, batch: dict[str
     assert not torch.allclose(with_types.criteria_logits, without.criteria_logits)
 
 
-def test_eval_mode_is_deterministic(model: DualAgentModel, batch: dict[str, torch.Tensor]) -> None:
+def test_eval_mode_is_deterministic(model: DualHeadModel, batch: dict[str, torch.Tensor]) -> None:
     model.eval()
     with torch.no_grad():
         first, second = _forward(model, batch), _forward(model, batch)
@@ -118,7 +118,7 @@ def test_eval_mode_is_deterministic(model: DualAgentModel, batch: dict[str, torc
 
 
 def test_joint_loss_is_finite_and_matches_its_definition(
-    model: DualAgentModel, batch: dict[str, torch.Tensor]
+    model: DualHeadModel, batch: dict[str, torch.Tensor]
 ) -> None:
     output = _forward(model, batch)
     parts = joint_loss(
@@ -150,7 +150,7 @@ def test_joint_loss_is_finite_and_matches_its_definition(
 
 @pytest.mark.parametrize(("w_c", "w_e"), [(0.0, 1.5), (2.0, 0.0)])
 def test_loss_weights_are_respected(
-    model: DualAgentModel, batch: dict[str, torch.Tensor], w_c: float, w_e: float
+    model: DualHeadModel, batch: dict[str, torch.Tensor], w_c: float, w_e: float
 ) -> None:
     output = _forward(model, batch)
     parts = joint_loss(
@@ -173,7 +173,7 @@ def test_loss_weights_are_respected(
 
 
 def test_gradients_flow_to_the_encoder_and_both_heads(
-    model: DualAgentModel, batch: dict[str, torch.Tensor]
+    model: DualHeadModel, batch: dict[str, torch.Tensor]
 ) -> None:
     output = _forward(model, batch)
     parts = joint_loss(
@@ -235,7 +235,7 @@ def test_sentence_unit_scores_each_sentence_and_the_criteria_logit_is_the_best_o
     from dsm5_hpo.config import HeadsConfig
 
     torch.manual_seed(0)
-    model = DualAgentModel(
+    model = DualHeadModel(
         load_encoder(encoder_path), dropout=0.0, heads=HeadsConfig(evidence_unit="sentence")
     )
     assert model.criteria_head is None  # the criteria logit is read off the sentences
@@ -274,7 +274,7 @@ def test_criteria_from_evidence_reads_the_logit_off_the_span_scores(
     from dsm5_hpo.config import HeadsConfig
 
     torch.manual_seed(0)
-    model = DualAgentModel(
+    model = DualHeadModel(
         load_encoder(encoder_path), dropout=0.0, heads=HeadsConfig(criteria_from_evidence=True)
     )
     assert model.criteria_head is None and model.span_gap is not None

@@ -10,6 +10,7 @@ from types import TracebackType
 import pytest
 
 from conftest import captured_logs
+from dsm5_hpo.checkpointing.retention import tightened
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.storage.exhaustion import StorageExhaustedError
 from dsm5_hpo.storage.monitor import DiskStatus
@@ -147,13 +148,14 @@ def test_policy_is_tightened_from_step_two_on(tmp_path: Path) -> None:
     disk, steps = FakeDisk(1000 * MB, 50 * MB), []
     space = guard(disk, steps, {"trial": 100 * MB}, tmp_path)
     space.ensure_room(100 * MB, trial_step(disk, steps, 100 * MB))
-    assert space.policy(base) == base  # step 1 made room: nothing sticky
+    assert not space.best_only  # step 1 made room: nothing sticky
     disk.free = 50 * MB
     space = guard(disk, steps, {"best_only": 100 * MB}, tmp_path)
     space.ensure_room(100 * MB, trial_step(disk, steps, 0))
-    tight = space.policy(base)
+    assert space.best_only
+    tight = tightened(base)  # what the checkpoint manager applies once best_only holds
     assert (tight.keep_last_n, tight.keep_best_k, tight.keep_best_k_max) == (0, 1, 1)
-    assert space.policy(RetentionConfig(keep_all=True)).keep_all
+    assert tightened(RetentionConfig(keep_all=True)).keep_all
 
 
 def test_null_guard_checks_nothing_but_reports_the_real_disk(tmp_path: Path) -> None:

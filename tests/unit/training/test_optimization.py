@@ -13,7 +13,7 @@ from transformers import BertConfig, BertModel
 
 from dsm5_hpo.config import TrainConfig
 from dsm5_hpo.errors import ConfigError
-from dsm5_hpo.models.multi_task import DualAgentModel
+from dsm5_hpo.models.multi_task import DualHeadModel
 from dsm5_hpo.training.optimization import (
     build_optimizer,
     build_schedule,
@@ -24,12 +24,12 @@ from dsm5_hpo.training.optimization import (
 LAYERS = 3
 
 
-def model() -> DualAgentModel:
+def model() -> DualHeadModel:
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=50, hidden_size=8, num_hidden_layers=LAYERS, num_attention_heads=2, intermediate_size=16
     )
-    return DualAgentModel(BertModel(config, add_pooling_layer=False), dropout=0.0)
+    return DualHeadModel(BertModel(config, add_pooling_layer=False), dropout=0.0)
 
 
 def lr_of(optimizer: torch.optim.Optimizer, parameter: nn.Parameter) -> float:

@@ -17,11 +17,12 @@ import torch
 from conftest import compose_tiny
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.prepare import PreparedData, augmented_epochs, prepare_data
+from dsm5_hpo.evaluation.prediction import EvaluationData
+from dsm5_hpo.evaluation.thresholds import MARGIN_KEY, THRESHOLD_KEY
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
 from dsm5_hpo.models.multi_task import build_model
 from dsm5_hpo.tracking.tracker import NullRunTracker
-from dsm5_hpo.training.thresholds import MARGIN_KEY, THRESHOLD_KEY
-from dsm5_hpo.training.trainer import EvaluationData, Trainer
+from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.seeding import seed_everything
 
 CHOICES: list[tuple[str, Any]] = [

@@ -14,32 +14,23 @@ import torch
 
 import dsm5_hpo.training.trainer as trainer_module
 from conftest import compose_tiny
-from dsm5_hpo.config import StudyConfig
-from dsm5_hpo.data.features import WindowFeatures
-from dsm5_hpo.data.prepare import PreparedData, prepare_data
-from dsm5_hpo.errors import ConfigError, TrainingError
-from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
-from dsm5_hpo.models.multi_task import DualAgentModel
-from dsm5_hpo.tracking.tracker import NullRunTracker
-from dsm5_hpo.training.checkpoint_manager import (
+from dsm5_hpo.checkpointing.manager import (
     CheckpointInfo,
     CheckpointManager,
     TrainingState,
     architecture_signature,
 )
+from dsm5_hpo.config import StudyConfig
+from dsm5_hpo.data.features import WindowFeatures
+from dsm5_hpo.data.prepare import PreparedData, prepare_data
+from dsm5_hpo.errors import ConfigError, TrainingError
+from dsm5_hpo.evaluation.prediction import EvaluationData, criteria_prior_offset, predict
+from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
+from dsm5_hpo.models.multi_task import DualHeadModel
+from dsm5_hpo.models.precision import autocast, has_fast_bf16, resolve_device, resolve_precision
+from dsm5_hpo.tracking.tracker import NullRunTracker
 from dsm5_hpo.training.optimization import build_optimizer
-from dsm5_hpo.training.trainer import (
-    EvaluationData,
-    FitResult,
-    Trainer,
-    autocast,
-    epoch_batches,
-    epoch_order,
-    has_fast_bf16,
-    predict,
-    resolve_device,
-    resolve_precision,
-)
+from dsm5_hpo.training.trainer import FitResult, Trainer, epoch_batches, epoch_order
 from dsm5_hpo.utils.seeding import seed_everything
 
 METRIC = "joint_score"
@@ -75,11 +66,11 @@ class Setup:
         split = self.data.splits["validation"]
         return EvaluationData(split.examples, split.features)
 
-    def model(self, seed: int | None = None) -> DualAgentModel:
+    def model(self, seed: int | None = None) -> DualHeadModel:
         seed_everything(self.config.train.seed if seed is None else seed)
-        return DualAgentModel(load_encoder(self.model_path), dropout=self.config.train.dropout)
+        return DualHeadModel(load_encoder(self.model_path), dropout=self.config.train.dropout)
 
-    def trainer(self, model: DualAgentModel, config: StudyConfig | None = None, **kwargs: Any) -> Trainer:
+    def trainer(self, model: DualHeadModel, config: StudyConfig | None = None, **kwargs: Any) -> Trainer:
         config = config or self.config
         return Trainer(
             model,
@@ -91,7 +82,7 @@ class Setup:
             **kwargs,
         )
 
-    def predict(self, model: DualAgentModel, criteria_logit_offset: float = 0.0) -> list:
+    def predict(self, model: DualHeadModel, criteria_logit_offset: float = 0.0) -> list:
         return predict(
             model,
             self.validation,
@@ -114,7 +105,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Setup:
     return Setup(config, path, data)
 
 
-def manager_for(folder: Path, model: DualAgentModel, **kwargs: Any) -> CheckpointManager:
+def manager_for(folder: Path, model: DualHeadModel, **kwargs: Any) -> CheckpointManager:
     return CheckpointManager(
         folder,
         trial_id="t-1",
@@ -560,8 +551,8 @@ def test_negative_sampling_prior_is_undone_at_evaluation(setup: Setup) -> None:
     model = setup.model()
     full = setup.predict(model)
     sampled = setup.config.with_train(negative_sampling=0.25).train
-    assert trainer_module.criteria_prior_offset(setup.config.with_train(negative_sampling=1.0).train) == 0.0
-    shifted = setup.predict(model, criteria_logit_offset=trainer_module.criteria_prior_offset(sampled))
+    assert criteria_prior_offset(setup.config.with_train(negative_sampling=1.0).train) == 0.0
+    shifted = setup.predict(model, criteria_logit_offset=criteria_prior_offset(sampled))
     for before, after in zip(full, shifted, strict=True):
         odds_before, odds_after = before.prob / (1 - before.prob), after.prob / (1 - after.prob)
         assert odds_after == pytest.approx(odds_before * 0.25, rel=1e-4)

@@ -28,9 +28,7 @@ from typing import Any
 
 import torch
 
-from dsm5_hpo.config import RetentionConfig
-from dsm5_hpo.errors import StorageError
-from dsm5_hpo.storage.checkpoint_io import (
+from dsm5_hpo.checkpointing.io import (
     FileDigest,
     commit_directory,
     make_staging_dir,
@@ -40,30 +38,27 @@ from dsm5_hpo.storage.checkpoint_io import (
     write_bytes_hashed,
     write_safetensors_streaming,
 )
-from dsm5_hpo.storage.exhaustion import nested_tensor_bytes
-from dsm5_hpo.storage.space_guard import NullSpaceGuard, SpaceGuard
-from dsm5_hpo.training.checkpoint_pruning import (
+from dsm5_hpo.checkpointing.metadata import (
+    HASH_FILE,
+    METADATA_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    CheckpointInfo,
+    InvalidCheckpoint,
+    build_metadata,
+    info_from_metadata,
+    normalized_head_config,
+)
+from dsm5_hpo.checkpointing.pruning import (
     apply_deletions,
     checkpoint_directories,
     recover_interrupted_strips,
     size_text,
     strip_resume_state,
 )
-from dsm5_hpo.training.checkpoint_verify import (
-    HASH_FILE,
-    METADATA_FILE,
-    STATE_FILE,
-    WEIGHTS_FILE,
-    CheckpointInfo,
-    Invalid,
-    build_metadata,
-    info_from_metadata,
-    inspect_checkpoint,
-    normalized_head_config,
-    read_training_state,
-)
-from dsm5_hpo.training.retention import RetentionDecision, choose_trial_checkpoints
-from dsm5_hpo.training.training_state import (
+from dsm5_hpo.checkpointing.retention import RetentionDecision, choose_trial_checkpoints, tightened
+from dsm5_hpo.checkpointing.size import nested_tensor_bytes
+from dsm5_hpo.checkpointing.training_state import (
     TrainingState,
     architecture_signature,
     capture_rng_state,
@@ -71,8 +66,13 @@ from dsm5_hpo.training.training_state import (
     snapshot,
     state_payload,
 )
+from dsm5_hpo.checkpointing.verify import inspect_checkpoint, read_training_state
+from dsm5_hpo.config import RetentionConfig
+from dsm5_hpo.errors import StorageError
+from dsm5_hpo.layout import QUARANTINE_DIR
+from dsm5_hpo.storage.space_guard import NullSpaceGuard, SpaceGuard
 
-# The public interface; the helpers it is built from live in checkpoint_verify and training_state.
+# The public interface; the helpers it is built from live in metadata, verify and training_state.
 __all__ = [
     "HASH_FILE", "METADATA_FILE", "QUARANTINE_DIR", "STATE_FILE", "WEIGHTS_FILE", "CheckpointInfo",
     "CheckpointManager", "LoadedCheckpoint", "NullCheckpointManager", "TrainingState",
@@ -81,7 +81,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-QUARANTINE_DIR = "quarantine"
 METADATA_SLACK = 256 * 1024
 """Bytes counted for metadata.json, .hash and torch.save framing on top of the tensors' bytes."""
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -146,7 +145,7 @@ class CheckpointManager:
         """The checkpoint load_latest returned: not pruned until a newer one is committed."""
         self.fence = fence or _no_fence
         """Called before each save and before the end-of-trial pruning; raises when the folder is no longer
-        this process's to write (a shared study's worker taken for dead: hpo/shared.py TrialLease)."""
+        this process's to write (a shared study's worker taken for dead: hpo/workers.py TrialLease)."""
 
     def should_save(self, epoch: int) -> bool:
         return (epoch + 1) % self.interval_epochs == 0
@@ -211,7 +210,7 @@ class CheckpointManager:
                 raise
             if target.exists():  # only when a trial re-runs an epoch it had already saved
                 self._quarantine(
-                    target, Invalid("", "superseded by a new save of the same epoch"), quiet=True
+                    target, InvalidCheckpoint("", "superseded by a new save of the same epoch"), quiet=True
                 )
             commit_directory(staging, target)
         except Exception as error:
@@ -243,7 +242,7 @@ class CheckpointManager:
                     continue
                 info = self._inspect(path, hashed=(WEIGHTS_FILE, STATE_FILE))
                 state = read_training_state(path, info.epoch, info.step)
-            except Invalid as problem:
+            except InvalidCheckpoint as problem:
                 self._quarantine(path, problem)
                 continue
             logger.info(
@@ -265,7 +264,7 @@ class CheckpointManager:
         self.fence()
         remove_stale_staging(self.folder)
         infos = self._checked(self._candidates(), hashed=())
-        decision = choose_trial_checkpoints(infos, self.space.policy(self.retention), trial_running=False)
+        decision = choose_trial_checkpoints(infos, self._policy(), trial_running=False)
         self._apply(decision, infos)
         return decision
 
@@ -276,7 +275,7 @@ class CheckpointManager:
         """
         try:
             strip_resume_state(info)
-        except Invalid as problem:
+        except InvalidCheckpoint as problem:
             self._quarantine(info.path, problem)
             return False
         except OSError as error:  # e.g. a full disk: the whole checkpoint stays, which is safe
@@ -310,7 +309,7 @@ class CheckpointManager:
                 break
             try:
                 tied.append(self._inspect(info.path, hashed=(WEIGHTS_FILE,)))
-            except Invalid as problem:
+            except InvalidCheckpoint as problem:
                 self._quarantine(info.path, problem)
         return tied
 
@@ -323,7 +322,7 @@ class CheckpointManager:
             raise StorageError(f"checkpoint {info.path} does not exist any more (pruned or quarantined)")
         try:
             verified = self._inspect(info.path, hashed=(WEIGHTS_FILE,))
-        except Invalid as problem:
+        except InvalidCheckpoint as problem:
             self._quarantine(info.path, problem)
             raise StorageError(
                 f"checkpoint {info.path} is invalid ({problem.file}: {problem.reason}); it was moved to "
@@ -348,11 +347,11 @@ class CheckpointManager:
         for path in paths:
             try:
                 infos.append(self._inspect(path, hashed=hashed))
-            except Invalid as problem:
+            except InvalidCheckpoint as problem:
                 self._quarantine(path, problem)
         return infos
 
-    def _quarantine(self, path: Path, problem: Invalid, *, quiet: bool = False) -> None:
+    def _quarantine(self, path: Path, problem: InvalidCheckpoint, *, quiet: bool = False) -> None:
         """Log why ``path`` is unusable and move it under quarantine/ (never delete: it is evidence)."""
         stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
         where = path / problem.file if problem.file else path
@@ -379,7 +378,7 @@ class CheckpointManager:
     def _prune(self, new: CheckpointInfo) -> None:
         """Apply the retention policy; runs only after the new checkpoint is committed."""
         resumed = self._resumed_from
-        self._apply_policy(self.space.policy(self.retention), also_protected=new.path)
+        self._apply_policy(self._policy(), also_protected=new.path)
         if resumed is not None and new.epoch > resumed.epoch:
             self._resumed_from = None  # a newer resume point is committed: the policy decides from now on
 
@@ -387,7 +386,11 @@ class CheckpointManager:
         """Storage escalation step 1: only the newest resume point (and the one resumed from) and
         the co-best stay; leftovers of crashed saves go too. Returns the bytes freed."""
         remove_stale_staging(self.folder)
-        return self._apply_policy(self.retention.tightened())
+        return self._apply_policy(tightened(self.retention))
+
+    def _policy(self) -> RetentionConfig:
+        """The retention policy now: tightened once the space guard escalated to best-only."""
+        return tightened(self.retention) if self.space.best_only else self.retention
 
     def _apply_policy(self, policy: RetentionConfig, also_protected: Path | None = None) -> int:
         """Prune the running trial's checkpoints by ``policy``, never the one resumed from."""

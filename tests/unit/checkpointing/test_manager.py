@@ -18,11 +18,7 @@ import torch
 from torch import nn
 
 from conftest import captured_logs
-from dsm5_hpo.config import RetentionConfig
-from dsm5_hpo.errors import StorageError
-from dsm5_hpo.storage.atomic import sha256_file
-from dsm5_hpo.storage.exhaustion import StorageExhaustedError
-from dsm5_hpo.training.checkpoint_manager import (
+from dsm5_hpo.checkpointing.manager import (
     HASH_FILE,
     METADATA_FILE,
     QUARANTINE_DIR,
@@ -36,12 +32,16 @@ from dsm5_hpo.training.checkpoint_manager import (
     capture_rng_state,
     restore_rng_state,
 )
-from dsm5_hpo.training.checkpoint_verify import validate_metadata
-from dsm5_hpo.training.retention import choose_trial_checkpoints
-from dsm5_hpo.training.training_state import check_weights_only, snapshot
+from dsm5_hpo.checkpointing.metadata import validate_metadata
+from dsm5_hpo.checkpointing.retention import choose_trial_checkpoints
+from dsm5_hpo.checkpointing.training_state import check_weights_only, snapshot
+from dsm5_hpo.config import RetentionConfig
+from dsm5_hpo.errors import StorageError
+from dsm5_hpo.storage.atomic import sha256_file
+from dsm5_hpo.storage.exhaustion import StorageExhaustedError
 
 HEADS = {"criteria_head": "linear_cls", "hidden_size": 8}
-LOGGER = "dsm5_hpo.training.checkpoint_manager"
+LOGGER = "dsm5_hpo.checkpointing.manager"
 
 
 class Run:
@@ -319,7 +319,7 @@ def test_an_unreadable_file_counts_as_corrupt(
     folder: Path, records: list[logging.LogRecord], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     save_epochs(folder, [0.1, 0.2], keep_last=2)
-    from dsm5_hpo.training import checkpoint_verify
+    from dsm5_hpo.checkpointing import verify as checkpoint_verify
 
     def failing_read(path: Path) -> str:
         if "epoch_0001" in str(path):
@@ -480,7 +480,7 @@ def test_a_failed_write_leaves_no_staging_and_the_old_checkpoints(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, manager = save_epochs(folder, [0.1])
-    from dsm5_hpo.training import checkpoint_manager
+    from dsm5_hpo.checkpointing import manager as checkpoint_manager
 
     def broken_disk(obj: object, path: Path) -> None:
         raise OSError(5, "Input/output error")
@@ -497,7 +497,7 @@ def test_a_disk_that_fills_during_the_write_stops_with_the_exhaustion_report(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, manager = save_epochs(folder, [0.1])
-    from dsm5_hpo.training import checkpoint_manager
+    from dsm5_hpo.checkpointing import manager as checkpoint_manager
 
     def full_disk(obj: object, path: Path) -> None:
         path.write_bytes(b"partial")  # half a file, as a real ENOSPC leaves it
@@ -638,7 +638,7 @@ def test_snapshot_buffers_of_an_earlier_model_are_dropped(folder: Path) -> None:
 def test_a_failed_background_save_is_raised_at_the_next_save_and_at_wait(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dsm5_hpo.training import checkpoint_manager
+    from dsm5_hpo.checkpointing import manager as checkpoint_manager
 
     run = Run()
     manager = manager_for(folder, run, asynchronous=True)

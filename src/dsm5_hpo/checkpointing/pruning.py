@@ -20,9 +20,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from dsm5_hpo.storage.atomic import fsync_path
-from dsm5_hpo.storage.checkpoint_io import STAGING_PREFIX, delete_directory, write_bytes_hashed
-from dsm5_hpo.training.checkpoint_verify import (
+from dsm5_hpo.checkpointing.io import delete_directory, write_bytes_hashed
+from dsm5_hpo.checkpointing.metadata import (
     HASH_FILE,
     METADATA_FILE,
     STATE_FILE,
@@ -31,7 +30,9 @@ from dsm5_hpo.training.checkpoint_verify import (
     read_checkpoint_metadata,
     weights_only_metadata,
 )
-from dsm5_hpo.training.retention import Deletion
+from dsm5_hpo.checkpointing.retention import Deletion
+from dsm5_hpo.layout import STAGING_PREFIX
+from dsm5_hpo.storage.atomic import fsync_path
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def _link_or_copy(source: Path, destination: Path) -> None:
 def strip_resume_state(info: CheckpointInfo) -> int:
     """Delete the checkpoint's training_state.pt, keeping it valid as a weights-only checkpoint.
 
-    Returns the bytes freed. Raises Invalid when the checkpoint's metadata does not verify,
+    Returns the bytes freed. Raises InvalidCheckpoint when the checkpoint's metadata does not verify,
     OSError when the disk refuses.
     """
     path = info.path

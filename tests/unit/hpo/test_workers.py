@@ -1,4 +1,4 @@
-"""Workers sharing a study (hpo/shared.py), in-process against a shared SQLite storage: exactly
+"""Workers sharing a study (hpo/workers.py), in-process against a shared SQLite storage: exactly
 n_trials, a dead worker's trial queued again and taken over, one final evaluation, the lock."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from conftest import captured_logs
 from dsm5_hpo.config import HPOConfig
 from dsm5_hpo.errors import ConfigError, TrainingError
 from dsm5_hpo.hpo.database import storage_lock
-from dsm5_hpo.hpo.shared import (
+from dsm5_hpo.hpo.workers import (
     FINAL_EVALUATION,
     WORKER,
     SharedWorker,
@@ -248,7 +248,7 @@ def test_a_worker_whose_trial_was_taken_over_stops_it_without_writing_and_goes_o
         return x
 
     shared = worker(config, objective)
-    with captured_logs("dsm5_hpo.hpo.shared") as logs:
+    with captured_logs("dsm5_hpo.hpo.workers") as logs:
         shared.run_trials()
     trials = shared.study.trials
     assert writes == [1], "trial 0 wrote nothing after it was taken over"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import dsm5_hpo
-from dsm5_hpo.utils import version
+from dsm5_hpo import provenance as version
 
 
 def test_git_is_asked_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:

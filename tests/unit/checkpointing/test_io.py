@@ -12,9 +12,8 @@ import pytest
 import safetensors.torch
 import torch
 
-from dsm5_hpo.storage import checkpoint_io
-from dsm5_hpo.storage.atomic import sha256_file
-from dsm5_hpo.storage.checkpoint_io import (
+from dsm5_hpo.checkpointing import io as checkpoint_io
+from dsm5_hpo.checkpointing.io import (
     FileDigest,
     HashingWriter,
     checkpoint_digest,
@@ -27,6 +26,7 @@ from dsm5_hpo.storage.checkpoint_io import (
     write_bytes_hashed,
     write_safetensors_streaming,
 )
+from dsm5_hpo.storage.atomic import sha256_file
 
 
 def every_dtype() -> dict[str, torch.Tensor]:

@@ -22,13 +22,22 @@ deleted. Deciding again after applying a decision deletes nothing more.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
+from dsm5_hpo.checkpointing.metadata import CheckpointInfo
 from dsm5_hpo.config import RetentionConfig
-from dsm5_hpo.training.checkpoint_verify import CheckpointInfo
+
+
+def tightened(policy: RetentionConfig) -> RetentionConfig:
+    """The policy once the disk ran low (storage escalation step 2): the newest resume point while a
+    trial runs, its single best group once it has ended. keep_all is left as is."""
+    if policy.keep_all:
+        return policy
+    return dataclasses.replace(policy, keep_last_n=0, keep_best_k=1, keep_best_k_max=1)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Checkpoint metadata: how it is built, and how a checkpoint is verified before anything is deserialized.
+"""Checkpoint metadata: how it is built, and how it is read back and checked without reading the weights.
 
 The chain of trust: ``.hash`` holds the checkpoint's SHA-256; ``metadata.json`` holds the same
 value, the SHA-256 and size of every file, and everything else about the checkpoint. The
@@ -13,16 +13,15 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from dsm5_hpo.storage.atomic import sha256_file
-from dsm5_hpo.storage.checkpoint_io import FileDigest, checkpoint_digest
-from dsm5_hpo.training.training_state import TrainingState, state_from_payload
-from dsm5_hpo.utils.version import code_version
+from dsm5_hpo.checkpointing.io import FileDigest, checkpoint_digest
+from dsm5_hpo.checkpointing.training_state import TrainingState
+from dsm5_hpo.provenance import code_version
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
@@ -70,7 +69,7 @@ def info_from_metadata(path: Path, metadata: Mapping[str, Any], total_bytes: int
     )
 
 
-class Invalid(Exception):
+class InvalidCheckpoint(Exception):
     """Why a checkpoint cannot be used: the file at fault (relative to it) and the reason."""
 
     def __init__(self, file: str, reason: str, *, incompatible: bool = False) -> None:
@@ -162,28 +161,32 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     try:
         recorded = (path / HASH_FILE).read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        raise Invalid(HASH_FILE, "missing: not a committed checkpoint") from None
+        raise InvalidCheckpoint(HASH_FILE, "missing: not a committed checkpoint") from None
     except (OSError, ValueError) as error:
-        raise Invalid(HASH_FILE, f"unreadable ({error})") from None
+        raise InvalidCheckpoint(HASH_FILE, f"unreadable ({error})") from None
     try:
         metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise Invalid(METADATA_FILE, "missing: not a committed checkpoint") from None
+        raise InvalidCheckpoint(METADATA_FILE, "missing: not a committed checkpoint") from None
     except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
-        raise Invalid(METADATA_FILE, f"unreadable ({error})") from None
+        raise InvalidCheckpoint(METADATA_FILE, f"unreadable ({error})") from None
     try:
         validate_metadata(metadata)
     except jsonschema.ValidationError as error:
         where = "/".join(str(p) for p in error.absolute_path) or "top level"
-        raise Invalid(METADATA_FILE, f"breaks the metadata contract at {where}: {error.message}") from None
+        raise InvalidCheckpoint(
+            METADATA_FILE, f"breaks the metadata contract at {where}: {error.message}"
+        ) from None
     if recorded != metadata["checkpoint_sha256"]:
-        raise Invalid(HASH_FILE, f"holds {recorded[:70]!r}, metadata says {metadata['checkpoint_sha256']}")
+        raise InvalidCheckpoint(
+            HASH_FILE, f"holds {recorded[:70]!r}, metadata says {metadata['checkpoint_sha256']}"
+        )
     try:
         actual = checkpoint_sha256(metadata)
     except ValueError as error:  # NaN or infinity: never written by us
-        raise Invalid(METADATA_FILE, f"holds a value JSON cannot represent ({error})") from None
+        raise InvalidCheckpoint(METADATA_FILE, f"holds a value JSON cannot represent ({error})") from None
     if actual != recorded:
-        raise Invalid(
+        raise InvalidCheckpoint(
             METADATA_FILE, f"content does not match the checkpoint SHA-256 {recorded} (found {actual})"
         )
     return dict(metadata)
@@ -191,11 +194,11 @@ def _read_metadata(path: Path) -> dict[str, Any]:
 
 def read_checkpoint_metadata(path: Path) -> tuple[dict[str, Any], int]:
     """The verified metadata of ``path`` and the bytes of all its files, reading no file but the
-    metadata and ``.hash`` (hash chain, directory name, file sizes); raises Invalid."""
+    metadata and ``.hash`` (hash chain, directory name, file sizes); raises InvalidCheckpoint."""
     metadata = _read_metadata(path)
     match = _DIRECTORY_EPOCH.match(path.name)
     if match is None or int(match.group(1)) != metadata["epoch"]:
-        raise Invalid(
+        raise InvalidCheckpoint(
             METADATA_FILE, f"epoch {metadata['epoch']} does not match the directory name {path.name}"
         )
     total = (path / METADATA_FILE).stat().st_size + (path / HASH_FILE).stat().st_size
@@ -204,11 +207,11 @@ def read_checkpoint_metadata(path: Path) -> tuple[dict[str, Any], int]:
         try:
             size = file.stat().st_size
         except FileNotFoundError:
-            raise Invalid(name, "missing (listed in metadata.json)") from None
+            raise InvalidCheckpoint(name, "missing (listed in metadata.json)") from None
         except OSError as error:
-            raise Invalid(name, f"unreadable ({error})") from None
+            raise InvalidCheckpoint(name, f"unreadable ({error})") from None
         if size != entry["bytes"]:
-            raise Invalid(
+            raise InvalidCheckpoint(
                 name, f"{size} bytes, metadata.json says {entry['bytes']} (truncated or overwritten)"
             )
         total += size
@@ -219,59 +222,3 @@ def peek_checkpoint(path: Path) -> CheckpointInfo:
     """A checkpoint's info from its metadata alone (no weights hashed, no owner to compare with)."""
     metadata, total = read_checkpoint_metadata(path)
     return info_from_metadata(path, metadata, total)
-
-
-def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[str]) -> CheckpointInfo:
-    """Verify ``path`` without deserializing any of it; raises Invalid naming the file and the reason.
-
-    Cheap checks always run (hash chain, file sizes, compatibility); the files named in ``hashed``
-    that the checkpoint lists (a weights-only one has no training_state.pt) are also read and
-    compared with their SHA-256.
-    """
-    metadata, total = read_checkpoint_metadata(path)
-    if metadata["trial_id"] != owner.trial_id:
-        raise Invalid(METADATA_FILE, f"belongs to trial {metadata['trial_id']}, not {owner.trial_id}")
-    if metadata["architecture_signature"] != owner.architecture_signature:
-        raise Invalid(
-            METADATA_FILE,
-            f"its architecture signature {metadata['architecture_signature']} differs from this model's "
-            f"{owner.architecture_signature} (another encoder, or layers/shapes/dtypes changed)",
-            incompatible=True,
-        )
-    if metadata["head_config"] != owner.head_config:
-        raise Invalid(
-            METADATA_FILE,
-            f"its head config {metadata['head_config']} differs from this model's {owner.head_config}",
-            incompatible=True,
-        )
-    for name in (name for name in hashed if name in metadata["files"]):
-        try:
-            actual = sha256_file(path / name)
-        except OSError as error:  # an I/O error reading it back is corruption too
-            raise Invalid(name, f"unreadable ({error})") from None
-        if actual != metadata["files"][name]["sha256"]:
-            raise Invalid(
-                name, f"SHA-256 mismatch: expected {metadata['files'][name]['sha256']}, found {actual}"
-            )
-    return info_from_metadata(path, metadata, total)
-
-
-def read_training_state(path: Path, epoch: int, step: int) -> TrainingState:
-    """Deserialize a verified checkpoint (weights with safetensors, the rest weights-only)."""
-    import torch
-    from safetensors.torch import load_file
-
-    try:
-        model_state = load_file(str(path / WEIGHTS_FILE), device="cpu")
-    except Exception as error:  # noqa: BLE001 - any parse failure makes the checkpoint unusable, not the run
-        raise Invalid(WEIGHTS_FILE, f"cannot be read as safetensors ({error})") from None
-    try:
-        payload = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-        state = state_from_payload(payload, model_state)
-    except Exception as error:  # noqa: BLE001 - unpickling errors come in many types
-        raise Invalid(STATE_FILE, f"cannot be loaded ({type(error).__name__}: {error})") from None
-    if (state.epoch, state.step) != (epoch, step):
-        raise Invalid(
-            STATE_FILE, f"holds epoch {state.epoch}/step {state.step}, metadata says {epoch}/{step}"
-        )
-    return state

@@ -1,4 +1,4 @@
-"""Hand-computed cases for every metric in dsm5_hpo.training.evaluator."""
+"""Hand-computed cases for every metric in dsm5_hpo.evaluation.evaluator."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dsm5_hpo.training.evaluator import (
+from dsm5_hpo.evaluation.evaluator import (
     CRITERIA_METRICS,
     EVIDENCE_METRICS,
     METRIC_NAMES,

@@ -25,14 +25,11 @@ from typing import IO, BinaryIO, cast
 
 import torch
 
+from dsm5_hpo.layout import DELETED_PREFIX, STAGING_PREFIX
 from dsm5_hpo.storage.atomic import fsync_path
 
 logger = logging.getLogger(__name__)
 
-STAGING_PREFIX = ".tmp-"
-DELETED_PREFIX = f"{STAGING_PREFIX}deleted-"
-"""A directory on its way out (delete_directory): left only by a kill in the middle of a deletion."""
-"""Name prefix of a directory being written; one left behind by a crash is stale."""
 
 # Below this size, handing a buffer to the hashing thread costs more than hashing it inline.
 _PARALLEL_MIN_BYTES = 1 << 20

@@ -7,17 +7,12 @@ import os
 import shutil
 from pathlib import Path
 
-import optuna
 import pytest
 import torch
-from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState
 from torch import nn
 
 from checkpoint_helpers import small_state
-from dsm5_hpo.config import RetentionConfig
-from dsm5_hpo.hpo.study_retention import prune_study_checkpoints
-from dsm5_hpo.training.checkpoint_manager import (
+from dsm5_hpo.checkpointing.manager import (
     HASH_FILE,
     METADATA_FILE,
     STATE_FILE,
@@ -26,8 +21,10 @@ from dsm5_hpo.training.checkpoint_manager import (
     TrainingState,
     architecture_signature,
 )
-from dsm5_hpo.training.checkpoint_pruning import PENDING_SUFFIX
-from dsm5_hpo.training.checkpoint_verify import validate_metadata
+from dsm5_hpo.checkpointing.metadata import validate_metadata
+from dsm5_hpo.checkpointing.pruning import PENDING_SUFFIX
+from dsm5_hpo.checkpointing.study_retention import TrialFolder, prune_study_checkpoints
+from dsm5_hpo.config import RetentionConfig
 
 MODEL = nn.Linear(4, 3)
 
@@ -116,23 +113,13 @@ def test_an_interrupted_strip_is_recovered(tmp_path: Path, swap_started: bool) -
     assert names(scratch) == ["epoch_0000"]
 
 
-def frozen(trial_dir: Path, value: float) -> optuna.trial.FrozenTrial:
-    return optuna.trial.create_trial(
-        state=TrialState.COMPLETE,
-        value=value,
-        params={"x": 0.0},
-        distributions={"x": FloatDistribution(0, 1)},
-        user_attrs={"trial_dir": str(trial_dir)},
-    )
-
-
 def test_study_cap_prunes_worst_trials_on_real_checkpoints(tmp_path: Path) -> None:
     trials = []
     for number, value in enumerate([0.3, 0.9, 0.1]):
         trial_dir = tmp_path / f"trial_{number}"
         saved(trial_dir / "checkpoints", [value]).finish_trial()
         (trial_dir / "validation_report.json").write_text("{}")
-        trials.append(frozen(trial_dir, value))
+        trials.append(TrialFolder(trial_dir, value))
     one = sum(f.stat().st_size for f in (tmp_path / "trial_0" / "checkpoints" / "epoch_0000").iterdir())
     policy = RetentionConfig(max_total_size=str(one + one // 2))  # room for one checkpoint
     decision = prune_study_checkpoints(trials, policy)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dsm5_hpo.training.decoding import regated
-from dsm5_hpo.training.evaluator import EvaluationResult, PairPrediction, evaluate
+from dsm5_hpo.evaluation.decoding import regated
+from dsm5_hpo.evaluation.evaluator import EvaluationResult, PairPrediction, evaluate
 
 THRESHOLD_GRID: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
 """Match thresholds tried: 0.05, 0.10, ..., 0.95 (and the configured one)."""

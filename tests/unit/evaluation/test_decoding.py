@@ -10,7 +10,7 @@ import pytest
 
 from dsm5_hpo.data.features import WindowFeatures
 from dsm5_hpo.data.pairs import PairExample
-from dsm5_hpo.training.decoding import WindowOutputs, decode_predictions
+from dsm5_hpo.evaluation.decoding import WindowOutputs, decode_predictions
 
 WORDS = ["aaaa", "bbbb", "cccc", "dddd", "eeee", "ffff", "gggg", "hhhh"]
 TEXT = " ".join(WORDS)  # word i spans chars [5 i, 5 i + 4)

@@ -1,4 +1,4 @@
-"""training/retention.py by hand: ties, keep_best_k_max, protected, ended trials, the study cap."""
+"""checkpointing/retention.py by hand: ties, keep_best_k_max, protected, ended trials, the study cap."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from dsm5_hpo.checkpointing.metadata import CheckpointInfo
+from dsm5_hpo.checkpointing.retention import choose_study_checkpoints, choose_trial_checkpoints
 from dsm5_hpo.config import RetentionConfig, parse_size
 from dsm5_hpo.errors import ConfigError
-from dsm5_hpo.training.checkpoint_verify import CheckpointInfo
-from dsm5_hpo.training.retention import choose_study_checkpoints, choose_trial_checkpoints
 
 
 def infos(

@@ -24,7 +24,7 @@ import numpy as np
 from dsm5_hpo.data.features import WindowFeatures
 from dsm5_hpo.data.pairs import PairExample
 from dsm5_hpo.data.sentences import split_sentences
-from dsm5_hpo.training.evaluator import PairPrediction
+from dsm5_hpo.evaluation.evaluator import PairPrediction
 
 _TOP_K = 20  # candidate start and end tokens per window; SQuAD's usual n-best size
 GATINGS: tuple[str, ...] = ("criteria", "null_score")

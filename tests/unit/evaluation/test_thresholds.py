@@ -1,4 +1,4 @@
-"""dsm5_hpo.training.thresholds: the match threshold and null margin chosen on validation predictions."""
+"""dsm5_hpo.evaluation.thresholds: the match threshold and null margin chosen on validation predictions."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from dsm5_hpo.training.decoding import regated
-from dsm5_hpo.training.evaluator import PairPrediction, evaluate
-from dsm5_hpo.training.thresholds import (
+from dsm5_hpo.evaluation.decoding import regated
+from dsm5_hpo.evaluation.evaluator import PairPrediction, evaluate
+from dsm5_hpo.evaluation.thresholds import (
     MARGIN_KEY,
     THRESHOLD_KEY,
     margin_candidates,

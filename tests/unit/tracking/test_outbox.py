@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from conftest import captured_logs
-from dsm5_hpo.tracking.metrics_buffer import (
+from dsm5_hpo.tracking.outbox import (
     LOCAL_RUN_TAG,
     MAPPING_FILE,
     Outbox,
-    OutboxSender,
     is_transient,
     short_error,
 )
+from dsm5_hpo.tracking.sender import OutboxSender
 
 
 class Refused(Exception):
@@ -147,7 +147,7 @@ def test_artifacts_are_sent_when_mlflow_is_back_and_a_vanished_file_is_skipped(
     sender.send_some()
     assert client.artifacts == [] and outbox.pending_count() == 2  # kept while MLflow is down
     client.down = False
-    with captured_logs("dsm5_hpo.tracking.metrics_buffer") as records:
+    with captured_logs("dsm5_hpo.tracking.sender") as records:
         pump(sender)
     assert client.artifacts == [("r1", "png bytes", "plots")]
     assert outbox.pending_count() == 0
@@ -252,7 +252,7 @@ def test_a_file_cut_mid_line_by_a_crash_is_read_up_to_the_cut(tmp_path: Path) ->
 
 def test_size_warning(tmp_path: Path) -> None:
     outbox = Outbox(tmp_path, warn_bytes=1000)
-    with captured_logs("dsm5_hpo.tracking.metrics_buffer") as records:
+    with captured_logs("dsm5_hpo.tracking.outbox") as records:
         outbox.append([metric("r1", "loss", s) for s in range(50)])
         outbox.append([metric("r1", "loss", s) for s in range(50, 100)])
     warnings = [r for r in records if "passed" in r.getMessage()]

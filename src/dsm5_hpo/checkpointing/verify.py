@@ -1,0 +1,82 @@
+"""Verifying a checkpoint before anything in it is deserialized, then reading it back.
+
+The chain of trust is metadata.py's; here the checkpoint is also held against its owner (trial,
+architecture, heads) and its files are re-hashed, so a damaged or foreign checkpoint is refused with
+the file at fault and the reason, never half-loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from dsm5_hpo.checkpointing.metadata import (
+    METADATA_FILE,
+    STATE_FILE,
+    WEIGHTS_FILE,
+    CheckpointInfo,
+    CheckpointOwner,
+    InvalidCheckpoint,
+    info_from_metadata,
+    read_checkpoint_metadata,
+)
+from dsm5_hpo.checkpointing.training_state import TrainingState, state_from_payload
+from dsm5_hpo.storage.atomic import sha256_file
+
+
+def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[str]) -> CheckpointInfo:
+    """Verify ``path`` without deserializing any of it; raises InvalidCheckpoint naming the file and the reason.
+
+    Cheap checks always run (hash chain, file sizes, compatibility); the files named in ``hashed``
+    that the checkpoint lists (a weights-only one has no training_state.pt) are also read and
+    compared with their SHA-256.
+    """
+    metadata, total = read_checkpoint_metadata(path)
+    if metadata["trial_id"] != owner.trial_id:
+        raise InvalidCheckpoint(
+            METADATA_FILE, f"belongs to trial {metadata['trial_id']}, not {owner.trial_id}"
+        )
+    if metadata["architecture_signature"] != owner.architecture_signature:
+        raise InvalidCheckpoint(
+            METADATA_FILE,
+            f"its architecture signature {metadata['architecture_signature']} differs from this model's "
+            f"{owner.architecture_signature} (another encoder, or layers/shapes/dtypes changed)",
+            incompatible=True,
+        )
+    if metadata["head_config"] != owner.head_config:
+        raise InvalidCheckpoint(
+            METADATA_FILE,
+            f"its head config {metadata['head_config']} differs from this model's {owner.head_config}",
+            incompatible=True,
+        )
+    for name in (name for name in hashed if name in metadata["files"]):
+        try:
+            actual = sha256_file(path / name)
+        except OSError as error:  # an I/O error reading it back is corruption too
+            raise InvalidCheckpoint(name, f"unreadable ({error})") from None
+        if actual != metadata["files"][name]["sha256"]:
+            raise InvalidCheckpoint(
+                name, f"SHA-256 mismatch: expected {metadata['files'][name]['sha256']}, found {actual}"
+            )
+    return info_from_metadata(path, metadata, total)
+
+
+def read_training_state(path: Path, epoch: int, step: int) -> TrainingState:
+    """Deserialize a verified checkpoint (weights with safetensors, the rest weights-only)."""
+    import torch
+    from safetensors.torch import load_file
+
+    try:
+        model_state = load_file(str(path / WEIGHTS_FILE), device="cpu")
+    except Exception as error:  # noqa: BLE001 - any parse failure makes the checkpoint unusable, not the run
+        raise InvalidCheckpoint(WEIGHTS_FILE, f"cannot be read as safetensors ({error})") from None
+    try:
+        payload = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        state = state_from_payload(payload, model_state)
+    except Exception as error:  # noqa: BLE001 - unpickling errors come in many types
+        raise InvalidCheckpoint(STATE_FILE, f"cannot be loaded ({type(error).__name__}: {error})") from None
+    if (state.epoch, state.step) != (epoch, step):
+        raise InvalidCheckpoint(
+            STATE_FILE, f"holds epoch {state.epoch}/step {state.step}, metadata says {epoch}/{step}"
+        )
+    return state
