@@ -109,10 +109,11 @@ test: $(STAMP) ## Run the whole suite with coverage, as CI does (fails when no t
 test-fast: $(STAMP) ## Unit, property and contract tests only (no integration)
 	$(PY) -m pytest -m "not integration" $(ARGS)
 
-lint: $(STAMP) ## ruff check + ruff format --check + mypy (strict on src)
+lint: $(STAMP) ## ruff check + ruff format --check + mypy (strict on src) + the import direction
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy src
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit/test_layers.py  # imports point down only (README, Architecture)
 
 format: $(STAMP) ## Format the code and apply ruff's safe fixes
 	$(BIN)/ruff format $(LINT_PATHS)

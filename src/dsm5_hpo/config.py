@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from dsm5_hpo.errors import ConfigError
+from dsm5_hpo.layout import ExperimentLayout
 from dsm5_hpo.vocabulary import CRITERIA, METRIC_NAMES, SPECIAL_CASE, parse_operations
 
 T = TypeVar("T")
@@ -43,8 +44,13 @@ class PathsConfig:
         return Path(self.experiments_dir)
 
     @property
+    def layout(self) -> ExperimentLayout:
+        """Every path under experiments_dir (the one place that names them)."""
+        return ExperimentLayout(self.experiments)
+
+    @property
     def cache(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else self.experiments / ".cache"
+        return Path(self.cache_dir) if self.cache_dir else self.layout.default_cache
 
     def __post_init__(self) -> None:
         _require(bool(self.experiments_dir.strip()), "paths.experiments_dir", "must not be empty")
@@ -616,7 +622,7 @@ class TrackingConfig:
     def resolved_uri(self, experiments_dir: Path) -> str:
         if self.uri:
             return self.uri
-        db = (experiments_dir / "mlflow_db" / "mlflow.db").resolve()
+        db = ExperimentLayout(experiments_dir).mlflow_db.resolve()
         return f"sqlite:///{db}"
 
 

@@ -32,6 +32,7 @@ CHECKPOINTS_DIR = "checkpoints"
 QUARANTINE_DIR = "quarantine"
 EVALUATION_REPORT_FILE = "evaluation_report.json"
 VALIDATION_REPORT_FILE = "validation_report.json"
+PLOTS_DIR = "plots"
 CHECKPOINT_MARKERS = (".hash", "metadata.json")
 """A folder holding either file is one checkpoint (committed or quarantined); checkpointing.metadata
 writes them under these names."""
@@ -107,7 +108,7 @@ class StudyPaths:
 
     @property
     def plots(self) -> Path:
-        return self.dir / "plots"
+        return self.dir / PLOTS_DIR
 
     @property
     def summary(self) -> Path:

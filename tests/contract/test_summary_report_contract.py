@@ -10,7 +10,8 @@ import jsonschema
 import pytest
 
 from conftest import REPO_ROOT
-from dsm5_hpo.hpo.summary import SUMMARY_FILE, SUMMARY_SCHEMA, validate_summary, write_summary
+from dsm5_hpo.hpo.summary import SUMMARY_SCHEMA, validate_summary, write_summary
+from dsm5_hpo.layout import StudyPaths
 from integration_helpers import FinishedStudy
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,7 @@ def test_schema_file_is_a_valid_draft_2020_12_schema() -> None:
 
 
 def test_the_study_wrote_a_summary_that_meets_the_contract(finished_study: FinishedStudy) -> None:
-    summary = json.loads((finished_study.study_dir / SUMMARY_FILE).read_text())
+    summary = json.loads(StudyPaths(finished_study.study_dir).summary.read_text())
     validate_summary(summary)
     assert summary["study_id"] == finished_study.study["study_id"] and summary["state"] == "COMPLETE"
     assert summary["trial_counts"]["COMPLETE"] == 2 and summary["n_trials_target"] == 2
@@ -47,9 +48,9 @@ def test_the_study_wrote_a_summary_that_meets_the_contract(finished_study: Finis
 def test_broken_summaries_are_refused_and_not_written(
     finished_study: FinishedStudy, tmp_path: Path, breakage
 ) -> None:  # type: ignore[no-untyped-def]
-    summary = json.loads((finished_study.study_dir / SUMMARY_FILE).read_text())
+    summary = json.loads(StudyPaths(finished_study.study_dir).summary.read_text())
     broken = copy.deepcopy(summary)
     breakage(broken)
     with pytest.raises(jsonschema.ValidationError):
         write_summary(tmp_path, broken)
-    assert not (tmp_path / SUMMARY_FILE).exists()
+    assert not StudyPaths(tmp_path).summary.exists()

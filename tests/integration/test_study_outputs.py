@@ -15,7 +15,8 @@ import pytest
 from dsm5_hpo.cli import dashboard as dashboard_cli
 from dsm5_hpo.cli import report as report_cli
 from dsm5_hpo.cli import status as status_cli
-from dsm5_hpo.hpo.plots import INDEX_FILE, PLOTS_DIR
+from dsm5_hpo.hpo.plots import INDEX_FILE
+from dsm5_hpo.layout import PLOTS_DIR
 from integration_helpers import FinishedStudy
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,9 @@ state). A checkpoint directory becomes visible in one rename, after everything i
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
-import struct
-import sys
 import tempfile
 import uuid
 from collections.abc import Mapping
@@ -21,9 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, BinaryIO, cast
-
-import torch
+from typing import BinaryIO
 
 from dsm5_hpo.layout import DELETED_PREFIX, STAGING_PREFIX
 from dsm5_hpo.storage.atomic import fsync_path
@@ -35,27 +30,6 @@ logger = logging.getLogger(__name__)
 _PARALLEL_MIN_BYTES = 1 << 20
 # Writes are split into chunks so that hashing chunk i overlaps writing chunk i on two cores.
 _CHUNK_BYTES = 64 << 20
-
-# safetensors dtype names; the order is safetensors' own (its Rust ``Dtype`` enum), which it sorts
-# tensors by, descending, so that every tensor starts at an offset aligned to its item size.
-_DTYPE_NAMES: dict[torch.dtype, str] = {
-    torch.bool: "BOOL",
-    torch.uint8: "U8",
-    torch.int8: "I8",
-    torch.float8_e5m2: "F8_E5M2",
-    torch.float8_e4m3fn: "F8_E4M3",
-    torch.int16: "I16",
-    torch.uint16: "U16",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int32: "I32",
-    torch.uint32: "U32",
-    torch.float32: "F32",
-    torch.float64: "F64",
-    torch.int64: "I64",
-    torch.uint64: "U64",
-}
-_DTYPE_RANK = {dtype: rank for rank, dtype in enumerate(_DTYPE_NAMES)}
 
 
 @dataclass(frozen=True)
@@ -151,68 +125,6 @@ def write_bytes_hashed(path: Path, data: bytes) -> FileDigest:
     """Write a small new file, fsync it, and return its digest."""
     with open_hashed(path) as writer:
         writer.write(data)
-        writer.sync()
-        return writer.digest()
-
-
-def torch_save_hashed(obj: object, path: Path) -> FileDigest:
-    """``torch.save`` into a new file, hashed in the same pass, fsynced before returning."""
-    with open_hashed(path) as writer:
-        torch.save(obj, cast(IO[bytes], writer))  # duck-typed: torch.save only calls write/flush
-        writer.sync()
-        return writer.digest()
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
-    """The raw little-endian bytes of one tensor, as a view of its CPU memory where possible."""
-    # One tensor at a time: at most one tensor's size is copied (device -> CPU, or to make it contiguous).
-    tensor = tensor.detach().to("cpu").contiguous()
-    if tensor.numel() == 0:
-        return memoryview(b"")
-    return tensor.reshape(-1).view(torch.uint8).numpy().data  # shares the tensor's memory
-
-
-def write_safetensors_streaming(
-    tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
-) -> FileDigest:
-    """Write ``tensors`` as a safetensors file, tensor by tensor, hashed while written; fsynced.
-
-    The layout is safetensors' own (same header, order and padding as ``safetensors.torch.save``),
-    so ``safetensors.torch.load_file`` reads it back bit-identically. Tensors sharing memory
-    (tied weights) are each written in full under their own name: no clone, no name dropped.
-    """
-    if sys.byteorder != "little":  # safetensors is little-endian; we write memory as is
-        raise RuntimeError("write_safetensors_streaming needs a little-endian machine")
-    for name, tensor in tensors.items():
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"tensor {name!r}: expected a torch.Tensor, got {type(tensor).__name__}")
-        if tensor.layout != torch.strided:
-            raise ValueError(f"tensor {name!r}: safetensors stores dense tensors only, not {tensor.layout}")
-        if tensor.dtype not in _DTYPE_NAMES:
-            raise ValueError(f"tensor {name!r}: dtype {tensor.dtype} has no safetensors equivalent")
-    order = sorted(tensors, key=lambda name: (-_DTYPE_RANK[tensors[name].dtype], name))
-    header: dict[str, object] = {}
-    if metadata:
-        if not all(isinstance(v, str) for v in metadata.values()):
-            raise TypeError("safetensors metadata values must be strings")
-        header["__metadata__"] = dict(sorted(metadata.items()))
-    offset = 0
-    for name in order:
-        tensor = tensors[name]
-        size = tensor.numel() * tensor.element_size()
-        header[name] = {
-            "dtype": _DTYPE_NAMES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    encoded += b" " * (-len(encoded) % 8)  # pad with spaces so the data starts 8-byte aligned
-    with HashingWriter(path.open("wb")) as writer:
-        writer.write(struct.pack("<Q", len(encoded)))
-        writer.write(encoded)
-        for name in order:
-            writer.write(_tensor_bytes(tensors[name]))
         writer.sync()
         return writer.digest()
 

@@ -34,9 +34,7 @@ from dsm5_hpo.checkpointing.io import (
     make_staging_dir,
     quarantine_directory,
     remove_stale_staging,
-    torch_save_hashed,
     write_bytes_hashed,
-    write_safetensors_streaming,
 )
 from dsm5_hpo.checkpointing.metadata import (
     HASH_FILE,
@@ -58,6 +56,7 @@ from dsm5_hpo.checkpointing.pruning import (
 )
 from dsm5_hpo.checkpointing.retention import RetentionDecision, choose_trial_checkpoints, tightened
 from dsm5_hpo.checkpointing.size import nested_tensor_bytes
+from dsm5_hpo.checkpointing.tensor_io import torch_save_hashed, write_safetensors_streaming
 from dsm5_hpo.checkpointing.training_state import (
     TrainingState,
     architecture_signature,

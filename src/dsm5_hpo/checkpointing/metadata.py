@@ -17,11 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dsm5_hpo.checkpointing.io import FileDigest, checkpoint_digest
-from dsm5_hpo.checkpointing.training_state import TrainingState
 from dsm5_hpo.provenance import code_version
+
+if TYPE_CHECKING:  # only for annotations: status and cleanup read metadata without importing torch
+    from dsm5_hpo.checkpointing.training_state import TrainingState
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"

@@ -29,7 +29,7 @@ from dsm5_hpo.checkpointing.retention import (
     tightened,
 )
 from dsm5_hpo.config import RetentionConfig
-from dsm5_hpo.layout import CHECKPOINTS_DIR, DELETED_PREFIX
+from dsm5_hpo.layout import DELETED_PREFIX, TrialPaths
 from dsm5_hpo.storage.space_guard import STEP_BEST_ONLY, STEP_STUDY_BEST
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 def read_trial_checkpoints(trial_dir: Path) -> list[CheckpointInfo]:
     """The trial's checkpoints whose metadata verifies; others are skipped (its manager quarantines them)."""
     infos: list[CheckpointInfo] = []
-    for path in checkpoint_directories(trial_dir / CHECKPOINTS_DIR):
+    for path in checkpoint_directories(TrialPaths(trial_dir).checkpoints):
         if path.is_symlink():  # never followed: what it points at is not ours to delete
             continue
         try:
@@ -132,5 +132,7 @@ def sweep_deletion_leftovers(trials: Sequence[TrialFolder]) -> list[Path]:
     deletion in flight would otherwise be raced. Returns what was removed."""
     folders = sorted({t.path for t in trials})
     return [
-        path for folder in folders for path in remove_stale_staging(folder / CHECKPOINTS_DIR, DELETED_PREFIX)
+        path
+        for folder in folders
+        for path in remove_stale_staging(TrialPaths(folder).checkpoints, DELETED_PREFIX)
     ]

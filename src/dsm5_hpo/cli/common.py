@@ -30,8 +30,6 @@ from dsm5_hpo.utils.logging import redact, setup_logging
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("configs") / "hpo_study.yaml"
-OUTBOX_DIR = "tracking_outbox"
-"""Under the experiments directory: metrics waiting for MLflow (tracking.metrics_buffer)."""
 
 
 def compose_config(config_file: Path, overrides: Sequence[str]) -> StudyConfig:
@@ -108,12 +106,12 @@ def model_catalog(config_dir: Path, space: object) -> dict[str, object]:
 def build_tracker(config: StudyConfig) -> Tracker:
     if config.tracking.backend == "none":
         return NullTracker()
-    experiments = config.paths.experiments
+    layout = config.paths.layout
     return MlflowTracker(
-        config.tracking.resolved_uri(experiments),
+        config.tracking.resolved_uri(layout.root),
         config.tracking.experiment_name,
-        artifact_root=experiments / "mlflow_db" / "artifacts",
-        outbox_dir=experiments / OUTBOX_DIR,
+        artifact_root=layout.mlflow_artifacts,
+        outbox_dir=layout.outbox,
         outbox_warn_bytes=config.tracking.outbox_warn_mb * 1_000_000,
         drain_timeout_s=config.tracking.drain_timeout_s,
     )

@@ -26,6 +26,7 @@ from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
 from dsm5_hpo.hpo.study_record import newest_finished_study, read_study_record
 from dsm5_hpo.hpo.trial_inputs import prepare_inputs
+from dsm5_hpo.layout import ExperimentLayout, TrialPaths
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _trial_config(trial_dir: Path) -> StudyConfig:
-    path = trial_dir / "config.yaml"
+    path = TrialPaths(trial_dir).config
     try:
         mapping = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
@@ -52,8 +53,8 @@ def _trial_config(trial_dir: Path) -> StudyConfig:
 def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> tuple[Path, dict[str, Any]]:
     """Test-evaluate the best weights of ``trial_dir``; write the report into ``output_dir``."""
     config = _trial_config(trial_dir)
-    trial = _read_json(trial_dir / "trial.json")
-    validation = _read_json(trial_dir / "validation_report.json")
+    trial = _read_json(TrialPaths(trial_dir).record)
+    validation = _read_json(TrialPaths(trial_dir).validation_report)
     inputs = prepare_inputs(config)  # the trial's own encoder and input format
     data = inputs.data
     evaluation = evaluate_trial_on_test(config, data, inputs.model_path, trial_dir, str(trial["trial_id"]))
@@ -90,22 +91,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         experiments: Path = args.experiments_dir
+        layout = ExperimentLayout(experiments)
         if args.trial_id:
-            trial_dir = experiments / f"trial_{args.trial_id}"
-            study_id = str(_read_json(trial_dir / "trial.json")["study_id"])
+            trial_dir = layout.trial(args.trial_id).dir
+            study_id = str(_read_json(layout.trial(args.trial_id).record)["study_id"])
             path, report = evaluate_trial(trial_dir, study_id=study_id, output_dir=trial_dir)
         else:
             study_dir = (
-                experiments / f"study_{args.study_id}"
-                if args.study_id
-                else newest_finished_study(experiments)
+                layout.study(args.study_id).dir if args.study_id else newest_finished_study(experiments)
             )
             study = read_study_record(study_dir)
             if not study.get("best_trial_id"):
                 raise ConfigError(
                     f"study {study['study_id']} has no finished best trial (state {study.get('state')})"
                 )
-            trial_dir = experiments / f"trial_{study['best_trial_id']}"
+            trial_dir = layout.trial(str(study["best_trial_id"])).dir
             path, report = evaluate_trial(trial_dir, study_id=str(study["study_id"]), output_dir=study_dir)
         metric = report["optimization_metric"]
         print(

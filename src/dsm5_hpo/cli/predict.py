@@ -31,7 +31,7 @@ from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.study_record import newest_finished_study
 from dsm5_hpo.inference.posts import FORMATS, read_posts
 from dsm5_hpo.inference.predictor import Predictor, PredictSettings
-from dsm5_hpo.models.export import BEST_MODEL_DIR
+from dsm5_hpo.layout import StudyPaths
 from dsm5_hpo.storage.atomic import fsync_path
 
 
@@ -69,7 +69,7 @@ def write_output(records: Iterable[dict[str, Any]], output: Path | None) -> dict
 
 def default_model(experiments: Path) -> Path:
     """The exported best model of the newest finished study."""
-    folder = newest_finished_study(experiments) / BEST_MODEL_DIR
+    folder = StudyPaths(newest_finished_study(experiments)).best_model
     if not folder.is_dir():
         raise ConfigError(
             f"{folder} does not exist: that study has no exported model (it predates the export, or "

@@ -23,7 +23,6 @@ from dsm5_hpo.cli.common import build_tracker, experiments_dir_override, run_cli
 from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.config import study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, TrackingError
-from dsm5_hpo.hpo.plots import PLOTS_DIR
 from dsm5_hpo.hpo.study_record import read_study_record
 from dsm5_hpo.hpo.summary_plots import (
     LossReader,
@@ -32,6 +31,7 @@ from dsm5_hpo.hpo.summary_plots import (
     refresh_summary,
     render_study_plots,
 )
+from dsm5_hpo.layout import PLOTS_DIR
 from dsm5_hpo.tracking.tracker import RunTracker, Tracker
 
 logger = logging.getLogger("dsm5_hpo.cli.report")

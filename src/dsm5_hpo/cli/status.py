@@ -19,8 +19,9 @@ from dsm5_hpo.checkpointing.pruning import size_text
 from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.liveness import study_driver
-from dsm5_hpo.hpo.study_record import STUDY_FILE, read_study_record
+from dsm5_hpo.hpo.study_record import read_study_record
 from dsm5_hpo.hpo.summary import collect_summary, load_trials, measure_storage, trial_row
+from dsm5_hpo.layout import ExperimentLayout
 
 _PARAMS_WIDTH = 70
 
@@ -118,14 +119,14 @@ def study_header(record: Mapping[str, Any], summary: Mapping[str, Any], owner: s
 
 
 def studies_newest_first(experiments: Path) -> list[Path]:
-    found = [p for p in experiments.glob("study_*") if (p / STUDY_FILE).is_file()]
+    found = [paths.dir for paths in ExperimentLayout(experiments).studies()]
     return sorted(found, key=lambda p: str(read_study_record(p).get("created_at", "")), reverse=True)
 
 
 def study_dir_of(experiments: Path, study_id: str | None) -> Path:
     """The folder of ``study_id``, or of the newest study (ConfigError when there is none)."""
     if study_id:
-        return experiments / f"study_{study_id}"
+        return ExperimentLayout(experiments).study(study_id).dir
     studies = studies_newest_first(experiments)
     if not studies:
         raise ConfigError(
@@ -171,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(studies_table(entries))
             print("\nOne study's trials: python -m dsm5_hpo.cli.status --study-id ID (or latest)")
             return 0
-        study_dir = experiments / f"study_{args.study_id}" if specific else studies[0]
+        study_dir = ExperimentLayout(experiments).study(args.study_id).dir if specific else studies[0]
         record = read_study_record(study_dir)
         trials = load_trials(record)
         storage = measure_storage(trials)

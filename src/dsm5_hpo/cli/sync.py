@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dsm5_hpo.cli.common import DEFAULT_CONFIG, OUTBOX_DIR, build_tracker, compose_config, run_cli
+from dsm5_hpo.cli.common import DEFAULT_CONFIG, build_tracker, compose_config, run_cli
 from dsm5_hpo.errors import ConfigError, TrackingError
 from dsm5_hpo.tracking.tracker import MlflowTracker
 
@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = compose_config(args.config, args.overrides)
         if config.tracking.backend == "none":
             raise ConfigError("tracking.backend is none: there is no MLflow to send to; drop tracking=none")
-        folder = config.paths.experiments / OUTBOX_DIR
+        folder = config.paths.layout.outbox
         waiting = sorted(folder.glob("outbox-*.jsonl")) if folder.is_dir() else []
         if not waiting:
             print(f"nothing to send: no outbox file in {folder}")

@@ -25,6 +25,7 @@ from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.preflight import dry_run
 from dsm5_hpo.hpo.study import StudyOutcome, StudyRunner
 from dsm5_hpo.hpo.study_record import newest_unfinished_study
+from dsm5_hpo.layout import ExperimentLayout
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,9 @@ def _resume(args: argparse.Namespace) -> StudyOutcome:
         else:
             others.append(override)
     study_dir = (
-        experiments / f"study_{args.study_id}" if args.study_id else newest_unfinished_study(experiments)
+        ExperimentLayout(experiments).study(args.study_id).dir
+        if args.study_id
+        else newest_unfinished_study(experiments)
     )
     if not study_dir.is_dir():
         raise ConfigError(f"study folder {study_dir} not found; check --study-id and paths.experiments_dir")

@@ -23,18 +23,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dsm5_hpo.checkpointing.io import delete_directory
-from dsm5_hpo.checkpointing.manager import QUARANTINE_DIR, STATE_FILE
-from dsm5_hpo.checkpointing.metadata import CheckpointInfo, InvalidCheckpoint
+from dsm5_hpo.checkpointing.metadata import STATE_FILE, CheckpointInfo, InvalidCheckpoint
 from dsm5_hpo.checkpointing.pruning import PENDING_SUFFIX, size_text, strip_resume_state
 from dsm5_hpo.checkpointing.retention import choose_study_checkpoints, choose_trial_checkpoints
 from dsm5_hpo.checkpointing.study_retention import read_trial_checkpoints
 from dsm5_hpo.config import RetentionConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, PipelineError
 from dsm5_hpo.hpo.liveness import study_driver
-from dsm5_hpo.layout import CHECKPOINTS_DIR, STAGING_PREFIX
-from dsm5_hpo.models.export import BEST_MODEL_DIR, export_leftovers
+from dsm5_hpo.layout import (
+    QUARANTINE_DIR,
+    STAGING_PREFIX,
+    STUDY_PREFIX,
+    TRIAL_PREFIX,
+    ExperimentLayout,
+    StudyPaths,
+    TrialPaths,
+)
 from dsm5_hpo.storage.atomic import read_json_object
 from dsm5_hpo.storage.exhaustion import tree_size
+from dsm5_hpo.storage.publish import export_leftovers
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +122,7 @@ class _Planner:
 
     def leftovers(self, trial_dir: Path) -> None:
         """Crash leftovers and quarantined checkpoints of a trial that is not running now."""
-        folder = trial_dir / CHECKPOINTS_DIR
+        folder = TrialPaths(trial_dir).checkpoints
         if folder.is_symlink():
             self.plan.skipped.append((folder, f"symbolic link to {os.path.realpath(folder)}: not followed"))
             return
@@ -136,11 +143,11 @@ class _Planner:
 
 def _study_trials(root: Path, study_id: str) -> dict[str, _Trial]:
     trials: dict[str, _Trial] = {}
-    for trial_dir in sorted(root.glob("trial_*")):
-        record = read_json_object(trial_dir / "trial.json")
+    for trial_dir in sorted(root.glob(f"{TRIAL_PREFIX}*")):
+        record = read_json_object(TrialPaths(trial_dir).record)
         if record is None or record.get("study_id") != study_id or trial_dir.is_symlink():
             continue
-        report = read_json_object(trial_dir / "validation_report.json") or {}
+        report = read_json_object(TrialPaths(trial_dir).validation_report) or {}
         value = report.get("value")
         trials[str(trial_dir)] = _Trial(
             trial_dir, str(record.get("state", "")), float(value) if isinstance(value, int | float) else None
@@ -162,7 +169,7 @@ def _plan_study(planner: _Planner, study_dir: Path, record: dict[str, Any]) -> s
     if owner is not None:
         planner.plan.skipped.append((study_dir, f"the study is running now ({owner}): left alone"))
         return referenced
-    for path in export_leftovers(study_dir / BEST_MODEL_DIR):  # an interrupted or replaced export
+    for path in export_leftovers(StudyPaths(study_dir).best_model):  # an interrupted or replaced export
         planner.add(path, "delete", "folder left by an interrupted export of the best model (not in use)")
     if policy.keep_all:
         planner.plan.skipped.append((study_dir, "retention_policy.keep_all: its checkpoints are all kept"))
@@ -185,7 +192,9 @@ def _plan_study(planner: _Planner, study_dir: Path, record: dict[str, Any]) -> s
     complete = [
         (t.value, name) for name, t in trials.items() if t.state == "COMPLETE" and t.value is not None
     ]
-    best = next((n for n, t in trials.items() if best_id and t.folder.name == f"trial_{best_id}"), None)
+    best = next(
+        (n for n, t in trials.items() if best_id and t.folder.name == f"{TRIAL_PREFIX}{best_id}"), None
+    )
     best = best or (max(complete)[1] if complete else None)
     running = [name for name, t in trials.items() if t.state not in ENDED_STATES]
     cap = choose_study_checkpoints(kept, best, policy, running_trial=running[0] if running else None)
@@ -205,8 +214,8 @@ def plan_cleanup(experiments_dir: Path, *, study_id: str | None = None) -> Clean
     root = Path(os.path.realpath(experiments_dir))
     planner = _Planner(root)
     if study_id is not None:
-        study_dir = root / f"study_{study_id}"
-        record = read_json_object(study_dir / "study.json")
+        study_dir = ExperimentLayout(root).study(study_id).dir
+        record = read_json_object(StudyPaths(study_dir).record)
         if record is None:
             raise ConfigError(
                 f"study {study_id} not found under {root} (no readable study_{study_id}/study.json)"
@@ -214,20 +223,20 @@ def plan_cleanup(experiments_dir: Path, *, study_id: str | None = None) -> Clean
         _plan_study(planner, study_dir, record)
         return planner.plan
     referenced: set[Path] = set()
-    for study_dir in planner.entries("study_*"):
-        record = read_json_object(study_dir / "study.json")
+    for study_dir in planner.entries(f"{STUDY_PREFIX}*"):
+        record = read_json_object(StudyPaths(study_dir).record)
         if record is None:
             planner.plan.skipped.append((study_dir, "no readable study.json: its trials count as referenced"))
             continue
         referenced |= _plan_study(planner, study_dir, record)
-    known_studies = {p.name.removeprefix("study_") for p in root.glob("study_*")}
-    for trial_dir in planner.entries("trial_*"):
+    known_studies = {StudyPaths(p).study_id for p in root.glob(f"{STUDY_PREFIX}*")}
+    for trial_dir in planner.entries(f"{TRIAL_PREFIX}*"):
         if trial_dir in referenced:
             continue
-        record = read_json_object(trial_dir / "trial.json") or {}
+        record = read_json_object(TrialPaths(trial_dir).record) or {}
         if record.get("study_id") in known_studies:
             continue  # its study is there but was skipped (unreadable config): not an orphan
-        folder = trial_dir / CHECKPOINTS_DIR
+        folder = TrialPaths(trial_dir).checkpoints
         if folder.is_dir() and not folder.is_symlink():
             why = (
                 f"study {record['study_id']} no longer exists" if record.get("study_id") else "no trial.json"

@@ -20,8 +20,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from dsm5_hpo.errors import ConfigError
-
-LOCK_FILE = "study.lock"
+from dsm5_hpo.layout import StudyPaths
 
 
 class StudyLockedError(ConfigError):
@@ -51,7 +50,7 @@ def _describe_holder(path: Path) -> str:
 
 def lock_owner(study_dir: Path) -> str | None:
     """Who holds the study's lock ('process 123 on this host'), or None when no process does."""
-    path = study_dir / LOCK_FILE
+    path = StudyPaths(study_dir).lock
     if not path.is_file():  # never driven by this code, or a shared study (no lock file there)
         return None
     probe = FileLock(path, timeout=0)
@@ -68,7 +67,7 @@ def lock_owner(study_dir: Path) -> str | None:
 @contextlib.contextmanager
 def study_lock(study_dir: Path) -> Iterator[Path]:
     """Hold the study's lock for the duration of the block; StudyLockedError when a live process has it."""
-    path = study_dir / LOCK_FILE
+    path = StudyPaths(study_dir).lock
     lock = FileLock(path, timeout=0, on_acquired=_write_owner)
     try:
         lock.acquire()

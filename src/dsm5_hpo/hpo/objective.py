@@ -26,8 +26,9 @@ from dsm5_hpo.data.prepare import augmented_epochs
 from dsm5_hpo.errors import ResumableStop, TrialTakenOver
 from dsm5_hpo.evaluation.prediction import EvaluationData
 from dsm5_hpo.hpo.search_space import suggest_params
+from dsm5_hpo.hpo.trial_folders import TRIAL_DIR_ATTR
 from dsm5_hpo.hpo.trial_inputs import InputsByModel
-from dsm5_hpo.layout import CHECKPOINTS_DIR
+from dsm5_hpo.layout import TrialPaths
 from dsm5_hpo.models.multi_task import DualHeadModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
@@ -65,7 +66,7 @@ def checkpoint_manager(
 ) -> CheckpointManager:
     """The trial's checkpoints, tied to this model's architecture and heads."""
     return CheckpointManager(
-        trial_dir / CHECKPOINTS_DIR,
+        TrialPaths(trial_dir).checkpoints,
         trial_id=trial_id,
         architecture_signature=architecture_signature(model),
         head_config=model.head_config(),
@@ -99,7 +100,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def trial_dir_of(trial: optuna.trial.FrozenTrial | optuna.Trial) -> Path:
-    return Path(str(trial.user_attrs["trial_dir"]))
+    return Path(str(trial.user_attrs[TRIAL_DIR_ATTR]))
 
 
 @dataclass
@@ -139,11 +140,11 @@ class Objective:
         else:
             trial_uuid = str(uuid.uuid4())
             trial.set_user_attr("trial_uuid", trial_uuid)
-            trial.set_user_attr("trial_dir", str(self.config.paths.experiments / f"trial_{trial_uuid}"))
+            trial.set_user_attr(TRIAL_DIR_ATTR, str(self.config.paths.layout.trial(trial_uuid).dir))
         trial_dir = trial_dir_of(trial)
         trial_dir.mkdir(parents=True, exist_ok=True)
-        if not (trial_dir / "config.yaml").is_file():
-            atomic_write_text(trial_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        if not TrialPaths(trial_dir).config.is_file():
+            atomic_write_text(TrialPaths(trial_dir).config, yaml.safe_dump(config.to_dict(), sort_keys=False))
         record: dict[str, Any] = {
             "trial_id": trial_uuid,
             "study_id": self.study_id,
@@ -153,7 +154,7 @@ class Objective:
             "started_at": datetime.now(UTC).isoformat(),
             "resumed": resumed,
         }
-        atomic_write_json(trial_dir / "trial.json", record)
+        atomic_write_json(TrialPaths(trial_dir).record, record)
 
         with (
             log_context(study=self.study_id, trial=trial.number),
@@ -299,7 +300,7 @@ class Objective:
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("best_metrics", result.best_metrics)
         atomic_write_json(
-            trial_dir / "validation_report.json",
+            TrialPaths(trial_dir).validation_report,
             {
                 "trial_id": trial.user_attrs["trial_uuid"],
                 "split": "validation",
@@ -317,6 +318,6 @@ class Objective:
         self, trial_dir: Path, record: dict[str, Any], run: RunTracker, state: str, run_status: str
     ) -> None:
         record.update(state=state, finished_at=datetime.now(UTC).isoformat(), mlflow_run_id=run.run_id)
-        atomic_write_json(trial_dir / "trial.json", record)
+        atomic_write_json(TrialPaths(trial_dir).record, record)
         run.set_tags({"optuna_state": state})
         run.finish(run_status)

@@ -29,7 +29,6 @@ from dsm5_hpo.storage.atomic import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
-PLOTS_DIR = "plots"
 INDEX_FILE = "index.json"
 TOP_CURVES = 3
 MIN_TRIALS_FOR_COMPARISON = 2

@@ -21,12 +21,12 @@ from dsm5_hpo.evaluation.evaluator import EvaluationResult
 from dsm5_hpo.evaluation.prediction import EvaluationData, criteria_prior_offset, evaluate_model
 from dsm5_hpo.evaluation.thresholds import MARGIN_KEY, THRESHOLD_KEY
 from dsm5_hpo.hpo.objective import checkpoint_manager
+from dsm5_hpo.layout import EVALUATION_REPORT_FILE
 from dsm5_hpo.models.multi_task import DualHeadModel, build_model
 from dsm5_hpo.models.precision import resolve_device
 from dsm5_hpo.provenance import code_version
 from dsm5_hpo.storage.atomic import atomic_write_json
 
-REPORT_FILE = "evaluation_report.json"
 SCHEMA_FILE = Path(__file__).resolve().parents[3] / "contracts" / "evaluation_report.schema.json"
 SYNTHETIC_NOTE = (
     "Computed on the bundled SYNTHETIC sample (generated text, not real Reddit posts): "
@@ -168,6 +168,6 @@ def validate_report(report: dict[str, Any], schema_path: Path = SCHEMA_FILE) -> 
 
 def write_report(report: dict[str, Any], folder: Path) -> Path:
     validate_report(report)
-    path = folder / REPORT_FILE
+    path = folder / EVALUATION_REPORT_FILE
     atomic_write_json(path, report)
     return path

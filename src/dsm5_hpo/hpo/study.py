@@ -40,7 +40,7 @@ from dsm5_hpo.hpo.model_choices import available_model_choices
 from dsm5_hpo.hpo.objective import Objective, flatten, trial_dir_of
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, export_description, write_report
 from dsm5_hpo.hpo.sampling import enqueue_config_trial, make_pruner, make_sampler
-from dsm5_hpo.hpo.study_record import STUDY_FILE, read_study_record
+from dsm5_hpo.hpo.study_record import read_study_record, write_study_record
 from dsm5_hpo.hpo.summary_plots import (
     mlflow_loss_reader,
     no_losses,
@@ -58,8 +58,8 @@ from dsm5_hpo.hpo.workers import (
     trials_that_count,
     worker_id,
 )
-from dsm5_hpo.models.export import BEST_MODEL_DIR, export_model, read_info
-from dsm5_hpo.storage.atomic import atomic_write_json
+from dsm5_hpo.layout import EVALUATION_REPORT_FILE, StudyPaths
+from dsm5_hpo.models.export import export_model, read_info
 from dsm5_hpo.storage.monitor import DiskMonitor, StorageMonitor
 from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.tracker import RunSpec, RunTracker, Tracker, is_local_uri
@@ -72,7 +72,6 @@ STOP_DRAIN_S = 5.0
 """On Ctrl-C or a full disk, the longest wait for MLflow before exiting (the rest is replayed later)."""
 PLOT_DRAIN_S = 10.0
 """Before drawing the training curves, the longest wait for MLflow to take the trials' losses."""
-OPTUNA_DB = "optuna.db"
 _STARTED = tuple(state for state in TrialState if state != TrialState.WAITING)
 
 
@@ -121,18 +120,18 @@ class StudyRunner:
         hpo = self.config.hpo
         if hpo.shared:
             study_id = shared_study_id(hpo.storage, hpo.study_name)
-            study_dir = self.config.paths.experiments / f"study_{study_id}"
-            if (study_dir / STUDY_FILE).is_file():  # a worker on this machine was here before
+            study_dir = self.config.paths.layout.study(study_id).dir
+            if StudyPaths(study_dir).record.is_file():  # a worker on this machine was here before
                 joined = read_study_record(study_dir)
                 joined.update(state="RUNNING", config=self.config.to_dict())
                 joined.pop("finished_at", None)
-                atomic_write_json(study_dir / STUDY_FILE, joined)
+                write_study_record(study_dir, joined)
                 return self._drive(study_dir, joined)
             storage, study_name = hpo.storage, hpo.study_name
         else:
             study_id = str(uuid.uuid4())
-            study_dir = self.config.paths.experiments / f"study_{study_id}"
-            storage, study_name = f"sqlite:///{(study_dir / OPTUNA_DB).resolve()}", f"study_{study_id}"
+            study_dir = self.config.paths.layout.study(study_id).dir
+            storage, study_name = f"sqlite:///{StudyPaths(study_dir).optuna_db.resolve()}", study_dir.name
         study_dir.mkdir(parents=True, exist_ok=hpo.shared)
         record: dict[str, Any] = {
             "study_id": study_id,
@@ -145,7 +144,7 @@ class StudyRunner:
             "synthetic_data": self.config.data.synthetic,
             "checkpointing": self.checkpointing,
         }
-        atomic_write_json(study_dir / STUDY_FILE, record)
+        write_study_record(study_dir, record)
         return self._drive(study_dir, record)
 
     @classmethod
@@ -179,14 +178,14 @@ class StudyRunner:
         with (
             log_context(study=study_id),
             json_log_file(
-                study_dir / "logs" / log_name,
+                StudyPaths(study_dir).log(log_name),
                 max_bytes=config.logging.max_bytes,
                 backup_count=config.logging.backup_count,
             ),
             contextlib.nullcontext() if shared else study_lock(study_dir),
             self.disk_monitor,
         ):
-            resuming = "mlflow_run_id" in record or (study_dir / OPTUNA_DB).exists()
+            resuming = "mlflow_run_id" in record or StudyPaths(study_dir).optuna_db.exists()
             logger.info("study %s %s in %s", study_id, "resumed" if resuming else "started", study_dir)
             drain_timeout_s: float | None = None  # the tracking config's own
             try:
@@ -195,7 +194,7 @@ class StudyRunner:
                 what = f"interrupted ({stop})" if isinstance(stop, Interrupted) else stop.summary
                 logger.warning("study %s %s; continue it with `make resume`", study_id, what)
                 record.update(state=stop.state, finished_at=datetime.now(UTC).isoformat())
-                atomic_write_json(study_dir / STUDY_FILE, record)
+                write_study_record(study_dir, record)
                 refresh_summary_quietly(study_dir, record)
                 drain_timeout_s = min(STOP_DRAIN_S, config.tracking.drain_timeout_s)  # exit promptly
                 raise
@@ -203,7 +202,7 @@ class StudyRunner:
                 # Into the study's JSON log too: stdout scrolls away, the log file stays with the study.
                 logger.error("study %s stopped: %s: %s", study_id, type(error).__name__, error)
                 record.update(state="FAILED", error=str(error), finished_at=datetime.now(UTC).isoformat())
-                atomic_write_json(study_dir / STUDY_FILE, record)
+                write_study_record(study_dir, record)
                 refresh_summary_quietly(study_dir, record)
                 raise
             finally:
@@ -231,13 +230,13 @@ class StudyRunner:
         if run_id:
             if not record.get("mlflow_run_id"):
                 record["mlflow_run_id"] = run_id
-                atomic_write_json(study_dir / STUDY_FILE, record)
+                write_study_record(study_dir, record)
             return self.tracker.resume_run(str(run_id), spec)
         run = self.tracker.start_run(spec.name, tags=spec.tags, now=True)
         run.log_params(flatten(config.to_dict()))
         run.log_dict(config.to_dict(), "resolved_config.json")
         record["mlflow_run_id"] = run.run_id
-        atomic_write_json(study_dir / STUDY_FILE, record)
+        write_study_record(study_dir, record)
         return run
 
     def _run(self, study_id: str, study_dir: Path, record: dict[str, Any]) -> StudyOutcome:
@@ -249,7 +248,7 @@ class StudyRunner:
         inputs = InputsByModel(config, study_inputs)
         data = study_inputs.data
         record.update(state="RUNNING", data=data.summary(), model_origin=study_inputs.origin)
-        atomic_write_json(study_dir / STUDY_FILE, record)
+        write_study_record(study_dir, record)
         # One connection pool to the shared storage for the whole run (None: the study's own SQLite file).
         shared_storage = make_storage(config.hpo) if config.hpo.shared else None
         with (  # one study run in MLflow for all the workers: the first creates it, the others find it
@@ -272,14 +271,14 @@ class StudyRunner:
         if outcome.report_path is None and config.hpo.shared:  # another worker's report, in a shared folder
             record["report"] = read_study_record(study_dir).get("report")
         record.pop("error", None)
-        atomic_write_json(study_dir / STUDY_FILE, record)  # the report is kept, should a kill come now
+        write_study_record(study_dir, record)  # the report is kept, should a kill come now
         if not config.hpo.shared or outcome.report_path is not None:  # one worker draws a shared study
             self._publish_plots(study_dir, record, study_run)
         study_run.finish("FINISHED")
         # COMPLETE only once nothing is left to do: a study killed before this line is still unfinished,
         # and --resume draws its plots and closes its MLflow run (its test evaluation is kept, _finish).
         record.update(state="COMPLETE", finished_at=datetime.now(UTC).isoformat())
-        atomic_write_json(study_dir / STUDY_FILE, record)
+        write_study_record(study_dir, record)
         refresh_summary_quietly(study_dir, record)
         return outcome
 
@@ -514,13 +513,13 @@ class StudyRunner:
         exported = export_model(
             evaluation.model,
             data.tokenizer,
-            study_dir / BEST_MODEL_DIR,
+            StudyPaths(study_dir).best_model,
             description=export_description(evaluation, study_id=study_id, trial_id=outcome.best_trial_id),
         )
         logger.info("best model exported to %s (DualHeadModel.from_pretrained loads it)", exported)
         outcome.report = report
         study_run.log_metrics({f"test_{k}": v for k, v in result.metrics.items()}, step=0)
-        study_run.log_dict(report, "evaluation_report.json")
+        study_run.log_dict(report, EVALUATION_REPORT_FILE)
         return outcome
 
 
@@ -534,7 +533,7 @@ def evaluated_before(study_dir: Path, record: dict[str, Any], best_trial_id: str
     try:
         if json.loads(path.read_text(encoding="utf-8")).get("best_trial_id") != best_trial_id:
             return None
-        read_info(study_dir / BEST_MODEL_DIR)
+        read_info(StudyPaths(study_dir).best_model)
     except (OSError, ValueError, StorageError):
         return None
     return path

@@ -10,12 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from dsm5_hpo.errors import ConfigError, StorageError
+from dsm5_hpo.layout import ExperimentLayout, StudyPaths
+from dsm5_hpo.storage.atomic import atomic_write_json
 
-STUDY_FILE = "study.json"
+
+def write_study_record(study_dir: Path, record: dict[str, Any]) -> None:
+    """The one writer of study.json (atomic: a kill leaves the previous record or this one)."""
+    atomic_write_json(StudyPaths(study_dir).record, record)
 
 
 def read_study_record(study_dir: Path) -> dict[str, Any]:
-    path = study_dir / STUDY_FILE
+    path = StudyPaths(study_dir).record
     try:
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
@@ -28,11 +33,10 @@ def read_study_record(study_dir: Path) -> dict[str, Any]:
 def _newest_study(experiments: Path, wanted: Callable[[dict[str, Any]], bool], missing: str) -> Path:
     """The most recently created study whose record satisfies ``wanted``; ConfigError(missing) if none."""
     candidates = []
-    for study_dir in experiments.glob("study_*"):
-        if (study_dir / STUDY_FILE).is_file():
-            record = read_study_record(study_dir)
-            if wanted(record):
-                candidates.append((str(record.get("created_at", "")), study_dir))
+    for paths in ExperimentLayout(experiments).studies():
+        record = read_study_record(paths.dir)
+        if wanted(record):
+            candidates.append((str(record.get("created_at", "")), paths.dir))
     if not candidates:
         raise ConfigError(missing)
     return max(candidates)[1]

@@ -24,10 +24,10 @@ from optuna.trial import FrozenTrial, TrialState
 from dsm5_hpo.checkpointing.pruning import checkpoint_directories
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.database import opened_storage
-from dsm5_hpo.layout import CHECKPOINTS_DIR
+from dsm5_hpo.hpo.trial_folders import trial_dir_of
+from dsm5_hpo.layout import StudyPaths, TrialPaths
 from dsm5_hpo.storage.atomic import atomic_write_json
 
-SUMMARY_FILE = "summary_report.json"
 SUMMARY_SCHEMA = Path(__file__).resolve().parents[3] / "contracts" / "summary_report.schema.json"
 SCHEMA_VERSION = "1.0"
 TOP_K = 5
@@ -56,7 +56,7 @@ def directory_bytes(path: Path) -> int:
 
 
 def trial_storage(trial_dir: Path) -> TrialStorage:
-    checkpoints = [p for p in checkpoint_directories(trial_dir / CHECKPOINTS_DIR) if not p.is_symlink()]
+    checkpoints = [p for p in checkpoint_directories(TrialPaths(trial_dir).checkpoints) if not p.is_symlink()]
     return TrialStorage(
         retained_checkpoint_bytes=sum(directory_bytes(p) for p in checkpoints),
         checkpoints=len(checkpoints),
@@ -178,7 +178,7 @@ def load_trials(record: Mapping[str, Any]) -> list[FrozenTrial]:
 def measure_storage(trials: Sequence[FrozenTrial]) -> dict[int, TrialStorage]:
     """Disk use of each trial's folder now, by trial number. A folder shared by a failed trial and its
     retry (a dead worker's trial queued again) is counted once, for the retry."""
-    newest = {str(t.user_attrs["trial_dir"]): t.number for t in trials if "trial_dir" in t.user_attrs}
+    newest = {str(folder): t.number for t in trials if (folder := trial_dir_of(t)) is not None}
     return {number: trial_storage(Path(folder)) for folder, number in newest.items()}
 
 
@@ -211,6 +211,6 @@ def validate_summary(summary: Mapping[str, Any], schema_path: Path = SUMMARY_SCH
 def write_summary(study_dir: Path, summary: Mapping[str, Any]) -> Path:
     """Validate, then write ``summary_report.json`` atomically into ``study_dir``."""
     validate_summary(summary)
-    path = study_dir / SUMMARY_FILE
+    path = StudyPaths(study_dir).summary
     atomic_write_json(path, dict(summary))
     return path

@@ -15,8 +15,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from dsm5_hpo.hpo.plots import PLOTS_DIR, PlotIndex, TrialCurve, render_plots, top_trials
+from dsm5_hpo.hpo.plots import PlotIndex, TrialCurve, render_plots, top_trials
 from dsm5_hpo.hpo.summary import collect_summary, load_trials, write_summary
+from dsm5_hpo.hpo.trial_folders import trial_dir_of
+from dsm5_hpo.layout import PLOTS_DIR, StudyPaths, TrialPaths
 from dsm5_hpo.storage.atomic import read_json_object
 from dsm5_hpo.tracking.tracker import RunTracker, mlflow_run_id
 
@@ -24,7 +26,6 @@ logger = logging.getLogger(__name__)
 
 LossReader = Callable[[str], list[float]]
 """MLflow run id -> the run's training loss per epoch (empty when unknown)."""
-REPORT_FILE = "evaluation_report.json"
 PLOTLY_JS = "plotly.min.js"
 
 
@@ -57,7 +58,8 @@ def trial_curves(
     """Per-epoch validation ``metric`` (from each top trial's validation_report.json) and training loss."""
     curves = []
     for trial in top_trials(trials):
-        report = read_json_object(Path(str(trial.user_attrs.get("trial_dir", ""))) / "validation_report.json")
+        folder = trial_dir_of(trial)
+        report = read_json_object(TrialPaths(folder).validation_report) if folder else None
         if report is None:
             continue
         validation = [float(epoch.get(metric) or 0.0) for epoch in report.get("history") or []]
@@ -101,12 +103,12 @@ def render_study_plots(
 ) -> PlotIndex:
     """Draw the study's plots into ``study_dir/plots``; with ``run``, log them to it (under plots/)."""
     metric = str((record.get("config") or {}).get("hpo", {}).get("metric", "value"))
-    folder = study_dir / PLOTS_DIR
+    folder = StudyPaths(study_dir).plots
     index = render_plots(
         study,
         folder,
         metric=metric,
-        report=read_json_object(study_dir / REPORT_FILE),
+        report=read_json_object(StudyPaths(study_dir).evaluation_report),
         curves=trial_curves(study.trials, metric, losses),
     )
     if run is not None:
@@ -135,7 +137,7 @@ def render_study_plots_quietly(
         return
     logger.info(
         "plots in %s: %s%s",
-        study_dir / PLOTS_DIR,
+        StudyPaths(study_dir).plots,
         ", ".join(index.files) or "none",
         f" (skipped: {', '.join(index.skipped)})" if index.skipped else "",
     )

@@ -33,7 +33,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -43,6 +42,8 @@ from dsm5_hpo.config import HPOConfig
 from dsm5_hpo.errors import TrainingError, TrialTakenOver
 from dsm5_hpo.hpo.database import RetryingStorage, open_storage, storage_lock
 from dsm5_hpo.hpo.heartbeats import WORKER, Heartbeat
+from dsm5_hpo.hpo.trial_folders import trial_dir_of
+from dsm5_hpo.layout import TrialPaths
 
 logger = logging.getLogger(__name__)
 
@@ -313,7 +314,8 @@ class SharedWorker:
                 best = self.study.best_trial
             except ValueError:  # no completed trial: _finish says so, on this worker
                 return True
-            if not (Path(str(best.user_attrs.get("trial_dir", ""))) / "checkpoints").is_dir():
+            folder = trial_dir_of(best)
+            if folder is None or not TrialPaths(folder).checkpoints.is_dir():
                 logger.warning(
                     "the best trial %d ran on %s and its checkpoints are not visible here; that worker (or "
                     "`make evaluate` on its machine) evaluates the study",

@@ -21,9 +21,7 @@ import copy
 import dataclasses
 import json
 import logging
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,8 @@ from dsm5_hpo.config import HeadsConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.models.loading import load_encoder
 from dsm5_hpo.models.multi_task import DualHeadModel, outputs_for
-from dsm5_hpo.storage.atomic import atomic_write_json, exchange_paths, fsync_path, sha256_file
+from dsm5_hpo.storage.atomic import atomic_write_json, fsync_path, sha256_file
+from dsm5_hpo.storage.publish import publish, staging_for
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +40,6 @@ INFO_FILE = "dsm5_hpo.json"
 HEADS_FILE = "heads.safetensors"
 ENCODER_DIR = "encoder"
 EXPORT_FORMAT = 1
-BEST_MODEL_DIR = "best_model"
 """study_<uuid>/best_model: the study's exported model."""
 
 
@@ -70,7 +68,7 @@ def export_model(model: DualHeadModel, tokenizer: Any, folder: Path, *, descript
 
     ``description`` goes into dsm5_hpo.json (criteria, questions, thresholds, window settings, ids).
     """
-    staging = folder.parent / f".tmp-{folder.name}-{uuid.uuid4().hex[:8]}"
+    staging = staging_for(folder)
     try:
         staging.mkdir(parents=True)
         encoder: Any = model.encoder  # a Hugging Face PreTrainedModel
@@ -98,51 +96,6 @@ def export_model(model: DualHeadModel, tokenizer: Any, folder: Path, *, descript
         shutil.rmtree(staging, ignore_errors=True)
         raise StorageError(f"cannot export the best model to {folder}: {error}") from error
     return folder
-
-
-def publish(staging: Path, folder: Path) -> None:
-    """Put the complete export in ``staging`` at ``folder``, replacing any previous export whole."""
-    parent = folder.parent
-    restore_interrupted(folder)
-    if not folder.exists():
-        os.replace(staging, folder)
-        fsync_path(parent)
-        return
-    if exchange_paths(staging, folder):  # one step: the previous export before, the new one after
-        fsync_path(parent)
-        shutil.rmtree(staging, ignore_errors=True)  # the name now holds the previous export
-        return
-    # No atomic exchange here (NFS, not Linux): two renames. A crash between them leaves the previous
-    # export as .old-<name>-*, complete: `make cleanup` keeps it and the next export puts it back.
-    old = parent / f".old-{folder.name}-{uuid.uuid4().hex[:8]}"
-    os.replace(folder, old)
-    os.replace(staging, folder)
-    fsync_path(parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def restore_interrupted(folder: Path) -> Path | None:
-    """Put back the previous export that a crash between the two renames of a replacement left as
-    ``.old-<name>-*`` while ``folder`` is missing; returns what was restored."""
-    if folder.exists() or folder.is_symlink():
-        return None
-    kept = [p for p in folder.parent.glob(f".old-{folder.name}-*") if p.is_dir() and not p.is_symlink()]
-    if not kept:
-        return None
-    newest = max(kept, key=lambda p: p.stat().st_mtime_ns)
-    os.replace(newest, folder)
-    fsync_path(folder.parent)
-    logger.warning("restored %s from %s (its replacement was interrupted)", folder, newest.name)
-    return newest
-
-
-def export_leftovers(folder: Path) -> list[Path]:
-    """Folders beside ``folder`` that no export uses: staging folders of interrupted exports, and a
-    replaced export (``.old-*``) once ``folder`` itself is there (otherwise that is the one copy left)."""
-    parent, name = folder.parent, folder.name
-    patterns = [f".tmp-{name}-*"] + ([f".old-{name}-*"] if folder.is_dir() else [])
-    found = {path for pattern in patterns for path in parent.glob(pattern)}
-    return sorted(p for p in found if p.is_dir() and not p.is_symlink())
 
 
 def read_info(folder: Path) -> dict[str, Any]:

@@ -22,10 +22,9 @@ from dsm5_hpo.checkpointing.io import (
     make_staging_dir,
     quarantine_directory,
     remove_stale_staging,
-    torch_save_hashed,
     write_bytes_hashed,
-    write_safetensors_streaming,
 )
+from dsm5_hpo.checkpointing.tensor_io import torch_save_hashed, write_safetensors_streaming
 from dsm5_hpo.storage.atomic import sha256_file
 
 

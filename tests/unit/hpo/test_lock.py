@@ -14,7 +14,8 @@ import pytest
 from filelock import FileLock
 
 from dsm5_hpo.errors import ConfigError
-from dsm5_hpo.hpo.lock import LOCK_FILE, StudyLockedError, lock_owner, study_lock
+from dsm5_hpo.hpo.lock import StudyLockedError, lock_owner, study_lock
+from dsm5_hpo.layout import StudyPaths
 
 # Takes the lock, says so on stdout, and holds it until killed.
 HOLDER = """
@@ -74,14 +75,14 @@ def test_a_live_holder_blocks_a_second_driver_and_its_death_frees_the_lock(tmp_p
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # kill -9 leaves the file but not the lock: the next driver takes it at once, nothing to take over.
-    assert (tmp_path / LOCK_FILE).exists() and lock_owner(tmp_path) is None
+    assert StudyPaths(tmp_path).lock.exists() and lock_owner(tmp_path) is None
     with study_lock(tmp_path) as path:
         assert json.loads(path.read_text())["pid"] == os.getpid()
 
 
 def test_a_lock_taken_but_not_yet_written_still_binds(tmp_path: Path) -> None:
     # The window the old lock read as stale: the holder has the file but has not written its name yet.
-    bare = FileLock(tmp_path / LOCK_FILE, timeout=0)
+    bare = FileLock(StudyPaths(tmp_path).lock, timeout=0)
     bare.acquire()
     try:
         with pytest.raises(StudyLockedError, match="writing its name"), study_lock(tmp_path):
@@ -93,14 +94,14 @@ def test_a_lock_taken_but_not_yet_written_still_binds(tmp_path: Path) -> None:
 
 def test_a_first_wave_lock_file_of_a_dead_process_does_not_bind(tmp_path: Path) -> None:
     # What the home-made lock left behind on kill -9: a JSON file naming a process that is gone.
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname()}))
+    StudyPaths(tmp_path).lock.write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname()}))
     assert lock_owner(tmp_path) is None
     with study_lock(tmp_path) as path:
         assert json.loads(path.read_text())["pid"] == os.getpid()
 
 
 def test_half_written_lock_file_does_not_bind(tmp_path: Path) -> None:
-    (tmp_path / LOCK_FILE).write_text("{half written")
+    StudyPaths(tmp_path).lock.write_text("{half written")
     with study_lock(tmp_path) as path:
         assert json.loads(path.read_text())["pid"] == os.getpid()
 
@@ -108,7 +109,7 @@ def test_half_written_lock_file_does_not_bind(tmp_path: Path) -> None:
 def test_processes_racing_for_a_stale_lock_never_both_win(tmp_path: Path) -> None:
     # The old takeover read the stale file, then unlinked it: a racer could unlink the winner's new lock
     # and win too. A kernel lock has no takeover step.
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname()}))
+    StudyPaths(tmp_path).lock.write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname()}))
     go, release = tmp_path / "go", tmp_path / "release"
     command = [sys.executable, "-c", RACER, str(tmp_path), str(go), str(release)]
     racers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(4)]
@@ -126,4 +127,4 @@ def test_processes_racing_for_a_stale_lock_never_both_win(tmp_path: Path) -> Non
 
 def test_no_lock_file_means_not_driven(tmp_path: Path) -> None:
     assert lock_owner(tmp_path) is None
-    assert not (tmp_path / LOCK_FILE).exists(), "asking must not create the lock file"
+    assert not StudyPaths(tmp_path).lock.exists(), "asking must not create the lock file"

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from dsm5_hpo.models import export
-from dsm5_hpo.models.export import export_leftovers, publish, restore_interrupted, without_call_state
+from dsm5_hpo.models.export import without_call_state
 from dsm5_hpo.models.loading import load_tokenizer, resolve_model
+from dsm5_hpo.storage import publish as export
 from dsm5_hpo.storage.atomic import exchange_paths
+from dsm5_hpo.storage.publish import export_leftovers, publish, restore_interrupted
 
 
 class PowerCut(BaseException):
