@@ -6,6 +6,11 @@ on one line without a traceback. Anything else is a bug or a training failure (e
 
 from __future__ import annotations
 
+from typing import Literal
+
+StopState = Literal["STOPPED", "INTERRUPTED", "STORAGE_UNAVAILABLE", "STORAGE_EXHAUSTED"]
+"""What study.json and trial.json record for a study or trial stopped by a ResumableStop."""
+
 
 class PipelineError(Exception):
     """Base of every expected failure; ``exit_code`` is what the CLI exits with."""
@@ -53,7 +58,7 @@ class ResumableStop(BaseException):  # a stop, not an error: no "Error" suffix
     """
 
     exit_code = 1
-    state = "STOPPED"
+    state: StopState = "STOPPED"
     """What trial.json and study.json record for the stopped trial and study."""
     summary = "stopped"
     """How the study's log says it stopped."""
@@ -65,7 +70,7 @@ class Interrupted(ResumableStop):
     """SIGINT or SIGTERM: stop where we are and leave the study resumable."""
 
     exit_code = 130
-    state = "INTERRUPTED"
+    state: StopState = "INTERRUPTED"
 
 
 class StorageUnavailable(ResumableStop):
@@ -76,7 +81,7 @@ class StorageUnavailable(ResumableStop):
     """
 
     exit_code = 2
-    state = "STORAGE_UNAVAILABLE"
+    state: StopState = "STORAGE_UNAVAILABLE"
     summary = "stopped: the study database is unreachable"
     hint = "then continue with `make resume`"
 

@@ -19,13 +19,13 @@ from pathlib import Path
 from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.errors import ConfigError, Interrupted
-from dsm5_hpo.hpo.study_record import read_study_record
+from dsm5_hpo.hpo.records import read_study_record
 from dsm5_hpo.hpo.summary import not_created_yet
 
 
 def study_storage(experiments: Path, study_id: str | None) -> tuple[str, str]:
     """(study id, Optuna storage URL) of ``study_id``, or of the newest study."""
-    record = read_study_record(study_dir_of(experiments, study_id))
+    record = read_study_record(study_dir_of(experiments, study_id)).to_dict()
     storage = str(record["optuna_storage"])
     if not_created_yet(storage):
         raise ConfigError(

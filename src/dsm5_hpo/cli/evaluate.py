@@ -23,8 +23,9 @@ import yaml
 from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, StorageError
+from dsm5_hpo.hpo.records import read_study_record, read_trial_record
 from dsm5_hpo.hpo.report import build_report, evaluate_trial_on_test, write_report
-from dsm5_hpo.hpo.study_record import newest_finished_study, read_study_record
+from dsm5_hpo.hpo.study_record import newest_finished_study
 from dsm5_hpo.hpo.trial_inputs import prepare_inputs
 from dsm5_hpo.layout import ExperimentLayout, TrialPaths
 
@@ -53,16 +54,16 @@ def _trial_config(trial_dir: Path) -> StudyConfig:
 def evaluate_trial(trial_dir: Path, *, study_id: str, output_dir: Path) -> tuple[Path, dict[str, Any]]:
     """Test-evaluate the best weights of ``trial_dir``; write the report into ``output_dir``."""
     config = _trial_config(trial_dir)
-    trial = _read_json(TrialPaths(trial_dir).record)
+    trial = read_trial_record(trial_dir)
     validation = _read_json(TrialPaths(trial_dir).validation_report)
     inputs = prepare_inputs(config)  # the trial's own encoder and input format
     data = inputs.data
-    evaluation = evaluate_trial_on_test(config, data, inputs.model_path, trial_dir, str(trial["trial_id"]))
+    evaluation = evaluate_trial_on_test(config, data, inputs.model_path, trial_dir, trial.trial_id)
     report = build_report(
         config=evaluation.config,
         study_id=study_id,
-        trial_id=str(trial["trial_id"]),
-        trial_number=int(trial["number"]),
+        trial_id=trial.trial_id,
+        trial_number=trial.number,
         validation_value=float(validation["value"]),
         result=evaluation.result,
         checkpoints=evaluation.checkpoints,
@@ -94,19 +95,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         layout = ExperimentLayout(experiments)
         if args.trial_id:
             trial_dir = layout.trial(args.trial_id).dir
-            study_id = str(_read_json(layout.trial(args.trial_id).record)["study_id"])
+            study_id = read_trial_record(trial_dir).study_id
             path, report = evaluate_trial(trial_dir, study_id=study_id, output_dir=trial_dir)
         else:
             study_dir = (
                 layout.study(args.study_id).dir if args.study_id else newest_finished_study(experiments)
             )
             study = read_study_record(study_dir)
-            if not study.get("best_trial_id"):
-                raise ConfigError(
-                    f"study {study['study_id']} has no finished best trial (state {study.get('state')})"
-                )
-            trial_dir = layout.trial(str(study["best_trial_id"])).dir
-            path, report = evaluate_trial(trial_dir, study_id=str(study["study_id"]), output_dir=study_dir)
+            if not study.best_trial_id:
+                raise ConfigError(f"study {study.study_id} has no finished best trial (state {study.state})")
+            trial_dir = layout.trial(study.best_trial_id).dir
+            path, report = evaluate_trial(trial_dir, study_id=study.study_id, output_dir=study_dir)
         metric = report["optimization_metric"]
         print(
             f"test {metric['name']} = {metric['test_value']:.4f} (validation {metric['validation_value']:.4f})\n"

@@ -23,7 +23,7 @@ from dsm5_hpo.cli.common import build_tracker, experiments_dir_override, run_cli
 from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.config import study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, TrackingError
-from dsm5_hpo.hpo.study_record import read_study_record
+from dsm5_hpo.hpo.records import read_study_record
 from dsm5_hpo.hpo.summary_plots import (
     LossReader,
     mlflow_loss_reader,
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         study_dir = study_dir_of(args.experiments_dir, args.study_id)
-        record = read_study_record(study_dir)
+        record = read_study_record(study_dir).to_dict()
         config = study_config_from_mapping(record["config"])
         summary_path = refresh_summary(study_dir, record)
         try:

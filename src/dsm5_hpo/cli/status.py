@@ -19,7 +19,7 @@ from dsm5_hpo.checkpointing.pruning import size_text
 from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.liveness import study_driver
-from dsm5_hpo.hpo.study_record import read_study_record
+from dsm5_hpo.hpo.records import read_study_record
 from dsm5_hpo.hpo.summary import collect_summary, load_trials, measure_storage, trial_row
 from dsm5_hpo.layout import ExperimentLayout
 
@@ -120,7 +120,7 @@ def study_header(record: Mapping[str, Any], summary: Mapping[str, Any], owner: s
 
 def studies_newest_first(experiments: Path) -> list[Path]:
     found = [paths.dir for paths in ExperimentLayout(experiments).studies()]
-    return sorted(found, key=lambda p: str(read_study_record(p).get("created_at", "")), reverse=True)
+    return sorted(found, key=lambda p: read_study_record(p).created_at, reverse=True)
 
 
 def study_dir_of(experiments: Path, study_id: str | None) -> Path:
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.study_id:
             entries = []
             for study_dir in studies:
-                record = read_study_record(study_dir)
+                record = read_study_record(study_dir).to_dict()
                 entries.append(
                     (
                         record,
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\nOne study's trials: python -m dsm5_hpo.cli.status --study-id ID (or latest)")
             return 0
         study_dir = ExperimentLayout(experiments).study(args.study_id).dir if specific else studies[0]
-        record = read_study_record(study_dir)
+        record = read_study_record(study_dir).to_dict()
         trials = load_trials(record)
         storage = measure_storage(trials)
         now = datetime.now(UTC)

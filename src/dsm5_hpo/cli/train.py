@@ -22,8 +22,9 @@ from typing import Any
 
 from dsm5_hpo.cli.common import DEFAULT_CONFIG, build_tracker, compose_config, run_cli
 from dsm5_hpo.errors import ConfigError
+from dsm5_hpo.hpo.final_evaluation import StudyOutcome
 from dsm5_hpo.hpo.preflight import dry_run
-from dsm5_hpo.hpo.study import StudyOutcome, StudyRunner
+from dsm5_hpo.hpo.study import StudyRunner
 from dsm5_hpo.hpo.study_record import newest_unfinished_study
 from dsm5_hpo.layout import ExperimentLayout
 
@@ -67,7 +68,7 @@ def _resume(args: argparse.Namespace) -> StudyOutcome:
         raise ConfigError(f"study folder {study_dir} not found; check --study-id and paths.experiments_dir")
     runner, record = StudyRunner.for_resume(study_dir, build_tracker)
     if others:
-        _check_same_as_saved(args.config, others, record["config"])
+        _check_same_as_saved(args.config, others, record.config)
     return runner.resume(study_dir, record)
 
 

@@ -25,8 +25,9 @@ from dsm5_hpo.data.features import WindowFeatures
 from dsm5_hpo.data.prepare import augmented_epochs
 from dsm5_hpo.errors import ResumableStop, TrialTakenOver
 from dsm5_hpo.evaluation.prediction import EvaluationData
+from dsm5_hpo.hpo.records import TrialRecord, TrialState, write_trial_record
 from dsm5_hpo.hpo.search_space import suggest_params
-from dsm5_hpo.hpo.trial_folders import TRIAL_DIR_ATTR
+from dsm5_hpo.hpo.trial_folders import TRIAL_DIR_ATTR, started_trial_dir
 from dsm5_hpo.hpo.trial_inputs import InputsByModel
 from dsm5_hpo.layout import TrialPaths
 from dsm5_hpo.models.multi_task import DualHeadModel, build_model
@@ -99,11 +100,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def trial_dir_of(trial: optuna.trial.FrozenTrial | optuna.Trial) -> Path:
-    return Path(str(trial.user_attrs[TRIAL_DIR_ATTR]))
-
-
-@dataclass
+@dataclass(kw_only=True)
 class Objective:
     config: StudyConfig
     inputs: InputsByModel
@@ -141,25 +138,25 @@ class Objective:
             trial_uuid = str(uuid.uuid4())
             trial.set_user_attr("trial_uuid", trial_uuid)
             trial.set_user_attr(TRIAL_DIR_ATTR, str(self.config.paths.layout.trial(trial_uuid).dir))
-        trial_dir = trial_dir_of(trial)
+        trial_dir = started_trial_dir(trial)
         trial_dir.mkdir(parents=True, exist_ok=True)
         if not TrialPaths(trial_dir).config.is_file():
             atomic_write_text(TrialPaths(trial_dir).config, yaml.safe_dump(config.to_dict(), sort_keys=False))
-        record: dict[str, Any] = {
-            "trial_id": trial_uuid,
-            "study_id": self.study_id,
-            "number": trial.number,
-            "params": params,
-            "state": "RUNNING",
-            "started_at": datetime.now(UTC).isoformat(),
-            "resumed": resumed,
-        }
-        atomic_write_json(TrialPaths(trial_dir).record, record)
+        record = TrialRecord(
+            trial_id=trial_uuid,
+            study_id=self.study_id,
+            number=trial.number,
+            params=params,
+            state="RUNNING",
+            started_at=datetime.now(UTC).isoformat(),
+            resumed=resumed,
+        )
+        write_trial_record(trial_dir, record)
 
         with (
             log_context(study=self.study_id, trial=trial.number),
             json_log_file(
-                trial_dir / "logs" / "trial.jsonl",
+                TrialPaths(trial_dir).log,
                 max_bytes=self.config.logging.max_bytes,
                 backup_count=self.config.logging.backup_count,
             ),
@@ -194,10 +191,10 @@ class Objective:
             except BaseException as error:
                 fence()
                 # Recorded where people look: trial.json, the trial's Optuna attrs and its MLflow run.
-                record["error"] = f"{type(error).__name__}: {error}"
-                trial.set_user_attr("error", record["error"][:2000])
-                run.set_tags({"error": record["error"][:5000]})
-                logger.error("trial %d failed: %s", trial.number, record["error"])
+                record.error = f"{type(error).__name__}: {error}"
+                trial.set_user_attr("error", record.error[:2000])
+                run.set_tags({"error": record.error[:5000]})
+                logger.error("trial %d failed: %s", trial.number, record.error)
                 self._finish(trial_dir, record, run, "FAILED", "FAILED")
                 _note_run_id(trial, run)
                 raise
@@ -315,9 +312,10 @@ class Objective:
         return result.best_value
 
     def _finish(
-        self, trial_dir: Path, record: dict[str, Any], run: RunTracker, state: str, run_status: str
+        self, trial_dir: Path, record: TrialRecord, run: RunTracker, state: TrialState, run_status: str
     ) -> None:
-        record.update(state=state, finished_at=datetime.now(UTC).isoformat(), mlflow_run_id=run.run_id)
-        atomic_write_json(TrialPaths(trial_dir).record, record)
+        record.state, record.finished_at = state, datetime.now(UTC).isoformat()
+        record.mlflow_run_id = run.run_id
+        write_trial_record(trial_dir, record)
         run.set_tags({"optuna_state": state})
         run.finish(run_status)

@@ -39,10 +39,11 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import HPOConfig
-from dsm5_hpo.errors import TrainingError, TrialTakenOver
+from dsm5_hpo.errors import TrialTakenOver
 from dsm5_hpo.hpo.database import RetryingStorage, open_storage, storage_lock
 from dsm5_hpo.hpo.heartbeats import WORKER, Heartbeat
 from dsm5_hpo.hpo.trial_folders import trial_dir_of
+from dsm5_hpo.hpo.trial_runner import AfterTrial, TrialObjective, run_trial
 from dsm5_hpo.layout import TrialPaths
 
 logger = logging.getLogger(__name__)
@@ -170,8 +171,8 @@ class SharedWorker:
         study: optuna.Study,
         storage: RDBStorage,
         config: HPOConfig,
-        objective: Callable[..., float],
-        after_trial: Callable[[optuna.Study, FrozenTrial], None],
+        objective: TrialObjective,
+        callbacks: Sequence[AfterTrial],
         *,
         sleep: Callable[[float], None],
         clock: Callable[[], float] = time.monotonic,
@@ -180,7 +181,7 @@ class SharedWorker:
         self.storage = storage
         self.config = config
         self.objective = objective
-        self.after_trial = after_trial
+        self.callbacks = callbacks
         self.sleep = sleep
         self.clock = clock
         self.worker = worker_id()
@@ -229,42 +230,15 @@ class SharedWorker:
 
     def _run(self, trial: optuna.Trial) -> None:
         lease = TrialLease(self.storage, trial)
-        reported = set(self.storage.get_trial(trial._trial_id).intermediate_values)
-        try:
-            with Heartbeat(self.storage, trial._trial_id, self.config.heartbeat_interval_s):
-                self._attempt(trial, lease, reported)
-        except TrialTakenOver as taken:
-            logger.warning(
-                "trial %d stopped on this worker, without writing anything more into its folder or MLflow "
-                "run: %s; going on with the next trial",
-                trial.number,
-                taken,
-            )
-            return
-        self.after_trial(self.study, self.study.trials[trial.number])
-
-    def _attempt(self, trial: optuna.Trial, lease: TrialLease, reported: set[int]) -> None:
-        def tell(value: float | None = None, state: TrialState | None = None) -> None:
-            lease.check()
-            try:
-                self.study.tell(trial, value, state=state)
-            except optuna.exceptions.UpdateFinishedTrialError as error:  # taken over after the check
-                raise TrialTakenOver(
-                    f"trial {trial.number} was finished by another worker ({error})"
-                ) from error
-
-        try:
-            value = self.objective(trial, reported=reported, fence=lease.check)
-        except optuna.TrialPruned:
-            tell(state=TrialState.PRUNED)
-        except TrainingError as error:
-            logger.error("trial %d failed: %s", trial.number, error)
-            tell(state=TrialState.FAIL)
-        except Exception:
-            tell(state=TrialState.FAIL)
-            raise
-        else:
-            tell(value)
+        run_trial(
+            self.study,
+            trial,
+            self.objective,
+            reported=set(self.storage.get_trial(trial._trial_id).intermediate_values),
+            fence=lease.check,
+            heartbeat=lambda t: Heartbeat(self.storage, t._trial_id, self.config.heartbeat_interval_s),
+            callbacks=self.callbacks,
+        )
 
     def run_trials(self, deadline: float | None = None) -> None:
         while True:

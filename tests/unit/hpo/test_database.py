@@ -149,7 +149,7 @@ def test_a_long_outage_stops_the_worker_resumably_naming_the_database(
         trial.report(0.1, 0)
         return 0.1
 
-    worker = SharedWorker(study, storage, config, objective, lambda s, t: None, sleep=lambda s: None)
+    worker = SharedWorker(study, storage, config, objective, [], sleep=lambda s: None)
     with pytest.raises(StorageUnavailable) as info:
         worker.run_trials()
     monkeypatch.undo()

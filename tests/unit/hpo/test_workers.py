@@ -93,9 +93,7 @@ def worker(
     study = study or optuna.create_study(
         study_name=config.study_name, storage=storage, direction="maximize", load_if_exists=True
     )
-    return SharedWorker(
-        study, storage, config, objective, lambda s, t: None, sleep=BoundedSleep(), clock=clock
-    )
+    return SharedWorker(study, storage, config, objective, [], sleep=BoundedSleep(), clock=clock)
 
 
 def died_mid_trial(
@@ -248,7 +246,7 @@ def test_a_worker_whose_trial_was_taken_over_stops_it_without_writing_and_goes_o
         return x
 
     shared = worker(config, objective)
-    with captured_logs("dsm5_hpo.hpo.workers") as logs:
+    with captured_logs("dsm5_hpo.hpo") as logs:
         shared.run_trials()
     trials = shared.study.trials
     assert writes == [1], "trial 0 wrote nothing after it was taken over"

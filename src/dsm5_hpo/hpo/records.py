@@ -1,0 +1,200 @@
+"""study.json and trial.json as typed records: what each holds, checked against its contract.
+
+One dataclass per file, with ``contracts/study_record.schema.json`` and
+``contracts/trial_record.schema.json`` as the contracts; the one writer of each file
+(``write_study_record``, ``write_trial_record``) checks a record against its schema before it reaches
+the disk, and the reader checks what it finds, so a damaged or hand-edited record fails with the key
+and the file named rather than as a KeyError three modules away. Keys this version does not know
+(written by a newer one) are kept in ``extra`` and written back unchanged.
+
+Light on purpose (no torch, no optuna): `make status` and `make cleanup` read these records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+
+from dsm5_hpo.errors import ConfigError, StopState, StorageError
+from dsm5_hpo.layout import StudyPaths, TrialPaths
+from dsm5_hpo.storage.atomic import atomic_write_json
+
+CONTRACTS = Path(__file__).resolve().parents[3] / "contracts"
+STUDY_RECORD_SCHEMA = CONTRACTS / "study_record.schema.json"
+TRIAL_RECORD_SCHEMA = CONTRACTS / "trial_record.schema.json"
+
+# A stopped study or trial takes the state of the stop (errors.ResumableStop.state).
+_StudyEnd = Literal["RUNNING", "COMPLETE", "FAILED"]
+_TrialEnd = Literal["RUNNING", "COMPLETE", "PRUNED", "FAILED"]
+StudyState = _StudyEnd | StopState
+TrialState = _TrialEnd | StopState
+STUDY_STATES: tuple[str, ...] = (*get_args(_StudyEnd), *get_args(StopState))
+TRIAL_STATES: tuple[str, ...] = (*get_args(_TrialEnd), *get_args(StopState))
+"""What the contracts' state enums list (a contract test holds them equal)."""
+
+
+@dataclass
+class StudyRecord:
+    """study.json: what a study is (ids, storage, config) and where it stands."""
+
+    study_id: str
+    state: StudyState
+    created_at: str
+    optuna_storage: str
+    study_name: str
+    shared: bool
+    config: dict[str, Any]
+    synthetic_data: bool
+    checkpointing: bool = True
+    data: dict[str, Any] | None = None
+    model_origin: str | None = None
+    mlflow_run_id: str | None = None
+    best_trial_id: str | None = None
+    best_value: float | None = None
+    report: str | None = None
+    error: str | None = None
+    finished_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, mapping: dict[str, Any], source: Path | str = "study.json") -> StudyRecord:
+        return _from_dict(cls, mapping, STUDY_RECORD_SCHEMA, source)
+
+
+@dataclass
+class TrialRecord:
+    """trial.json: one trial's ids, parameters and outcome, beside its checkpoints."""
+
+    trial_id: str
+    study_id: str
+    number: int
+    params: dict[str, Any]
+    state: TrialState
+    started_at: str
+    resumed: bool
+    mlflow_run_id: str | None = None
+    error: str | None = None
+    finished_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+    @classmethod
+    def from_dict(cls, mapping: dict[str, Any], source: Path | str = "trial.json") -> TrialRecord:
+        return _from_dict(cls, mapping, TRIAL_RECORD_SCHEMA, source)
+
+
+Record = TypeVar("Record", StudyRecord, TrialRecord)
+
+
+def _to_dict(record: StudyRecord | TrialRecord) -> dict[str, Any]:
+    # Unset optional keys are left out rather than written as null: the files read as they always did.
+    out = {
+        f.name: getattr(record, f.name)
+        for f in dataclasses.fields(record)
+        if f.name != "extra" and (getattr(record, f.name) is not None or f.default is dataclasses.MISSING)
+    }
+    return {**record.extra, **out}
+
+
+def _from_dict(cls: type[Record], mapping: dict[str, Any], schema: Path, source: Path | str) -> Record:
+    _check(mapping, schema, source)
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    known = {key: value for key, value in mapping.items() if key in names}
+    extra = {key: value for key, value in mapping.items() if key not in names}
+    return cls(**known, extra=extra)
+
+
+@cache
+def _validator(schema: Path) -> Any:
+    import jsonschema  # only when a record is read or written, not at import
+
+    return jsonschema.Draft202012Validator(json.loads(schema.read_text(encoding="utf-8")))
+
+
+def _check(mapping: dict[str, Any], schema: Path, source: Path | str) -> None:
+    errors = sorted(_validator(schema).iter_errors(mapping), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        key = ".".join(str(part) for part in first.absolute_path) or "(top level)"
+        raise StorageError(
+            f"{source}: key {key}: {first.message} (contract {schema.name}); the record is damaged or was "
+            "edited by hand: restore it from a backup or remove the folder with `make cleanup`"
+        )
+
+
+MACHINE_LOCAL_KEYS: tuple[str, ...] = ("paths", "logging")
+"""Config sections a worker may set for itself: where its files go and how it logs. Everything else
+decides what the trials of a shared study are, so every worker must agree on it."""
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict) or not data:
+        return {prefix.rstrip("."): data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flat(value, f"{prefix}{key}."))
+    return flat
+
+
+def differing_keys(
+    stored: dict[str, Any], current: dict[str, Any], *, ignore: tuple[str, ...] = ()
+) -> list[str]:
+    """``key (saved X, given Y)`` for every dotted key whose value differs, outside the ``ignore``d
+    sections; a key one side lacks shows as <unset>. Both sides are compared as JSON holds them (a
+    tuple in a live config is the list study.json has)."""
+    old, new = (_flat(json.loads(json.dumps(side, default=str))) for side in (stored, current))
+    unset = "<unset>"
+    return [
+        f"{key} (saved {old.get(key, unset)!r}, given {new.get(key, unset)!r})"
+        for key in sorted(old.keys() | new.keys())
+        if key.split(".", 1)[0] not in ignore and old.get(key, unset) != new.get(key, unset)
+    ]
+
+
+def write_study_record(study_dir: Path, record: StudyRecord) -> None:
+    """The one writer of study.json (atomic: a kill leaves the previous record or this one)."""
+    data = record.to_dict()
+    path = StudyPaths(study_dir).record
+    _check(data, STUDY_RECORD_SCHEMA, path)
+    atomic_write_json(path, data)
+
+
+def write_trial_record(trial_dir: Path, record: TrialRecord) -> None:
+    """The one writer of trial.json (atomic)."""
+    data = record.to_dict()
+    path = TrialPaths(trial_dir).record
+    _check(data, TRIAL_RECORD_SCHEMA, path)
+    atomic_write_json(path, data)
+
+
+def _read_object(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(
+            f"{path} not found: {path.parent} is not a {what} folder; check the id and --experiments-dir"
+        ) from error
+    except (OSError, ValueError) as error:
+        raise StorageError(f"{path} cannot be read ({error}); the {what} record is damaged") from error
+    if not isinstance(data, dict):
+        raise StorageError(f"{path} holds {type(data).__name__}, not an object; the {what} record is damaged")
+    return data
+
+
+def read_study_record(study_dir: Path) -> StudyRecord:
+    path = StudyPaths(study_dir).record
+    return StudyRecord.from_dict(_read_object(path, "study"), path)
+
+
+def read_trial_record(trial_dir: Path) -> TrialRecord:
+    path = TrialPaths(trial_dir).record
+    return TrialRecord.from_dict(_read_object(path, "trial"), path)
