@@ -17,6 +17,8 @@ data so the pipeline is exercised on them: posts with no symptom, posts far long
 paraphrases). The counts are printed at the end.
 
 Stdlib only and fully determined by ``--seed``: the same arguments give byte-identical files.
+The template texts are in ``generate_sample_tables.json`` beside this script; editing them
+changes the sample, so rerun the script and commit both.
 
 Usage::
 
@@ -28,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import string
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 DEFAULT_OUT = Path("Data/redsm5_sample")
 DEFAULT_SEED = 13
@@ -79,534 +83,183 @@ WINDOW_WORDS = 400
 ID_ALPHABET = string.ascii_lowercase + string.digits
 
 # --------------------------------------------------------------------------------------------
-# Slot fillers. Templates reference them as {name}; each name is filled once per sentence.
+# Template tables. The texts live in generate_sample_tables.json beside this script, so this
+# file holds only the logic; the comments on the bindings below say what each table is for.
+# They are checked for shape once, at import, so a bad edit of the JSON fails at start with the
+# file and the key at fault instead of as an IndexError or KeyError deep inside the drawing.
 # --------------------------------------------------------------------------------------------
-SLOTS: dict[str, tuple[str, ...]] = {
-    "dur": (
-        "for weeks",
-        "for about two months",
-        "since the breakup",
-        "since I moved out",
-        "for almost a year",
-        "since last winter",
-        "for the past three weeks",
-        "since I lost my job",
-        "since the semester started",
-    ),
-    "emo": (".", ".", ".", "...", " 😞", " 😔", ". :(", "."),
-    "hours": ("two", "three", "four", "maybe three"),
-    "span": ("a month", "two months", "a few weeks", "half a year", "six weeks"),
-    "long_hours": ("12", "13", "14", "15", "16"),
-    "kg": ("5", "7", "10", "15", "20"),
-    "unit": ("pounds", "kilos", "lbs"),
-    "hobby": (
-        "playing guitar",
-        "gaming",
-        "drawing",
-        "reading",
-        "running",
-        "baking",
-        "photography",
-        "skating",
-        "painting miniatures",
-        "cooking",
-        "hiking",
-    ),
-    "hobby_obj": ("guitar", "sketchbook", "running shoes", "camera", "Switch", "paints", "keyboard"),
-    "people": (
-        "my friends",
-        "my family",
-        "my girlfriend",
-        "my boyfriend",
-        "my roommates",
-        "my coworkers",
-        "my sister",
-        "my partner",
-    ),
-    "someone": ("my boss", "my mom", "my roommate", "my coworker", "my partner", "my best friend"),
-    "Someone": ("My boss", "My mom", "My roommate", "My coworker", "My partner", "My best friend"),
-    "relative": ("brother", "mom", "dad", "sister", "grandpa", "aunt", "cousin"),
-    "task": ("emails", "my homework", "my thesis", "reports at work", "simple recipes", "the group chat"),
-    "place": ("work", "class", "the gym", "the office", "school", "the store"),
-    "time": ("3am", "4am", "2:30", "5am", "3:30"),
-    "pm_time": ("2pm", "3pm", "4pm", "noon"),
-    "food": ("pizza", "ramen", "cereal", "toast", "chips", "cookies", "crackers"),
-    "name": ("Sam", "José", "Zoë", "Maya", "Chris", "Rachel", "Lukas", "Ana", "Priya", "Tom"),
-    "chore": (
-        "doing laundry",
-        "making breakfast",
-        "answering one email",
-        "taking a shower",
-        "walking the dog",
-    ),
-    "event": ("class", "meetings", "dinner", "movies", "lectures"),
-    "mistake": (
-        "a stupid mistake at work",
-        "failing one exam",
-        "the breakup",
-        "a text I sent last year",
-        "missing my friend's birthday",
-    ),
-    "months": ("two", "six", "eight", "ten"),
-    "trauma": ("the accident", "what happened in high school", "the night of the fire"),
-    "show": ("The Office", "that baking show", "a true crime podcast", "One Piece", "Severance"),
-    "race": ("10k", "half marathon", "long hike", "move", "double shift"),
-    "city": ("Seattle", "Glasgow", "Montréal", "Manchester", "Portland", "Dublin"),
-    "job": (
-        "barista",
-        "nurse",
-        "cashier",
-        "software tester",
-        "warehouse picker",
-        "line cook",
-        "receptionist",
-    ),
-    "clock": ("6am", "7am", "noon", "2pm", "10pm"),
-    "weekday": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"),
-    "tip_topic": (
-        "meal prepping on a budget",
-        "keeping houseplants alive",
-        "learning to drive as an adult",
-        "finding a good therapist",
-        "getting a cat to stop scratching the couch",
-    ),
-    "pet": ("cat", "dog", "rabbit", "gecko", "parrot"),
-    "season": ("spring", "summer", "autumn", "winter"),
-    "housemates": ("my parents", "two roommates", "my partner", "my sister", "nobody, just my cat"),
-    "age": ("19", "22", "24", "27", "31", "35", "42"),
-    "subject": ("nursing", "accounting", "graphic design", "computer science", "biology", "history"),
-    "app": ("Headspace", "Duolingo", "a habit tracker", "a budgeting app", "Calm"),
-    "dish": ("lasagna", "pad thai", "crème brûlée", "chili", "banana bread", "pierogi"),
-    "num_years": ("two", "three", "five", "six"),
-    "exam": ("driving test", "chemistry exam", "certification exam", "job interview"),
-    "genre": ("lo-fi", "old jazz", "metal", "K-pop", "folk music", "podcasts"),
-    "destination": ("Lisbon", "Japan", "Mexico City", "the Scottish Highlands", "Iceland"),
-    "month": ("March", "April", "June", "September", "October"),
-    "kid_age": ("three", "five", "seven", "ten"),
-    "country": ("Portugal", "Poland", "Brazil", "Ireland", "Vietnam"),
-}
+TABLES_FILE = Path(__file__).with_name("generate_sample_tables.json")
+# Keys the JSON may hold besides the tables: notes for whoever edits it (JSON has no comments).
+NOTE_PREFIX = "_"
+
+T = TypeVar("T")
+
+
+class TablesError(ValueError):
+    """The tables file is missing, is not valid JSON, or lacks a key or has one of the wrong shape."""
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The template tables, with JSON lists turned back into tuples as the script always had them."""
+
+    slots: dict[str, tuple[str, ...]]
+    evidence: dict[str, tuple[str, ...]]
+    special: tuple[str, ...]
+    two_symptoms: tuple[tuple[str, str, str], ...]
+    paraphrases: dict[str, tuple[tuple[str, str], ...]]
+    distractors: dict[str, tuple[tuple[str, str], ...]]
+    fillers: tuple[str, ...]
+    explanations: dict[str, tuple[str, ...]]
+
+
+TABLE_KEYS: tuple[str, ...] = (
+    "SLOTS",
+    "EVIDENCE",
+    "SPECIAL",
+    "TWO_SYMPTOMS",
+    "PARAPHRASES",
+    "DISTRACTOR_REASONS",
+    "DISTRACTORS",
+    "FILLERS",
+    "EXPLANATIONS",
+)
+
+
+def load_tables(path: Path = TABLES_FILE) -> Tables:
+    """Read the template tables from ``path`` and check their shape.
+
+    Distractors name their status-0 reason by key (``"MEDIA"``) so each reason is written once,
+    in ``DISTRACTOR_REASONS``; the reason text is put in place here.
+
+    Raises:
+        TablesError: the message names ``path`` and, where one is at fault, the key.
+    """
+    check = _Check(path)
+    try:
+        raw: object = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise check.fail("template tables file not found (it belongs beside the script)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise check.fail(f"cannot read the template tables: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise check.fail("expected a JSON object of tables at the top level")
+    for key in TABLE_KEYS:
+        if key not in raw:
+            raise check.fail(f"missing key {key!r}")
+    for key in raw:
+        # A misspelt table would otherwise be ignored silently while the real one stays unchanged.
+        if key not in TABLE_KEYS and not key.startswith(NOTE_PREFIX):
+            raise check.fail(f"unknown key {key!r}")
+
+    reasons = check.table("DISTRACTOR_REASONS", raw["DISTRACTOR_REASONS"], None, check.string)
+    distractors: dict[str, tuple[tuple[str, str], ...]] = {}
+    for criterion, rows in check.table("DISTRACTORS", raw["DISTRACTORS"], CRITERIA, check.pairs).items():
+        for i, (_, reason) in enumerate(rows):
+            if reason not in reasons:
+                raise check.fail(
+                    f"DISTRACTORS.{criterion}[{i}] names reason {reason!r}, not in DISTRACTOR_REASONS"
+                )
+        distractors[criterion] = tuple((template, reasons[reason]) for template, reason in rows)
+
+    return Tables(
+        slots=check.table("SLOTS", raw["SLOTS"], None, check.strings),
+        evidence=check.table("EVIDENCE", raw["EVIDENCE"], CRITERIA, check.strings),
+        special=check.strings("SPECIAL", raw["SPECIAL"]),
+        two_symptoms=check.triples("TWO_SYMPTOMS", raw["TWO_SYMPTOMS"]),
+        paraphrases=check.table("PARAPHRASES", raw["PARAPHRASES"], CRITERIA, check.pairs),
+        distractors=distractors,
+        fillers=check.strings("FILLERS", raw["FILLERS"]),
+        explanations=check.table(
+            "EXPLANATIONS", raw["EXPLANATIONS"], (*CRITERIA, SPECIAL_CASE), check.strings
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class _Check:
+    """Shape checks of the parsed JSON; ``where`` is the key path, e.g. ``DISTRACTORS.FATIGUE[2]``."""
+
+    path: Path
+
+    def fail(self, message: str) -> TablesError:
+        return TablesError(f"{self.path}: {message}")
+
+    def string(self, where: str, value: object) -> str:
+        if not isinstance(value, str):
+            raise self.fail(f"{where} must be a string")
+        return value
+
+    def strings(self, where: str, value: object) -> tuple[str, ...]:
+        # Non-empty: rng.choice on an empty table would fail mid-generation with no key named.
+        if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+            raise self.fail(f"{where} must be a non-empty list of strings")
+        return tuple(value)
+
+    def rows(self, where: str, value: object, width: int) -> tuple[tuple[str, ...], ...]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(f"{where} must be a non-empty list of lists of {width} strings")
+        rows = tuple(self.strings(f"{where}[{i}]", item) for i, item in enumerate(value))
+        for i, row in enumerate(rows):
+            if len(row) != width:
+                raise self.fail(f"{where}[{i}] must hold {width} strings, not {len(row)}")
+        return rows
+
+    def pairs(self, where: str, value: object) -> tuple[tuple[str, str], ...]:
+        return tuple((a, b) for a, b in self.rows(where, value, 2))
+
+    def triples(self, where: str, value: object) -> tuple[tuple[str, str, str], ...]:
+        return tuple((a, b, c) for a, b, c in self.rows(where, value, 3))
+
+    def table(
+        self, where: str, value: object, keys: Sequence[str] | None, read: Callable[[str, object], T]
+    ) -> dict[str, T]:
+        """Check an object of tables; with ``keys``, exactly those keys (one per label)."""
+        if not isinstance(value, dict):
+            raise self.fail(f"{where} must be a JSON object")
+        if keys is not None:
+            missing = [key for key in keys if key not in value]
+            if missing:
+                raise self.fail(f"{where} lacks key {missing[0]!r}")
+            unknown = [key for key in value if key not in keys]
+            if unknown:
+                raise self.fail(f"{where} has unknown key {unknown[0]!r}")
+        return {key: read(f"{where}.{key}", item) for key, item in value.items()}
+
+
+TABLES = load_tables()
+
+# Slot fillers. Templates reference them as {name}; each name is filled once per sentence.
+SLOTS: dict[str, tuple[str, ...]] = TABLES.slots
 
 # Filler slots drawn once per post (a tuple, not a set: iteration order feeds the RNG stream).
 PER_POST_SLOTS: tuple[str, ...] = ("city", "age", "job", "subject", "housemates", "country", "pet")
 
-# --------------------------------------------------------------------------------------------
 # Evidence templates: at least eight per criterion, each with slots, so the signal is learnable
-# but never one fixed string. Some carry commas, double quotes, curly quotes or emoji on purpose.
-# --------------------------------------------------------------------------------------------
-EVIDENCE: dict[str, tuple[str, ...]] = {
-    "DEPRESSED_MOOD": (
-        "I've felt empty and numb {dur}{emo}",
-        "Every single day I wake up sad and it doesn't lift until I fall asleep again.",
-        "I've cried almost every night {dur} and I don't even know why anymore.",
-        "Honestly everything feels hopeless, like nothing is ever going to get better{emo}",
-        "There's this heavy sadness that follows me around all day, at {place}, at home, everywhere.",
-        "I just feel so down all the time, even when {people} try to cheer me up.",
-        "My mood has been at rock bottom {dur}{emo}",
-        "It's like a gray cloud sits over everything, nothing feels good or bright anymore.",
-        "Some days the sadness is so heavy I can barely breathe{emo}",
-        "I keep telling {people} I'm \"fine\" but honestly I've been miserable {dur}.",
-        "It\u2019s like I\u2019m hollow inside and nothing fills it.",
-    ),
-    "ANHEDONIA": (
-        "I used to love {hobby} but now I can't be bothered to even try{emo}",
-        "Nothing is fun anymore, not {hobby}, not hanging out with {people}, nothing.",
-        'My therapist asked "what do you enjoy?" and I couldn\'t name a single thing.',
-        "I haven't touched my {hobby_obj} in months because it just doesn't feel like anything.",
-        "Even when {people} invite me out I just don't care, it all feels pointless.",
-        "Stuff that used to make me happy, like {hobby}, feels completely flat now.",
-        "I don't look forward to anything anymore, not even weekends or holidays.",
-        "I went to a concert I had been excited about for months and felt absolutely nothing.",
-        "I've lost interest in basically everything {dur}{emo}",
-        "Food, music, games, none of it has given me any pleasure {dur}.",
-    ),
-    "APPETITE_CHANGE": (
-        "I've lost {kg} {unit} in {span} because I barely eat anymore.",
-        "I have zero appetite, some days I only eat a few bites of {food}.",
-        "I've been binge eating every night and gained {kg} {unit} in {span}.",
-        "Food just doesn't appeal to me at all, I have to force myself to eat.",
-        "I keep stress eating {food} until I feel sick{emo}",
-        "My clothes don't fit anymore, I've lost so much weight without trying.",
-        "I forget to eat for whole days and when I remember I'm not even hungry.",
-        "I can't stop eating, I'll finish a whole bag of {food} and still want more.",
-        "{Someone} noticed I've gotten really thin because I'm just never hungry.",
-        "I've gained {kg} {unit} in {span} from eating junk just to feel something.",
-    ),
-    "SLEEP_ISSUES": (
-        "I can't fall asleep until {time} most nights{emo}",
-        "I've been sleeping {long_hours} hours a day and I still want to stay in bed.",
-        "I wake up at {time} every night and just lie there staring at the ceiling.",
-        "My sleep has been completely wrecked {dur}, I get maybe {hours} hours a night.",
-        "Insomnia has been brutal, I'm lucky if I sleep at all before sunrise.",
-        "On weekends I sleep until {pm_time} and could easily keep sleeping.",
-        "I lie awake for hours every night with my mind racing.",
-        "I sleep all the time now, it's the only way to escape.",
-        "I haven\u2019t had a full night\u2019s sleep {dur}.",
-        "Even with melatonin I'm up until {time} and then I sleep through all my alarms.",
-    ),
-    "PSYCHOMOTOR": (
-        "I feel like I'm moving in slow motion, {someone} keeps asking why I'm so slow.",
-        "I can't sit still, I pace around my apartment for hours.",
-        "My speech has gotten so slow that people finish my sentences for me.",
-        "{Someone} said I look like I'm moving through molasses lately.",
-        "I'm constantly restless, bouncing my leg, getting up and sitting down again.",
-        "It takes me forever to do simple things like getting dressed, everything is slowed down.",
-        "I've been so agitated that I can't stay in my chair during {event}.",
-        "People at {place} have noticed I talk and move way slower than I used to.",
-        "My hands won't stop fidgeting and I keep pacing, {someone} says it's exhausting to watch.",
-        "I just sit there for hours without moving, staring at the wall{emo}",
-    ),
-    "FATIGUE": (
-        "I'm exhausted all the time, even after doing basically nothing{emo}",
-        "I have no energy, showering feels like running a marathon.",
-        "By noon I'm completely drained and need to lie down.",
-        "I've been so tired {dur} that getting out of bed is the hardest part of my day.",
-        "Even small things like {chore} wipe me out for the rest of the day.",
-        "I feel physically heavy and worn out no matter how much I rest.",
-        "My energy is just gone, I used to go to {place} every day and now I can't.",
-        "I'm constantly fatigued, like my battery never charges past 10%.",
-        "Doing the dishes leaves me so exhausted I have to sit down afterwards.",
-        "I have zero energy to do anything, even {hobby}.",
-    ),
-    "WORTHLESSNESS": (
-        "I feel completely worthless, like I'm just a burden to {people}.",
-        "Everything that goes wrong feels like my fault{emo}",
-        "I'm such a failure, I can't do anything right.",
-        "I keep thinking I don't deserve {people}, they're way too good for me.",
-        "I feel so guilty about everything, even things that happened years ago.",
-        "I look in the mirror and see someone who isn't worth anything.",
-        "I hate myself for being so useless at {place}.",
-        "I'm a disappointment to my parents and I know it{emo}",
-        "Whenever someone is nice to me I feel like I don't deserve it.",
-        "I can't stop beating myself up over {mistake}.",
-    ),
-    "COGNITIVE_ISSUES": (
-        "I can't concentrate on anything, I read the same paragraph five times and nothing sticks.",
-        "My brain has felt foggy {dur} and I keep losing track of {task}.",
-        "I can't make even simple decisions, like what to eat, I just freeze.",
-        "At {place} I zone out constantly and my boss has started to notice.",
-        "I used to be sharp but now I can't focus on {task} for more than a few minutes.",
-        "I spend twenty minutes deciding which shirt to wear and then give up.",
-        "It's like my thoughts are moving through mud, I can't think clearly.",
-        "I keep losing my train of thought in the middle of a sentence{emo}",
-        "My grades dropped because I just can't concentrate during {event} anymore.",
-        "Every decision, even replying to a text, feels impossible to make.",
-    ),
-    "SUICIDAL_THOUGHTS": (
-        "Sometimes I think everyone would be better off without me.",
-        "I've been thinking about death a lot {dur}.",
-        "Some nights I wish I just wouldn't wake up.",
-        "I don't want to be alive anymore, I'm just tired of existing.",
-        "Thoughts of ending it all keep coming back, even though I don't have a plan.",
-        "I catch myself thinking it would be easier if I just disappeared forever.",
-        "I've had suicidal thoughts almost every day {dur}.",
-        "Part of me hopes something happens to me so I don't have to keep going.",
-        "I keep thinking about not being here anymore{emo}",
-        "Sometimes I think I wouldn't mind if I just didn't exist.",
-    ),
-}
+# but never one fixed string. Some carry commas, double quotes, curly quotes or emoji on purpose
+# (the JSON spells the curly apostrophes \u2019 so they stay visibly distinct from "'").
+EVIDENCE: dict[str, tuple[str, ...]] = TABLES.evidence
 
 # Clinically relevant content that is outside the nine criteria (RedSM5's SPECIAL_CASE).
-SPECIAL: tuple[str, ...] = (
-    "I've started having panic attacks at {place}, my chest gets tight and I can't breathe.",
-    "I drink almost every night now just to numb everything.",
-    "I've been self-harming again after being clean for {months} months.",
-    "I keep having flashbacks to {trauma} and can't shake them.",
-    "I've been smoking weed all day every day just to cope.",
-    "My OCD is flaring up, I check the stove like twenty times before leaving.",
-    "I get these intense highs where I don't need sleep for days and then I crash.",
-    "Sometimes I hear my name called when nobody is there.",
-)
+SPECIAL: tuple[str, ...] = TABLES.special
 
 # One sentence, two criteria: the annotation file gets two rows with the same sentence_id.
-TWO_SYMPTOMS: tuple[tuple[str, str, str], ...] = (
-    (
-        "I'm so exhausted I sleep {long_hours} hours and still can't get out of bed.",
-        "FATIGUE",
-        "SLEEP_ISSUES",
-    ),
-    (
-        "I can't focus on anything and I feel like a complete failure because of it.",
-        "COGNITIVE_ISSUES",
-        "WORTHLESSNESS",
-    ),
-    (
-        "I've lost {kg} {unit} because food tastes like nothing and I don't enjoy anything anymore.",
-        "APPETITE_CHANGE",
-        "ANHEDONIA",
-    ),
-    (
-        "Everything feels empty and some nights I wish I just wouldn't wake up.",
-        "DEPRESSED_MOOD",
-        "SUICIDAL_THOUGHTS",
-    ),
-    (
-        "I'm up until {time} every night and then I'm a zombie all day with no energy.",
-        "SLEEP_ISSUES",
-        "FATIGUE",
-    ),
-    (
-        "I feel so sad and worthless, like I'm the reason everything goes wrong.",
-        "DEPRESSED_MOOD",
-        "WORTHLESSNESS",
-    ),
-    (
-        "I move and talk so slowly now, and my head is so foggy I can't follow conversations.",
-        "PSYCHOMOTOR",
-        "COGNITIVE_ISSUES",
-    ),
-    ("I don't enjoy {hobby} anymore and honestly I'm just sad all the time.", "ANHEDONIA", "DEPRESSED_MOOD"),
-)
+TWO_SYMPTOMS: tuple[tuple[str, str, str], ...] = TABLES.two_symptoms
 
 # Paraphrases: (what the post says, what the annotator wrote). The annotation cannot be found in
 # the post, not even after normalising whitespace or case; the pipeline must count these.
-PARAPHRASES: dict[str, tuple[tuple[str, str], ...]] = {
-    "DEPRESSED_MOOD": (
-        (
-            "Honestly I've been so low {dur}, like a weight on my chest.",
-            "I have felt very down, like something heavy sits on me.",
-        ),
-        (
-            "Most days I just feel like crying for no reason.",
-            "I want to cry on most days without any reason.",
-        ),
-    ),
-    "ANHEDONIA": (
-        ("I quit {hobby} because it stopped being fun.", "I gave up my hobby since I no longer enjoy it."),
-    ),
-    "APPETITE_CHANGE": (
-        (
-            "Haven't really eaten properly in days, maybe a slice of {food}.",
-            "I have barely eaten anything for several days.",
-        ),
-    ),
-    "SLEEP_ISSUES": (
-        (
-            "I haven't slept more than {hours} hours a night in ages.",
-            "I only sleep a few hours each night, for a long time now.",
-        ),
-    ),
-    "PSYCHOMOTOR": (
-        (
-            "Everyone says I've gotten really sluggish, even walking.",
-            "People tell me I move much slower than before.",
-        ),
-    ),
-    "FATIGUE": (
-        ("I'm wiped out constantly, no matter what I do.", "I am always exhausted whatever I am doing."),
-    ),
-    "WORTHLESSNESS": (
-        ("Honestly I'm useless, everyone would agree.", "I think I am worthless and that others see it too."),
-    ),
-    "COGNITIVE_ISSUES": (
-        (
-            "Reading anything longer than a tweet is impossible now.",
-            "I can no longer focus long enough to read.",
-        ),
-    ),
-    "SUICIDAL_THOUGHTS": (
-        (
-            "I've been wondering lately whether anyone would miss me if I was gone.",
-            "I keep asking myself if people would miss me after I die.",
-        ),
-    ),
-}
+PARAPHRASES: dict[str, tuple[tuple[str, str], ...]] = TABLES.paraphrases
 
-# Why a clinician would mark a distractor absent (status 0): the explanation of its row.
-OTHER_PERSON = "Describes someone else, not the poster."
-SITUATIONAL = "Ordinary, situational experience; not a symptom."
-FIGURATIVE = "Figure of speech; not evidence of the symptom."
-MEDIA = "About a book, show or documentary, not the poster's own state."
-
-# Sentences that touch a criterion's topic without being evidence for the poster, with the reason.
-# They appear unannotated in many posts and, when a clinician considered them, as status-0 rows.
-DISTRACTORS: dict[str, tuple[tuple[str, str], ...]] = {
-    "DEPRESSED_MOOD": (
-        ("My sister was sad for a bit after her hamster died but she's fine now.", OTHER_PERSON),
-        ("The ending of {show} made me tear up, great finale though.", MEDIA),
-        ("It's been raining all week and the sky is so gray, classic {city} weather.", FIGURATIVE),
-        ("I watched a documentary about depression in teenagers, really interesting.", MEDIA),
-    ),
-    "ANHEDONIA": (
-        ("I lost interest in {show} after season three, the writing got bad.", SITUATIONAL),
-        ("My friend isn't into {hobby} anymore so I need a new buddy for it.", OTHER_PERSON),
-        ("Honestly I don't care about football, never have.", SITUATIONAL),
-    ),
-    "APPETITE_CHANGE": (
-        ("My {relative} eats like a horse and finished my fries too.", OTHER_PERSON),
-        ("I'm trying to lose a few pounds before my cousin's wedding so I'm cutting sugar.", SITUATIONAL),
-        ("We had {food} for dinner and I ate way too much, no regrets.", SITUATIONAL),
-        ("My dog lost his appetite after the vet visit but he's eating normally again.", OTHER_PERSON),
-    ),
-    "SLEEP_ISSUES": (
-        ("My brother sleeps a lot, lucky him.", OTHER_PERSON),
-        ("I stayed up until {time} finishing a game on Saturday, totally worth it.", SITUATIONAL),
-        ("The baby next door woke everyone up last night lol.", SITUATIONAL),
-        ("My cat sleeps like eighteen hours a day and I'm jealous.", OTHER_PERSON),
-    ),
-    "PSYCHOMOTOR": (
-        ("My roommate paces when he's on the phone, it's kind of funny.", OTHER_PERSON),
-        ("The line at the DMV moved in slow motion today.", FIGURATIVE),
-        ("I was fidgeting a lot before my {exam} but it went fine!", SITUATIONAL),
-    ),
-    "FATIGUE": (
-        ("I was tired after the {race} but it felt amazing.", SITUATIONAL),
-        ("My mom is exhausted from her night shifts at the hospital.", OTHER_PERSON),
-        ("Long flight, I was wiped out for a day from the jet lag.", SITUATIONAL),
-    ),
-    "WORTHLESSNESS": (
-        ("My coworker blamed me for the printer jam, which was honestly hilarious.", SITUATIONAL),
-        ("I felt a bit guilty eating the last slice of cake, sorry {name}.", SITUATIONAL),
-        ("My little brother thinks he's a failure at chess but he's only eight.", OTHER_PERSON),
-    ),
-    "COGNITIVE_ISSUES": (
-        ("I can never decide what to order at restaurants, the menus are too long haha.", SITUATIONAL),
-        ("Exams are next week so I've been cramming and my brain is full.", FIGURATIVE),
-        ("My grandpa forgets names a lot but he's 91 so that's fair.", OTHER_PERSON),
-    ),
-    "SUICIDAL_THOUGHTS": (
-        ("My favourite character dies in the last book and I'm still not over it.", MEDIA),
-        ("I'm reading a history book about the plague, so much death.", MEDIA),
-        ("Ugh, this commute is killing me, two hours each way.", FIGURATIVE),
-        ("My dog would die for a piece of cheese, he's so dramatic.", FIGURATIVE),
-    ),
-}
+# Sentences that touch a criterion's topic without being evidence for the poster, with the reason
+# a clinician would mark them absent (status 0), which is the explanation of such a row. They
+# appear unannotated in many posts and, when a clinician considered them, as status-0 rows.
+DISTRACTORS: dict[str, tuple[tuple[str, str], ...]] = TABLES.distractors
 
 # Everyday sentences with no clinical content: work, hobbies, questions to the subreddit.
-FILLERS: tuple[str, ...] = (
-    "I work as a {job} and my shift usually starts at {clock}.",
-    "My {relative} is visiting next {weekday}, so I need to clean the apartment.",
-    "Does anyone have tips for {tip_topic}?",
-    "I've been trying to get into {hobby} lately.",
-    "We adopted a {pet} named {name} last {season}.",
-    "Throwaway account since I don't want {people} to find this.",
-    "I don't really know why I'm posting this, I guess I just need to write it down.",
-    "Sorry for the formatting, I'm on mobile.",
-    "Thanks for reading if you made it this far.",
-    "I'm {age} and I live with {housemates} in a small apartment.",
-    "Yesterday I went to the café near my place and had the best croissant.",
-    "The weather in {city} has been weird, sunny one day and freezing the next.",
-    "My {relative} keeps sending me memes at 7am lol.",
-    "I'm studying {subject} at a community college.",
-    "Work has been busy because we're short on staff this month.",
-    "My car broke down again, so I've been taking the bus.",
-    "I started watching {show} because a friend kept recommending it.",
-    "Has anyone here tried {app}? Is it worth paying for?",
-    "I cooked {dish} for the first time and it actually turned out okay.",
-    "We have a family dinner every Sunday at my {relative}'s house.",
-    "I moved to {city} about {num_years} years ago for a job.",
-    "My phone screen cracked last week, of course.",
-    "Anyway, that's the background.",
-    "I'm not sure if this is the right subreddit for this.",
-    "Edit: thank you all for the kind replies, I read every one ❤️.",
-    "Some context: I'm {age}, I work full time and I rent a room downtown.",
-    "I have a {exam} on {weekday} that I've been preparing for.",
-    "My manager, {name}, is actually pretty understanding.",
-    "I took the train to visit my grandparents over the holidays.",
-    "There's a new bakery on my street that sells amazing pão de queijo.",
-    'My friend {name} said "you should post about it" so here I am.',
-    "I've been listening to a lot of {genre} lately.",
-    "My rent went up again, which is great, obviously.",
-    "I'm trying to save up for a trip to {destination}.",
-    "I've been seeing a counselor every other {weekday} since {month}.",
-    "Not sure what I'm asking for, maybe just advice?",
-    "We had a fire drill at work and everyone stood outside in the cold for an hour.",
-    "My niece just turned {kid_age} and the party was chaos, in a good way.",
-    "I finally fixed the leaky faucet with a YouTube tutorial.",
-    "The bus was late again this morning, so I walked, which was nice.",
-    "My {relative} makes the best {dish}, I should ask for the recipe.",
-    "I bought a plant for my desk, her name is Fernanda.",
-    "My laptop is from 2014 and sounds like a jet engine.",
-    "We're planning a road trip to the coast in {month}.",
-    "Does anyone else here work nights? How do you handle it?",
-    "My neighbour plays the trumpet, badly, every evening.",
-    "I volunteer at an animal shelter on {weekday}s.",
-    "Quick question for people who have been through this: how did you tell your family?",
-    "I grew up in a small town, like one-traffic-light small.",
-    "I have a job interview next week for a {job} position.",
-    "The café downstairs has a new barista, {name}, who remembers everyone\u2019s order.",
-    "I read somewhere that writing things down helps, so here goes.",
-    "My mum's side of the family is from {country}, and we visit every few years.",
-    "Long story short, I switched majors twice.",
-    "My {pet} knocked a glass off the table at 2am, classic.",
-    "I've been meaning to call my old teacher, {name}, for months.",
-    "We finally painted the living room, it's a sort of sage green.",
-    "I got a parking ticket outside the library, which feels unfair.",
-    "My {relative} is getting married in {month}, and I'm a bridesmaid, or a groomsman, I forget.",
-    "I tried the new ramen place in {city} and the broth was incredible.",
-    "Our team lost the pub quiz by one point, on a question about volcanoes.",
-    "I started a spreadsheet to track my budget, very exciting stuff.",
-    "My grandmother, who's 88, still beats everyone at Scrabble.",
-    "Honestly, the group chat has been nothing but photos of {name}'s new puppy.",
-    "Last weekend we went to a farmers market and I bought way too many peaches.",
-    "My {relative} just started learning to code and keeps asking me questions I can't answer.",
-    "The wifi in our building has been down twice this week, which is a whole saga.",
-    "I've been following a sourdough recipe from {country}, with mixed results.",
-    "For background, I was a pretty average student and now I work as a {job}.",
-    "I went to a friend's birthday at a bowling alley and somehow won a round.",
-    "We're trying to decide whether to renew the lease or move somewhere cheaper.",
-    "My {pet} has a vet appointment on {weekday}, just a checkup.",
-    "I joined a five-a-side football team at work, we are terrible but it's fun.",
-    "Someone in my building keeps stealing packages, so now I pick everything up at the post office.",
-    "I'm writing this on my lunch break, so sorry if it's a bit all over the place.",
-    "My roommate and I are watching every {show} episode in order, slowly.",
-    "I've been thinking about going back to school for {subject} next year.",
-    "The heating broke in January and the landlord took two weeks to fix it.",
-    "I don't post much, I mostly lurk here.",
-    "My {relative} visited {destination} last summer and won't stop talking about it.",
-)
+FILLERS: tuple[str, ...] = TABLES.fillers
 
 # Status-1 explanations, worded to fit every template of their criterion.
-EXPLANATIONS: dict[str, tuple[str, ...]] = {
-    "DEPRESSED_MOOD": (
-        "Post states persistent sadness.",
-        "Describes feeling empty, sad or hopeless most days.",
-        "Reports low mood nearly every day.",
-    ),
-    "ANHEDONIA": (
-        "Reports loss of interest in previously enjoyed activities.",
-        "Describes no pleasure in usual activities.",
-        "States that nothing feels enjoyable anymore.",
-    ),
-    "APPETITE_CHANGE": (
-        "Reports a marked change in appetite or weight.",
-        "Describes eating much less or much more than usual.",
-        "States a significant change in eating.",
-    ),
-    "SLEEP_ISSUES": (
-        "Describes disturbed sleep, too little or too much.",
-        "Reports a persistent sleep problem.",
-        "States sleep is disrupted most nights.",
-    ),
-    "PSYCHOMOTOR": (
-        "Describes slowed or restless movement.",
-        "Reports a change in movement or speech.",
-        "States psychomotor slowing or agitation.",
-    ),
-    "FATIGUE": (
-        "Reports constant tiredness and low energy.",
-        "Describes exhaustion after minimal effort.",
-        "States loss of energy nearly every day.",
-    ),
-    "WORTHLESSNESS": (
-        "Expresses feelings of worthlessness or excessive guilt.",
-        "Describes a harshly negative view of self.",
-        "Reports strong self-blame.",
-    ),
-    "COGNITIVE_ISSUES": (
-        "Reports difficulty concentrating or deciding.",
-        "Describes impaired focus in daily tasks.",
-        "States thinking feels slowed and unclear.",
-    ),
-    "SUICIDAL_THOUGHTS": (
-        "Expresses passive suicidal ideation.",
-        "Reports recurrent thoughts of death or not wanting to live.",
-        "Describes thoughts about dying.",
-    ),
-    SPECIAL_CASE: (
-        "Clinically relevant but outside the nine DSM-5 depression criteria.",
-        "Relevant symptom not covered by the DSM-5 depression criteria.",
-    ),
-}
+EXPLANATIONS: dict[str, tuple[str, ...]] = TABLES.explanations
 
 # Share of rows whose explanation the clinician left empty.
 EMPTY_EXPLANATION_RATE = 0.05

@@ -1,24 +1,31 @@
 """Tests for scripts/generate_sample.py, the generator of the SYNTHETIC RedSM5 sample.
 
-The script is loaded from its path (scripts/ is not a package) and run into tmp_path. The last
-tests guard the committed sample in Data/redsm5_sample: it must still meet the brief and be
-exactly what the script produces with its default arguments.
+The script is loaded from its path (scripts/ is not a package) and run into tmp_path. The
+template tables it reads from generate_sample_tables.json must fail loudly, naming the file and
+the key, when broken. The last tests guard the committed sample in Data/redsm5_sample: it must
+still meet the brief and be exactly what the script produces with its default arguments.
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import re
+import shutil
+import string
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "generate_sample.py"
+TABLES = REPO / "scripts" / "generate_sample_tables.json"
 CRITERIA_MODULE = REPO / "src" / "dsm5_hpo" / "data" / "criteria.py"
 SAMPLE = REPO / "Data" / "redsm5_sample"
 FILES = ("redsm5_posts.csv", "redsm5_annotations.csv")
@@ -153,6 +160,83 @@ def test_labels_match_the_package_criteria(gen: ModuleType) -> None:
     criteria = load_module(CRITERIA_MODULE, "criteria_under_test")
     assert gen.CRITERIA == criteria.CRITERIA
     assert gen.SPECIAL_CASE == criteria.SPECIAL_CASE
+
+
+Edit = Callable[[dict[str, Any]], object]
+
+
+def write_tables(folder: Path, edit: Edit) -> Path:
+    """Copy the real tables file into ``folder`` after ``edit`` changed the parsed JSON."""
+    tables: dict[str, Any] = json.loads(TABLES.read_text(encoding="utf-8"))
+    edit(tables)
+    path = folder / "tables.json"
+    path.write_text(json.dumps(tables, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_missing_tables_file_names_the_file(gen: ModuleType, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(gen.TablesError, match=re.escape(str(missing)) + ".*not found"):
+        gen.load_tables(missing)
+
+
+def test_corrupt_tables_file_names_the_file(gen: ModuleType, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text('{"SLOTS": {"dur": ["for weeks",', encoding="utf-8")
+    with pytest.raises(gen.TablesError, match=re.escape(str(corrupt)) + ": cannot read"):
+        gen.load_tables(corrupt)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.pop("FILLERS"), "missing key 'FILLERS'"),
+        (lambda t: t["EVIDENCE"].pop("FATIGUE"), "EVIDENCE lacks key 'FATIGUE'"),
+        (lambda t: t["EXPLANATIONS"].pop("SPECIAL_CASE"), "EXPLANATIONS lacks key 'SPECIAL_CASE'"),
+        (lambda t: t.update(FILLER=["x"]), "unknown key 'FILLER'"),
+        (lambda t: t["SLOTS"].update(dur=[]), r"SLOTS\.dur must be a non-empty list"),
+        (lambda t: t["TWO_SYMPTOMS"][0].pop(), r"TWO_SYMPTOMS\[0\] must hold 3 strings"),
+        (lambda t: t["DISTRACTORS"]["FATIGUE"][0].__setitem__(1, "RUDE"), "names reason 'RUDE'"),
+    ],
+)
+def test_broken_tables_name_the_file_and_the_key(
+    gen: ModuleType, tmp_path: Path, edit: Edit, message: str
+) -> None:
+    path = write_tables(tmp_path, edit)
+    with pytest.raises(gen.TablesError, match=re.escape(str(path)) + ": .*" + message):
+        gen.load_tables(path)
+
+
+def test_script_without_its_tables_file_fails_at_start(tmp_path: Path) -> None:
+    # The tables are read at import, before any output is written: a copy of the script without
+    # the JSON beside it must stop with the path it looked for.
+    lone = tmp_path / "generate_sample.py"
+    shutil.copy(SCRIPT, lone)
+    result = subprocess.run(
+        [sys.executable, str(lone), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert str(tmp_path / "generate_sample_tables.json") in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_template_slot_has_fillers(gen: ModuleType) -> None:
+    # fill() looks each {name} up in SLOTS; a typo in a JSON template would fail mid-generation.
+    templates: list[str] = [
+        *(t for ts in gen.EVIDENCE.values() for t in ts),
+        *gen.SPECIAL,
+        *(row[0] for row in gen.TWO_SYMPTOMS),
+        *(t for pairs in gen.PARAPHRASES.values() for pair in pairs for t in pair),
+        *(pair[0] for pairs in gen.DISTRACTORS.values() for pair in pairs),
+        *gen.FILLERS,
+    ]
+    names = {name for t in templates for _, name, _, _ in string.Formatter().parse(t) if name}
+    assert names <= set(gen.SLOTS)
+    assert set(gen.PER_POST_SLOTS) <= set(gen.SLOTS)
 
 
 def test_committed_sample_meets_the_brief() -> None:
