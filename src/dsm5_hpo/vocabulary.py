@@ -1,8 +1,8 @@
 """The fixed names a config is checked against: the DSM-5 criteria, the augmentation operations and
 the validation metrics.
 
-A leaf module (it imports nothing of the package): config.py validates against these names without
-importing the data or training code that uses them, and those import them from here.
+A leaf module (it imports nothing of the package): the config package validates against these names
+without importing the data or training code that uses them, and those import them from here.
 """
 
 from __future__ import annotations

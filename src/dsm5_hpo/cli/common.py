@@ -1,7 +1,7 @@
 """What every CLI shares: composing the Hydra config, and turning errors into exit codes.
 
 This is the only place that sees Hydra's ``DictConfig``: it is resolved to a plain mapping
-and handed to the typed schema in ``config.py``.
+and handed to the typed schema in ``dsm5_hpo.config`` (``config/loading.py``).
 """
 
 from __future__ import annotations

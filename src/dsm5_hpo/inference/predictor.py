@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dsm5_hpo.config import INPUT_FORMATS
 from dsm5_hpo.data.features import tokenize_for
 from dsm5_hpo.data.pairs import PairExample
 from dsm5_hpo.errors import ConfigError
@@ -28,8 +29,6 @@ from dsm5_hpo.models.multi_task import DualHeadModel
 from dsm5_hpo.models.precision import resolve_device, resolve_precision
 
 logger = logging.getLogger(__name__)
-
-SUPPORTED_INPUT_FORMATS = ("binary_pairs", "multi_label")
 
 
 @dataclass(frozen=True)
@@ -100,10 +99,11 @@ class Predictor:
         self.model = DualHeadModel.from_pretrained(folder)
         self.info = self.model.export_info
         input_format = self.info.get("input_format")
-        if input_format not in SUPPORTED_INPUT_FORMATS:
+        # The formats a config may train with are the formats a model can be exported with.
+        if input_format not in INPUT_FORMATS:
             raise ConfigError(
                 f"{folder}: input format {input_format!r} is not one this version predicts with "
-                f"({', '.join(SUPPORTED_INPUT_FORMATS)}); upgrade dsm5_hpo"
+                f"({', '.join(INPUT_FORMATS)}); upgrade dsm5_hpo"
             )
         self.tokenizer = load_tokenizer(folder / ENCODER_DIR)
         self.device = resolve_device(self.settings.device)

@@ -1,0 +1,214 @@
+"""The hpo section and its search space: which settings a trial may sample (SEARCHABLE), how a
+search-space key names a setting, the distributions (ParamSpec) and the Optuna study settings."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+from dsm5_hpo.config.checks import either, require
+from dsm5_hpo.config.schema import HeadsConfig
+from dsm5_hpo.config.train import TrainConfig
+from dsm5_hpo.vocabulary import METRIC_NAMES
+
+ParamType = Literal["float", "int", "categorical"]
+SamplerName = Literal["tpe", "random"]
+SAMPLERS: tuple[str, ...] = get_args(SamplerName)
+PrunerName = Literal["median", "none"]
+PRUNERS: tuple[str, ...] = get_args(PrunerName)
+
+SHARED_STORAGE_SCHEMES: tuple[str, ...] = ("postgresql", "postgresql+psycopg", "sqlite")
+
+MODEL_PARAM = "model"
+"""Search-space key choosing the encoder among the model configs (configs/model/<choice>.yaml)."""
+
+
+SEARCHABLE: dict[str, set[str]] = {
+    "train": {f.name for f in dataclasses.fields(TrainConfig)},
+    "heads": {f.name for f in dataclasses.fields(HeadsConfig)},
+    # Data settings change the windows, so a trial that draws one is tokenized for it; only the input
+    # format is a modelling choice (paths, sources and splits are not to be searched).
+    "data": {"input_format"},
+}
+"""Settings a search space may sample, per section."""
+
+
+def searchable_setting(name: str) -> tuple[str, str]:
+    """Search-space key -> (section, setting): 'heads.pooling' -> ('heads', 'pooling');
+    'train.seed' and plain 'seed' -> ('train', 'seed')."""
+    section, dot, rest = name.partition(".")
+    if dot and section in SEARCHABLE:
+        return section, rest
+    return "train", name
+
+
+def search_key_of_override(key: str) -> str | None:
+    """The search-space name a command-line override sets, or None when it is not a searchable setting:
+    'train.learning_rate_encoder' -> 'learning_rate_encoder' (the bare name the YAML uses),
+    'heads.pooling' -> 'heads.pooling', 'model' (the group) -> 'model'."""
+    key = key.lstrip("+~")
+    if key == MODEL_PARAM:
+        return MODEL_PARAM
+    section, dot, setting = key.partition(".")
+    if not dot or section not in SEARCHABLE or setting not in SEARCHABLE[section]:
+        return None
+    return setting if section == "train" else key
+
+
+def fix_overridden(
+    space: Mapping[str, Any], override_keys: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """The search space without the settings the command line fixes, and the names it dropped.
+
+    A setting given on the command line is what the user wants for the whole study: it is not searched
+    (a search-space key may name a train setting bare or as train.<setting>)."""
+    fixed = {name for name in map(search_key_of_override, override_keys) if name is not None}
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name, spec in space.items():
+        section, setting = searchable_setting(name)
+        canonical = MODEL_PARAM if name == MODEL_PARAM else setting if section == "train" else name
+        if canonical in fixed:
+            dropped.append(name)
+        else:
+            kept[name] = spec
+    return kept, dropped
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    type: ParamType
+    """Kind of Optuna distribution."""
+    low: float | None = None
+    """Lower bound (float/int)."""
+    high: float | None = None
+    """Upper bound (float/int)."""
+    log: bool = False
+    """Sample on a log scale (float/int with low > 0)."""
+    choices: tuple[Any, ...] = ()
+    """Values of a categorical parameter."""
+
+
+@dataclass(frozen=True)
+class HPOConfig:
+    n_trials: int = 3
+    """Trials the study runs in total (a resumed study only runs the missing ones)."""
+    metric: str = "joint_f1"
+    """Validation metric the study maximizes; one of the evaluator's METRIC_NAMES. joint_f1 = mean of
+    criteria macro F1 and the evidence F1 over pairs with gold or predicted evidence (no evidence
+    anywhere scores 0 on it); joint_score, the SQuAD 2 flavour, rewards silence on the ~80 % of pairs
+    without evidence."""
+    sampler: SamplerName = "tpe"
+    """Optuna sampler; seeded with train.seed."""
+    pruner: PrunerName = "median"
+    """Optuna pruner, asked after every epoch."""
+    sampler_startup_trials: int = 0
+    """Random trials before TPE models the results (0 = a third of n_trials, between 1 and 10:
+    Optuna's 10 would leave a 10-trial study all random)."""
+    enqueue_config_trial: bool = True
+    """The first trial runs the config's own values of the searched settings (the recipe the config
+    file states); the sampler explores from the second on."""
+    pruner_startup_trials: int = 2
+    """Trials that always complete before the median pruner may stop one."""
+    pruner_warmup_epochs: int = 1
+    """Epochs of each trial before it may be pruned."""
+    timeout_s: float = 0.0
+    """Stop starting new trials after this many seconds (0 = no limit)."""
+    search_space: dict[str, ParamSpec] = field(default_factory=dict)
+    """train.<field> -> distribution; each trial's train config takes the sampled values."""
+    storage: str = ""
+    """Optuna storage shared by several workers: a database URL (postgresql://user@host:5432/db, or
+    sqlite:////abs/path.db for workers on one machine). Empty (default): each study keeps its own
+    SQLite file in study_<uuid>/optuna.db and one process drives it."""
+    study_name: str = "dsm5_hpo"
+    """With a shared storage: the study every worker started with the same storage and name joins."""
+    heartbeat_interval_s: float = 30.0
+    """With a shared storage: how often a worker records that its trial is alive, and how often a worker
+    with nothing to start checks for trials whose worker died."""
+    heartbeat_grace_s: float = 120.0
+    """With a shared storage: a running trial without a heartbeat for this long belongs to a dead
+    worker; it is marked failed and queued again (same params, same folder), for any worker to take."""
+    skip_unavailable_models: bool = False
+    """search_space.model choices that cannot be had here (a hub encoder offline, not in the HF cache):
+    false refuses the study before its first trial, naming them; true drops them with a WARNING."""
+    max_trial_retries: int = 2
+    """With a shared storage: how often a trial whose worker died is queued again; a trial that kills
+    its worker each time (out of memory, a segfault) fails for good after that many retries."""
+    storage_retry_s: float = 120.0
+    """With a shared storage: how long a worker retries a database that is away (a restart, "too many
+    clients", a dropped connection) before it stops, resumably, with exit 2. An outage longer than
+    hpo.heartbeat_grace_s lets the other workers take this worker's trial over."""
+
+    @property
+    def startup_trials(self) -> int:
+        """hpo.sampler_startup_trials, with 0 resolved."""
+        return self.sampler_startup_trials or min(10, max(1, self.n_trials // 3))
+
+    @property
+    def shared(self) -> bool:
+        """Whether several workers share this study through a database (hpo.storage)."""
+        return bool(self.storage)
+
+    def __post_init__(self) -> None:
+        require(self.n_trials >= 1, "hpo.n_trials", f"must be >= 1, got {self.n_trials}")
+        if self.storage:
+            scheme = self.storage.split("://", 1)[0] if "://" in self.storage else ""
+            require(
+                scheme in SHARED_STORAGE_SCHEMES,
+                "hpo.storage",
+                f"must be a database URL ({', '.join(s + '://...' for s in SHARED_STORAGE_SCHEMES)}), "
+                f"not {self.storage.split('@')[-1]!r}; leave it empty for one process with its own SQLite file",
+            )
+            require(
+                not re.match(r"^[^:/]+://[^/@]*:[^/@]*@", self.storage),
+                "hpo.storage",
+                "holds a password; it would be saved in study.json and MLflow: put it in PGPASSWORD or "
+                "~/.pgpass (libpq reads both) and give the URL without it (postgresql://user@host:5432/db)",
+            )
+            require(
+                bool(self.study_name.strip()), "hpo.study_name", "must not be empty with a shared storage"
+            )
+        require(self.heartbeat_interval_s > 0, "hpo.heartbeat_interval_s", "must be > 0 s")
+        require(
+            self.heartbeat_grace_s > self.heartbeat_interval_s,
+            "hpo.heartbeat_grace_s",
+            f"must be longer than hpo.heartbeat_interval_s ({self.heartbeat_interval_s} s), got "
+            f"{self.heartbeat_grace_s} s: a live worker would look dead between two heartbeats",
+        )
+        require(self.storage_retry_s >= 0, "hpo.storage_retry_s", "must be >= 0 s (0 = no retry)")
+        require(self.max_trial_retries >= 0, "hpo.max_trial_retries", "must be >= 0 (0 = never queued again)")
+        require(self.sampler in SAMPLERS, "hpo.sampler", f"must be {either(SAMPLERS, quote=True)}")
+        require(self.pruner in PRUNERS, "hpo.pruner", f"must be {either(PRUNERS, quote=True)}")
+        require(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")
+        require(self.sampler_startup_trials >= 0, "hpo.sampler_startup_trials", "must be >= 0 (0 = auto)")
+        require(self.pruner_warmup_epochs >= 0, "hpo.pruner_warmup_epochs", "must be >= 0")
+        require(self.timeout_s >= 0, "hpo.timeout_s", "must be >= 0 (0 = no limit)")
+        require(
+            self.metric in METRIC_NAMES,
+            "hpo.metric",
+            f"unknown metric {self.metric!r}; choose one of {', '.join(METRIC_NAMES)}",
+        )
+        for name, spec in self.search_space.items():
+            key = f"search_space.{name}"
+            if name == MODEL_PARAM:  # the encoder: one of the model configs (configs/model/<name>.yaml)
+                require(
+                    spec.type == "categorical", key, "must be categorical: choices are configs/model/ names"
+                )
+                continue
+            section, field_name = searchable_setting(name)
+            known = SEARCHABLE[section]
+            require(
+                field_name in known,
+                key,
+                f"is not a {section}.* setting; known: {', '.join(sorted(known))} (heads.x for the heads, data.input_format)",
+            )
+            if spec.type == "categorical":
+                require(len(spec.choices) >= 1, key, "categorical needs at least one value in 'choices'")
+            else:
+                require(spec.low is not None and spec.high is not None, key, "needs 'low' and 'high'")
+                assert spec.low is not None and spec.high is not None
+                require(spec.low <= spec.high, key, f"low ({spec.low}) must be <= high ({spec.high})")
+                require(not spec.log or spec.low > 0, key, "log scale needs low > 0")
