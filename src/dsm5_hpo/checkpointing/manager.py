@@ -2,10 +2,10 @@
 
 Layout: ``<folder>/epoch_0003/`` holds ``model.safetensors``, ``training_state.pt``,
 ``metadata.json`` and ``.hash``. A save writes a ``.tmp-*`` staging directory and renames it
-into place (``storage.checkpoint_io``), so a crash leaves the old set of checkpoints or the old
+into place (``checkpointing.io``), so a crash leaves the old set of checkpoints or the old
 set plus the new one. A load verifies every hash it depends on before deserializing anything;
 a checkpoint that fails is logged at ERROR, moved to ``<folder>/quarantine/`` (never deleted)
-and the previous one is tried. What stays on disk is decided by ``training.retention`` after each
+and the previous one is tried. What stays on disk is decided by ``checkpointing.retention`` after each
 commit and when the trial ends (``finish_trial``: best weights only, no resume state).
 """
 

@@ -292,7 +292,7 @@ def _create_sqlite_store(db: Path) -> None:
 
 
 class MlflowTracker:
-    """Creates runs in one MLflow experiment; every write goes through the outbox (see metrics_buffer).
+    """Creates runs in one MLflow experiment; every write goes through the outbox (tracking/outbox.py).
 
     Opening needs the backend (with retries): a study does not start against a tracker that was
     never there. After that, MLflow may come and go: runs, metrics, params and tags wait in the
