@@ -143,7 +143,16 @@ def test_status_and_report_errors_name_the_fix(tmp_path: Path, capsys: pytest.Ca
     storage = f"sqlite:///{study_dir / 'optuna.db'}"
     (study_dir / "study.json").write_text(
         json.dumps(
-            {"study_id": "new", "optuna_storage": storage, "study_name": "study_new", "created_at": "x"}
+            {
+                "study_id": "new",
+                "state": "RUNNING",
+                "optuna_storage": storage,
+                "study_name": "study_new",
+                "created_at": "x",
+                "shared": False,
+                "config": {},
+                "synthetic_data": True,
+            }
         )
     )
     assert dashboard_cli.main(["--experiments-dir", str(tmp_path), "--port", "1"]) == 2
