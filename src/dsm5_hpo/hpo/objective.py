@@ -36,6 +36,7 @@ from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.tracker import RunSpec, RunTracker, Tracker
 from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.logging import json_log_file, log_context
+from dsm5_hpo.utils.mappings import flatten
 from dsm5_hpo.utils.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -86,18 +87,6 @@ def settle_checkpoints(manager: CheckpointManager) -> None:
         manager.finish_trial()
     except Exception as error:  # noqa: BLE001 - retention is housekeeping, the trial's result stands
         logger.warning("cannot apply the retention policy to %s: %s", manager.folder, error)
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'train': {'seed': 1}} -> {'train.seed': 1} (MLflow params are flat)."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 @dataclass(kw_only=True)

@@ -22,6 +22,7 @@ from typing import Any, Literal, TypeVar, get_args
 from dsm5_hpo.errors import ConfigError, StopState, StorageError
 from dsm5_hpo.layout import StudyPaths, TrialPaths
 from dsm5_hpo.storage.atomic import atomic_write_json
+from dsm5_hpo.utils.mappings import flatten
 
 CONTRACTS = Path(__file__).resolve().parents[3] / "contracts"
 STUDY_RECORD_SCHEMA = CONTRACTS / "study_record.schema.json"
@@ -136,22 +137,13 @@ MACHINE_LOCAL_KEYS: tuple[str, ...] = ("paths", "logging")
 decides what the trials of a shared study are, so every worker must agree on it."""
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict) or not data:
-        return {prefix.rstrip("."): data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        flat.update(_flat(value, f"{prefix}{key}."))
-    return flat
-
-
 def differing_keys(
     stored: dict[str, Any], current: dict[str, Any], *, ignore: tuple[str, ...] = ()
 ) -> list[str]:
     """``key (saved X, given Y)`` for every dotted key whose value differs, outside the ``ignore``d
     sections; a key one side lacks shows as <unset>. Both sides are compared as JSON holds them (a
     tuple in a live config is the list study.json has)."""
-    old, new = (_flat(json.loads(json.dumps(side, default=str))) for side in (stored, current))
+    old, new = (flatten(json.loads(json.dumps(side, default=str))) for side in (stored, current))
     unset = "<unset>"
     return [
         f"{key} (saved {old.get(key, unset)!r}, given {new.get(key, unset)!r})"

@@ -25,9 +25,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from dsm5_hpo.checkpointing.study_retention import (
-    prune_study_for_space,
-)
+from dsm5_hpo.checkpointing.study_retention import prune_study_for_space
 from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop
@@ -35,7 +33,7 @@ from dsm5_hpo.hpo.database import opened_storage, storage_lock
 from dsm5_hpo.hpo.final_evaluation import StudyOutcome, finish_study, outcome_without_evaluation
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.model_choices import available_model_choices
-from dsm5_hpo.hpo.objective import Objective, flatten
+from dsm5_hpo.hpo.objective import Objective
 from dsm5_hpo.hpo.records import (
     MACHINE_LOCAL_KEYS,
     StudyRecord,
@@ -65,6 +63,7 @@ from dsm5_hpo.storage.monitor import DiskMonitor, StorageMonitor
 from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.tracker import RunSpec, RunTracker, Tracker, is_local_uri
 from dsm5_hpo.utils.logging import json_log_file, log_context
+from dsm5_hpo.utils.mappings import flatten
 
 logger = logging.getLogger(__name__)
 
