@@ -93,7 +93,8 @@ def main() -> None:
     from dsm5_hpo.evaluation.prediction import EvaluationData
     from dsm5_hpo.models.loading import load_tokenizer, resolve_model
     from dsm5_hpo.models.multi_task import build_model
-    from dsm5_hpo.tracking.tracker import MlflowTracker, NullRunTracker
+    from dsm5_hpo.tracking.mlflow_tracker import MlflowTracker
+    from dsm5_hpo.tracking.tracker import NullRunTracker
     from dsm5_hpo.training.trainer import Trainer
     from dsm5_hpo.utils.logging import setup_logging
     from dsm5_hpo.utils.seeding import seed_everything

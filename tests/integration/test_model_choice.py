@@ -16,7 +16,7 @@ from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
 from dsm5_hpo.cli.common import compose_config
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo import study as study_module
-from dsm5_hpo.tracking.tracker import mlflow_run_id
+from dsm5_hpo.tracking.mlflow_tracker import mlflow_run_id
 from integration_helpers import FinishedStudy, run_study
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from conftest import CONFIG_FILE, SAMPLE_DIR
 from dsm5_hpo.hpo.database import CONNECTIONS_PER_WORKER, opened_storage
 from dsm5_hpo.hpo.workers import retried_from, retry_history
-from dsm5_hpo.tracking.tracker import mlflow_run_id
+from dsm5_hpo.tracking.mlflow_tracker import mlflow_run_id
 from postgres_server import PostgresServer, postgres_instance, unavailable_reason
 from waiting import wait_for, wait_for_exit
 

@@ -15,7 +15,6 @@ import contextvars
 import errno
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -32,7 +31,6 @@ from dsm5_hpo.checkpointing.io import (
     FileDigest,
     commit_directory,
     make_staging_dir,
-    quarantine_directory,
     remove_stale_staging,
     write_bytes_hashed,
 )
@@ -51,7 +49,6 @@ from dsm5_hpo.checkpointing.pruning import (
     apply_deletions,
     checkpoint_directories,
     recover_interrupted_strips,
-    size_text,
     strip_resume_state,
 )
 from dsm5_hpo.checkpointing.retention import RetentionDecision, choose_trial_checkpoints, tightened
@@ -65,16 +62,17 @@ from dsm5_hpo.checkpointing.training_state import (
     snapshot,
     state_payload,
 )
-from dsm5_hpo.checkpointing.verify import inspect_checkpoint, read_training_state
+from dsm5_hpo.checkpointing.verify import inspect_checkpoint, quarantine_invalid, read_training_state
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.layout import QUARANTINE_DIR
+from dsm5_hpo.storage.monitor import format_bytes
 from dsm5_hpo.storage.space_guard import NullSpaceGuard, SpaceGuard
 
 # The public interface; the helpers it is built from live in metadata, verify and training_state.
 __all__ = [
     "HASH_FILE", "METADATA_FILE", "QUARANTINE_DIR", "STATE_FILE", "WEIGHTS_FILE", "CheckpointInfo",
-    "CheckpointManager", "LoadedCheckpoint", "NullCheckpointManager", "TrainingState",
+    "CheckpointManager", "LoadedCheckpoint", "TrainingState",
     "architecture_signature", "capture_rng_state", "restore_rng_state",
 ]  # fmt: skip
 
@@ -223,7 +221,10 @@ class CheckpointManager:
         total = sum(digest.bytes for digest in files.values()) + extra
         info = info_from_metadata(target, metadata, total)
         logger.info(
-            "saved checkpoint %s (%s, %.2f s)", target, size_text(info.bytes), time.perf_counter() - started
+            "saved checkpoint %s (%s, %.2f s)",
+            target,
+            format_bytes(info.bytes),
+            time.perf_counter() - started,
         )
         self._prune(info)
         return info
@@ -351,28 +352,8 @@ class CheckpointManager:
         return infos
 
     def _quarantine(self, path: Path, problem: InvalidCheckpoint, *, quiet: bool = False) -> None:
-        """Log why ``path`` is unusable and move it under quarantine/ (never delete: it is evidence)."""
         stamp = self._clock().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-        where = path / problem.file if problem.file else path
-        if quiet:
-            logger.warning("checkpoint %s: %s; moving it to quarantine", path, problem.reason)
-        elif problem.incompatible:
-            logger.error(
-                "checkpoint %s was written by a different model architecture/head config: %s; "
-                "moving it to quarantine",
-                path,
-                problem.reason,
-            )
-        else:
-            logger.error(
-                "checkpoint %s is invalid: %s: %s; moving it to quarantine", path, where, problem.reason
-            )
-        try:
-            destination = quarantine_directory(path, self.folder / QUARANTINE_DIR, stamp)
-        except OSError as error:  # it stays where it is, and is skipped again next time
-            logger.error("cannot move checkpoint %s to quarantine: %s", path, error)
-            return
-        logger.info("checkpoint %s moved to %s", path, destination)
+        quarantine_invalid(path, problem, self.folder / QUARANTINE_DIR, stamp, quiet=quiet)
 
     def _prune(self, new: CheckpointInfo) -> None:
         """Apply the retention policy; runs only after the new checkpoint is committed."""
@@ -404,50 +385,3 @@ class CheckpointManager:
         for path in decision.strip_resume_state:
             self.strip_resume_state(by_path[path])
         return freed
-
-
-class NullCheckpointManager:
-    """Keeps nothing: checkpointing is off (``--no-checkpoint``) or a test drives the loop."""
-
-    def __init__(self) -> None:
-        self.saved_epochs: list[int] = []
-
-    def should_save(self, epoch: int) -> bool:
-        return False
-
-    def preflight(self, needed: int) -> None:
-        return None
-
-    def wait(self) -> CheckpointInfo | None:
-        return None
-
-    def save(self, state: TrainingState) -> CheckpointInfo:
-        self.saved_epochs.append(state.epoch)
-        return CheckpointInfo(
-            path=Path(os.devnull),
-            epoch=state.epoch,
-            step=state.step,
-            metric_name=state.metric_name,
-            metric_value=float(state.metric_value),
-            sha256="",
-            bytes=0,
-            created_at=_utc_now().isoformat(),
-        )
-
-    def load_latest(self) -> LoadedCheckpoint | None:
-        return None
-
-    def valid_checkpoints(self) -> list[CheckpointInfo]:
-        return []
-
-    def best(self) -> CheckpointInfo | None:
-        return None
-
-    def co_best(self) -> list[CheckpointInfo]:
-        return []
-
-    def finish_trial(self) -> RetentionDecision:
-        return RetentionDecision()
-
-    def load_weights(self, info: CheckpointInfo) -> dict[str, torch.Tensor]:
-        raise StorageError("checkpointing is off (--no-checkpoint): there are no checkpoint weights to load")

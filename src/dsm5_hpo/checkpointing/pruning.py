@@ -33,18 +33,13 @@ from dsm5_hpo.checkpointing.metadata import (
 from dsm5_hpo.checkpointing.retention import Deletion
 from dsm5_hpo.layout import STAGING_PREFIX
 from dsm5_hpo.storage.atomic import fsync_path
+from dsm5_hpo.storage.monitor import format_bytes
 
 logger = logging.getLogger(__name__)
 
 PENDING_SUFFIX = ".weights-only"
 """Suffix of a weights-only checkpoint being built beside the checkpoint it replaces."""
 _CHECKPOINT_NAME = re.compile(r"^epoch_(\d+)$")
-
-
-def size_text(n_bytes: int) -> str:
-    if n_bytes >= 1e9:
-        return f"{n_bytes / 1e9:.2f} GB"
-    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e5 else f"{n_bytes} B"
 
 
 def checkpoint_directories(folder: Path) -> list[Path]:
@@ -135,7 +130,7 @@ def apply_deletions(
             info.epoch,
             info.metric_name,
             info.metric_value,
-            size_text(info.bytes),
+            format_bytes(info.bytes),
             deletion.reason,
         )
     return freed

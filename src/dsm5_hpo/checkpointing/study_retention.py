@@ -18,7 +18,6 @@ from dsm5_hpo.checkpointing.metadata import CheckpointInfo, InvalidCheckpoint, p
 from dsm5_hpo.checkpointing.pruning import (
     apply_deletions,
     checkpoint_directories,
-    size_text,
     strip_resume_state,
 )
 from dsm5_hpo.checkpointing.retention import (
@@ -30,6 +29,7 @@ from dsm5_hpo.checkpointing.retention import (
 )
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.layout import DELETED_PREFIX, TrialPaths
+from dsm5_hpo.storage.monitor import format_bytes
 from dsm5_hpo.storage.space_guard import STEP_BEST_ONLY, STEP_STUDY_BEST
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def prune_study_checkpoints(
         total = sum(i.bytes for infos in checkpoints.values() for i in infos)
         logger.warning(
             "the study's checkpoints take %s, over retention_policy.max_total_size=%s: pruning %d",
-            size_text(total),
+            format_bytes(total),
             policy.max_total_size,
             len(decision.delete),
         )

@@ -7,9 +7,11 @@ the file at fault and the reason, never half-loaded.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from dsm5_hpo.checkpointing.io import quarantine_directory
 from dsm5_hpo.checkpointing.metadata import (
     METADATA_FILE,
     STATE_FILE,
@@ -22,6 +24,8 @@ from dsm5_hpo.checkpointing.metadata import (
 )
 from dsm5_hpo.checkpointing.training_state import TrainingState, state_from_payload
 from dsm5_hpo.storage.atomic import sha256_file
+
+logger = logging.getLogger(__name__)
 
 
 def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[str]) -> CheckpointInfo:
@@ -80,3 +84,29 @@ def read_training_state(path: Path, epoch: int, step: int) -> TrainingState:
             STATE_FILE, f"holds epoch {state.epoch}/step {state.step}, metadata says {epoch}/{step}"
         )
     return state
+
+
+def quarantine_invalid(
+    path: Path, problem: InvalidCheckpoint, quarantine: Path, stamp: str, *, quiet: bool = False
+) -> None:
+    """Log why ``path`` is unusable and move it under ``quarantine`` (never delete: it is evidence).
+
+    ``quiet``: a superseded checkpoint, not a damaged one (WARNING, not ERROR)."""
+    where = path / problem.file if problem.file else path
+    if quiet:
+        logger.warning("checkpoint %s: %s; moving it to quarantine", path, problem.reason)
+    elif problem.incompatible:
+        logger.error(
+            "checkpoint %s was written by a different model architecture/head config: %s; "
+            "moving it to quarantine",
+            path,
+            problem.reason,
+        )
+    else:
+        logger.error("checkpoint %s is invalid: %s: %s; moving it to quarantine", path, where, problem.reason)
+    try:
+        destination = quarantine_directory(path, quarantine, stamp)
+    except OSError as error:  # it stays where it is, and is skipped again next time
+        logger.error("cannot move checkpoint %s to quarantine: %s", path, error)
+        return
+    logger.info("checkpoint %s moved to %s", path, destination)

@@ -24,7 +24,8 @@ from dsm5_hpo.config import (
     study_config_from_mapping,
 )
 from dsm5_hpo.errors import ConfigError, Interrupted, PipelineError, ResumableStop
-from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker, Tracker
+from dsm5_hpo.tracking.mlflow_tracker import MlflowTracker
+from dsm5_hpo.tracking.tracker import NullTracker, Tracker
 from dsm5_hpo.utils.logging import redact, setup_logging
 
 logger = logging.getLogger(__name__)

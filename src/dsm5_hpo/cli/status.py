@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dsm5_hpo.checkpointing.pruning import size_text
 from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.liveness import study_driver
 from dsm5_hpo.hpo.records import read_study_record
 from dsm5_hpo.hpo.summary import collect_summary, load_trials, measure_storage, trial_row
 from dsm5_hpo.layout import ExperimentLayout
+from dsm5_hpo.storage.monitor import format_bytes
 
 _PARAMS_WIDTH = 70
 
@@ -78,7 +78,7 @@ def studies_table(entries: Sequence[tuple[Mapping[str, Any], Mapping[str, Any], 
                 f"{counts['COMPLETE']}/{counts['PRUNED']}/{counts['FAIL']}",
                 f"{_number(best['value'])} (#{best['number']})" if best else "-",
                 _number(summary["test_value"]),
-                size_text(summary["storage"]["total_bytes"]),
+                format_bytes(summary["storage"]["total_bytes"]),
                 str(record.get("created_at", ""))[:19].replace("T", " "),
             ]
         )
@@ -94,7 +94,7 @@ def trials_table(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) 
             str(r["state"]),
             _number(r["value"]),
             str(r["epochs"]),
-            f"{size_text(r['retained_checkpoint_bytes'])} ({r['checkpoints']})",
+            f"{format_bytes(r['retained_checkpoint_bytes'])} ({r['checkpoints']})",
             _duration(r["duration_s"]),
             _params(r["params"]),
         ]
@@ -112,8 +112,8 @@ def study_header(record: Mapping[str, Any], summary: Mapping[str, Any], owner: s
         f"trials {sum(counts.values())}/{summary['n_trials_target']}: {counts['COMPLETE']} complete, "
         f"{counts['PRUNED']} pruned, {counts['FAIL']} failed, {counts['RUNNING']} running; "
         f"best {best_text}; test {_number(summary['test_value'])}\n"
-        f"disk {size_text(storage['total_bytes'])}, retained checkpoints "
-        f"{size_text(storage['retained_checkpoint_bytes'])} ({storage['retained_checkpoints']}); "
+        f"disk {format_bytes(storage['total_bytes'])}, retained checkpoints "
+        f"{format_bytes(storage['retained_checkpoint_bytes'])} ({storage['retained_checkpoints']}); "
         f"wall time {_duration(summary['time']['wall_time_s'])}\n"
     )
 

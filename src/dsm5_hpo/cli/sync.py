@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dsm5_hpo.cli.common import DEFAULT_CONFIG, build_tracker, compose_config, run_cli
 from dsm5_hpo.errors import ConfigError, TrackingError
-from dsm5_hpo.tracking.tracker import MlflowTracker
+from dsm5_hpo.tracking.mlflow_tracker import MlflowTracker
 
 
 def main(argv: Sequence[str] | None = None) -> int:

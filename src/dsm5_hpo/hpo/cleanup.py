@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from dsm5_hpo.checkpointing.io import delete_directory
 from dsm5_hpo.checkpointing.metadata import STATE_FILE, CheckpointInfo, InvalidCheckpoint
-from dsm5_hpo.checkpointing.pruning import PENDING_SUFFIX, size_text, strip_resume_state
+from dsm5_hpo.checkpointing.pruning import PENDING_SUFFIX, strip_resume_state
 from dsm5_hpo.checkpointing.retention import choose_study_checkpoints, choose_trial_checkpoints
 from dsm5_hpo.checkpointing.study_retention import read_trial_checkpoints
 from dsm5_hpo.config import RetentionConfig, study_config_from_mapping
@@ -41,6 +41,7 @@ from dsm5_hpo.layout import (
 )
 from dsm5_hpo.storage.atomic import read_json_object
 from dsm5_hpo.storage.exhaustion import tree_size
+from dsm5_hpo.storage.monitor import format_bytes
 from dsm5_hpo.storage.publish import export_leftovers
 
 logger = logging.getLogger(__name__)
@@ -262,5 +263,5 @@ def apply_cleanup(plan: CleanupPlan) -> int:
         except (OSError, InvalidCheckpoint) as error:
             logger.warning("cleanup cannot %s %s: %s", item.action, item.path, error)
             continue
-        logger.info("cleanup: %s %s (%s): %s", item.action, item.path, size_text(item.bytes), item.reason)
+        logger.info("cleanup: %s %s (%s): %s", item.action, item.path, format_bytes(item.bytes), item.reason)
     return freed

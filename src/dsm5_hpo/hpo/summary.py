@@ -10,7 +10,6 @@ while the study runs. Validated against ``contracts/summary_report.schema.json``
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from dsm5_hpo.hpo.database import opened_storage
 from dsm5_hpo.hpo.trial_folders import trial_dir_of
 from dsm5_hpo.layout import StudyPaths, TrialPaths
 from dsm5_hpo.storage.atomic import atomic_write_json
+from dsm5_hpo.storage.exhaustion import tree_size
 
 SUMMARY_SCHEMA = Path(__file__).resolve().parents[3] / "contracts" / "summary_report.schema.json"
 SCHEMA_VERSION = "1.0"
@@ -41,26 +41,12 @@ class TrialStorage:
     total_bytes: int
 
 
-def directory_bytes(path: Path) -> int:
-    """Bytes of every regular file under ``path`` (links not followed; 0 when it does not exist)."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                stat = os.lstat(os.path.join(root, name))
-            except OSError:  # removed while we walk (retention runs concurrently): not kept any more
-                continue
-            if not os.path.islink(os.path.join(root, name)):
-                total += stat.st_size
-    return total
-
-
 def trial_storage(trial_dir: Path) -> TrialStorage:
     checkpoints = [p for p in checkpoint_directories(TrialPaths(trial_dir).checkpoints) if not p.is_symlink()]
     return TrialStorage(
-        retained_checkpoint_bytes=sum(directory_bytes(p) for p in checkpoints),
+        retained_checkpoint_bytes=sum(tree_size(p) for p in checkpoints),
         checkpoints=len(checkpoints),
-        total_bytes=directory_bytes(trial_dir),
+        total_bytes=tree_size(trial_dir),
     )
 
 
@@ -195,7 +181,7 @@ def collect_summary(
         record,
         trials,
         storage if storage is not None else measure_storage(trials),
-        study_dir_bytes=directory_bytes(study_dir),
+        study_dir_bytes=tree_size(study_dir),
         now=now or datetime.now(UTC),
     )
 

@@ -20,7 +20,8 @@ from dsm5_hpo.hpo.summary import collect_summary, load_trials, write_summary
 from dsm5_hpo.hpo.trial_folders import trial_dir_of
 from dsm5_hpo.layout import PLOTS_DIR, StudyPaths, TrialPaths
 from dsm5_hpo.storage.atomic import read_json_object
-from dsm5_hpo.tracking.tracker import RunTracker, mlflow_run_id
+from dsm5_hpo.tracking.mlflow_tracker import mlflow_run_id
+from dsm5_hpo.tracking.tracker import RunTracker
 
 logger = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ import torch
 from dsm5_hpo.checkpointing.manager import (
     CheckpointInfo,
     CheckpointManager,
-    NullCheckpointManager,
     TrainingState,
     capture_rng_state,
     restore_rng_state,
 )
+from dsm5_hpo.checkpointing.null import NullCheckpointManager
 from dsm5_hpo.checkpointing.size import estimate_checkpoint_bytes
 from dsm5_hpo.config import TrainConfig
 from dsm5_hpo.data.batching import length_grouped_batches, plain_batches

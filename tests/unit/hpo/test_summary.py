@@ -14,10 +14,10 @@ from optuna.trial import TrialState
 from dsm5_hpo.hpo.summary import (
     TrialStorage,
     build_summary,
-    directory_bytes,
     trial_storage,
     validate_summary,
 )
+from dsm5_hpo.storage.exhaustion import tree_size
 
 START = datetime(2026, 11, 30, 8, 0, 0)  # Optuna keeps naive local times
 
@@ -113,8 +113,8 @@ def test_disk_use_counts_files_once_and_never_follows_links(tmp_path: Path) -> N
     outside = tmp_path / "big"
     outside.write_bytes(b"x" * 10_000)
     os.symlink(outside, trial_dir / "link")
-    assert directory_bytes(trial_dir) == 1600
+    assert tree_size(trial_dir) == 1600
     assert trial_storage(trial_dir) == TrialStorage(
         retained_checkpoint_bytes=1500, checkpoints=2, total_bytes=1600
     )
-    assert directory_bytes(tmp_path / "missing") == 0
+    assert tree_size(tmp_path / "missing") == 0

@@ -11,7 +11,8 @@ import pytest
 from mlflow import MlflowClient
 
 from dsm5_hpo.errors import TrackingError
-from dsm5_hpo.tracking.tracker import MlflowTracker, NullTracker, RunSpec
+from dsm5_hpo.tracking.mlflow_tracker import MlflowTracker
+from dsm5_hpo.tracking.tracker import NullTracker, RunSpec
 
 
 @pytest.fixture
