@@ -361,8 +361,8 @@ def test_dockerignore_keeps_local_state_and_real_data_out(path: str) -> None:
 
 
 def test_dockerignore_keeps_caches_out() -> None:
-    assert not sent_to_docker("src/dsm5_hpo/__pycache__/config.cpython-312.pyc")
-    assert sent_to_docker("src/dsm5_hpo/config.py")
+    assert not sent_to_docker("src/dsm5_hpo/config/__pycache__/schema.cpython-312.pyc")
+    assert sent_to_docker("src/dsm5_hpo/config/schema.py")
 
 
 def test_image_runs_as_a_non_root_user() -> None:

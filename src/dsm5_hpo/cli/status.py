@@ -18,7 +18,7 @@ from typing import Any
 from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.liveness import study_driver
-from dsm5_hpo.hpo.records import read_study_record
+from dsm5_hpo.hpo.records import StudyRecord, read_study_record
 from dsm5_hpo.hpo.summary import collect_summary, load_trials, measure_storage, trial_row
 from dsm5_hpo.layout import ExperimentLayout
 from dsm5_hpo.storage.monitor import format_bytes
@@ -118,9 +118,10 @@ def study_header(record: Mapping[str, Any], summary: Mapping[str, Any], owner: s
     )
 
 
-def studies_newest_first(experiments: Path) -> list[Path]:
-    found = [paths.dir for paths in ExperimentLayout(experiments).studies()]
-    return sorted(found, key=lambda p: read_study_record(p).created_at, reverse=True)
+def studies_newest_first(experiments: Path) -> list[tuple[Path, StudyRecord]]:
+    """Every study folder with its record, newest first (each study.json read once)."""
+    found = [(paths.dir, read_study_record(paths.dir)) for paths in ExperimentLayout(experiments).studies()]
+    return sorted(found, key=lambda entry: entry[1].created_at, reverse=True)
 
 
 def study_dir_of(experiments: Path, study_id: str | None) -> Path:
@@ -132,7 +133,7 @@ def study_dir_of(experiments: Path, study_id: str | None) -> Path:
         raise ConfigError(
             f"no study under {experiments}; start one with `make train`, or pass --experiments-dir"
         )
-    return studies[0]
+    return studies[0][0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,8 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if not args.study_id:
             entries = []
-            for study_dir in studies:
-                record = read_study_record(study_dir).to_dict()
+            for study_dir, study_record in studies:
+                record = study_record.to_dict()
                 entries.append(
                     (
                         record,
@@ -172,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(studies_table(entries))
             print("\nOne study's trials: python -m dsm5_hpo.cli.status --study-id ID (or latest)")
             return 0
-        study_dir = ExperimentLayout(experiments).study(args.study_id).dir if specific else studies[0]
-        record = read_study_record(study_dir).to_dict()
+        study_dir = ExperimentLayout(experiments).study(args.study_id).dir if specific else studies[0][0]
+        record = (read_study_record(study_dir) if specific else studies[0][1]).to_dict()
         trials = load_trials(record)
         storage = measure_storage(trials)
         now = datetime.now(UTC)

@@ -255,7 +255,7 @@ class StudyRunner:
             self._publish_plots(study_dir, record, study_run)
         study_run.finish("FINISHED")
         # COMPLETE only once nothing is left to do: a study killed before this line is still unfinished,
-        # and --resume draws its plots and closes its MLflow run (its test evaluation is kept, _finish).
+        # and --resume draws its plots and closes its MLflow run (its test evaluation is kept: finish_study).
         record.state, record.finished_at = "COMPLETE", datetime.now(UTC).isoformat()
         write_study_record(study_dir, record)
         refresh_summary_quietly(study_dir, record.to_dict())
@@ -337,7 +337,9 @@ class StudyRunner:
             if not workers.claim_final_evaluation(self.checkpointing):
                 return outcome_without_evaluation(study, study_id, study_dir, experiments)
             with workers.evaluating():
-                return self._finish(study, inputs, study_run, study_dir, record)
+                return finish_study(
+                    study, self.config, inputs, study_run, study_dir, record, checkpointing=self.checkpointing
+                )
 
         # Trials a dead process left RUNNING continue first, in trial-number order.
         for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):
@@ -351,16 +353,6 @@ class StudyRunner:
                 logger.info("hpo.timeout_s reached: no further trial starts; `make resume` runs the rest")
                 break
             run_trial(study, study.ask(), objective, callbacks=callbacks)
-        return self._finish(study, inputs, study_run, study_dir, record)
-
-    def _finish(
-        self,
-        study: optuna.Study,
-        inputs: InputsByModel,
-        study_run: RunTracker,
-        study_dir: Path,
-        record: StudyRecord,
-    ) -> StudyOutcome:
         return finish_study(
             study, self.config, inputs, study_run, study_dir, record, checkpointing=self.checkpointing
         )
