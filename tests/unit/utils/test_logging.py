@@ -61,8 +61,8 @@ def test_redact_keeps_ordinary_text() -> None:
 
 
 def test_redaction_reaches_exceptions_and_mlflow_tags(tmp_path: Path) -> None:
+    from dsm5_hpo.tracking.mlflow_tracker import MlflowRunTracker
     from dsm5_hpo.tracking.outbox import Outbox
-    from dsm5_hpo.tracking.tracker import MlflowRunTracker
 
     outbox = Outbox(tmp_path)
     run = MlflowRunTracker(outbox, "r1")
