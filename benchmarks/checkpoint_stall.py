@@ -40,7 +40,7 @@ def manager(
     folder: Path, *, asynchronous: bool, buffers: dict[Any, torch.Tensor] | None = None
 ) -> CheckpointManager:
     return CheckpointManager(
-        folder,
+        folder / "trial" / "checkpoints",  # ``folder`` is a fresh experiments folder: an empty blob store
         trial_id="benchmark",
         architecture_signature=SIGNATURE,
         head_config={},

@@ -5,6 +5,7 @@
                            summary_report.json, evaluation_report.json, best_model/
       trial_<uuid>/        TrialPaths: trial.json, config.yaml, validation_report.json, logs/,
                            checkpoints/ (epoch_NNNN/, quarantine/, .tmp-* staging folders)
+      blobs/               BlobStore: checkpoint tensors by content, sha256/<2 hex>/<sha256>
       tracking_outbox/     metrics waiting for the tracking backend
       mlflow_db/           the default MLflow backend (mlflow.db, artifacts/)
       .cache/              prepared features, shared by studies (paths.cache_dir overrides it)
@@ -33,6 +34,7 @@ QUARANTINE_DIR = "quarantine"
 EVALUATION_REPORT_FILE = "evaluation_report.json"
 VALIDATION_REPORT_FILE = "validation_report.json"
 PLOTS_DIR = "plots"
+BLOBS_DIR = "blobs"
 CHECKPOINT_MARKERS = (".hash", "metadata.json")
 """A folder holding either file is one checkpoint (committed or quarantined); checkpointing.metadata
 writes them under these names."""
@@ -147,6 +149,15 @@ class ExperimentLayout:
         return [TrialPaths(p) for p in sorted(self.root.glob(f"{TRIAL_PREFIX}*")) if p.is_dir()]
 
     @property
+    def blobs(self) -> Path:
+        """blobs/: owned by checkpointing.blobs.BlobStore (written by saves, swept by its collector)."""
+        return self.root / BLOBS_DIR
+
+    def checkpoint_folders(self) -> list[Path]:
+        """Every ``<run>/checkpoints/`` folder below the root: the checkpoints that may reference blobs."""
+        return sorted(p for p in self.root.glob(f"*/{CHECKPOINTS_DIR}") if p.is_dir())
+
+    @property
     def outbox(self) -> Path:
         """tracking_outbox/: owned by tracking.outbox.Outbox."""
         return self.root / "tracking_outbox"
@@ -168,3 +179,11 @@ class ExperimentLayout:
     def default_cache(self) -> Path:
         """.cache/: prepared features (data.feature_cache), unless paths.cache_dir says elsewhere."""
         return self.root / ".cache"
+
+
+def experiments_of_checkpoints(folder: Path) -> ExperimentLayout:
+    """The layout a ``<run>/checkpoints/`` folder lives in (its blobs are two levels up).
+
+    A trial's folder is ``experiments/trial_<uuid>/checkpoints``; tests and tools may use any
+    ``<root>/<name>/checkpoints``: the blob store is then ``<root>/blobs`` all the same."""
+    return ExperimentLayout(folder.parent.parent)

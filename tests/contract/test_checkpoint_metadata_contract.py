@@ -54,7 +54,7 @@ def manager(folder: Path) -> CheckpointManager:
 
 @pytest.fixture
 def metadata(tmp_path: Path) -> dict[str, Any]:
-    info = manager(tmp_path).save(state())
+    info = manager(tmp_path / "trial" / "checkpoints").save(state())
     loaded: dict[str, Any] = json.loads((info.path / METADATA_FILE).read_text(encoding="utf-8"))
     return loaded
 
@@ -67,7 +67,20 @@ def test_schema_file_is_a_valid_draft_2020_12_schema() -> None:
 def test_real_metadata_meets_the_contract(metadata: dict[str, Any]) -> None:
     validate_metadata(metadata)
     schema = json.loads(SCHEMA_FILE.read_text())
-    assert set(metadata) == set(schema["required"]) == set(schema["properties"])
+    assert set(metadata) == set(schema["required"]) | {"tensors"} == set(schema["properties"])
+    assert metadata["schema_version"] == "2.0" and set(metadata["tensors"]) == {"weight", "bias"}
+
+
+def test_format_1_metadata_is_still_valid(metadata: dict[str, Any]) -> None:
+    """Checkpoints written before the blob store (weights in model.safetensors) are still read."""
+    legacy = copy.deepcopy(metadata)
+    legacy["schema_version"] = "1.0"
+    legacy.pop("tensors")
+    legacy["files"]["model.safetensors"] = {"sha256": "0" * 64, "bytes": 10}
+    validate_metadata(legacy)
+    legacy["files"].pop("model.safetensors")
+    with pytest.raises(jsonschema.ValidationError, match=r"model\.safetensors"):
+        validate_metadata(legacy)
 
 
 BREAKAGES: list[Callable[[dict[str, Any]], object]] = [
@@ -76,16 +89,21 @@ BREAKAGES: list[Callable[[dict[str, Any]], object]] = [
     lambda m: m.update(checkpoint_sha256="not-a-hash"),
     lambda m: m.update(checkpoint_sha256="A" * 64),  # upper-case hex is not what we write
     lambda m: m.update(architecture_signature="0" * 63),
-    lambda m: m["files"]["model.safetensors"].update(sha256="xyz"),
-    lambda m: m["files"]["model.safetensors"].update(bytes=-1),
-    lambda m: m["files"]["model.safetensors"].pop("bytes"),
+    lambda m: m["files"]["training_state.pt"].update(sha256="xyz"),
+    lambda m: m["files"]["training_state.pt"].update(bytes=-1),
+    lambda m: m["files"]["training_state.pt"].pop("bytes"),
+    lambda m: m["tensors"]["weight"].update(blob="xyz"),
+    lambda m: m["tensors"]["weight"].update(bytes=-1),
+    lambda m: m["tensors"]["weight"].pop("blob"),
+    lambda m: m["tensors"]["weight"].update(path="/elsewhere"),
+    lambda m: m.update(schema_version="1.0"),  # 1.0 has model.safetensors and no tensors
     lambda m: m["files"].pop("training_state.pt"),
     lambda m: m.update(resume_capable=False),  # weights-only must not list training_state.pt
     lambda m: m.update(resume_capable="yes"),
     lambda m: m.pop("resume_capable"),
-    lambda m: m["files"].pop("model.safetensors"),
-    lambda m: m["files"].update({"../escape.bin": m["files"]["model.safetensors"]}),
-    lambda m: m["files"].update({"sub/dir.bin": m["files"]["model.safetensors"]}),
+    lambda m: m.pop("tensors"),
+    lambda m: m["files"].update({"../escape.bin": m["files"]["training_state.pt"]}),
+    lambda m: m["files"].update({"sub/dir.bin": m["files"]["training_state.pt"]}),
     lambda m: m.update(epoch=-1),
     lambda m: m.update(epoch="3"),
     lambda m: m.update(step=1.5),
@@ -94,7 +112,7 @@ BREAKAGES: list[Callable[[dict[str, Any]], object]] = [
     lambda m: m.update(metric_name=""),
     lambda m: m.update(trial_id=""),
     lambda m: m.update(head_config=[]),
-    lambda m: m.update(schema_version="2.0"),
+    lambda m: m.update(schema_version="3.0"),
     lambda m: m.update(unexpected=1),
 ]
 
@@ -111,12 +129,13 @@ def test_broken_metadata_is_refused(
 
 def test_metadata_breaking_the_contract_is_never_committed(tmp_path: Path) -> None:
     with pytest.raises(jsonschema.ValidationError, match="metric_name"):
-        manager(tmp_path).save(state(metric_name=""))
-    assert list(tmp_path.iterdir()) == []  # no checkpoint, no staging directory
+        manager(tmp_path / "trial" / "checkpoints").save(state(metric_name=""))
+    assert list((tmp_path / "trial" / "checkpoints").iterdir()) == []  # no checkpoint, no staging directory
 
 
 def test_weights_only_metadata_meets_the_contract(metadata: dict[str, Any]) -> None:
     stripped = weights_only_metadata(metadata)
     validate_metadata(stripped)
-    assert stripped["resume_capable"] is False and set(stripped["files"]) == {"model.safetensors"}
+    assert stripped["resume_capable"] is False and set(stripped["files"]) == set()
+    assert stripped["tensors"] == metadata["tensors"]  # the weights stay
     assert stripped["checkpoint_sha256"] != metadata["checkpoint_sha256"]

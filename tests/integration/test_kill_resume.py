@@ -17,6 +17,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from checkpoint_helpers import weights_blob
 from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
 from dsm5_hpo.cli import train
 from dsm5_hpo.hpo.lock import lock_owner
@@ -213,11 +214,11 @@ def _committed(experiments: Path) -> list[Path]:
 
 
 def _flip_a_weight_byte(checkpoint: Path) -> str:
-    weights = checkpoint / "model.safetensors"
+    weights = weights_blob(checkpoint)  # the weights are blobs of experiments/blobs/
     data = bytearray(weights.read_bytes())
-    data[-7] ^= 0x01  # in the last tensor's data, past the header: the file still parses
+    data[-7] ^= 0x01  # in the tensor's data, past the header: the file still parses
     weights.write_bytes(bytes(data))
-    return "model.safetensors"
+    return str(weights)
 
 
 def _truncate_the_training_state(checkpoint: Path) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from checkpoint_helpers import checkpoint_disk_bytes
 from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
 
 pytestmark = pytest.mark.integration
@@ -106,8 +107,8 @@ def sizes(tmp_path_factory: pytest.TempPathFactory) -> Sizes:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     (checkpoint,) = (root / "exp").glob("trial_*/checkpoints/epoch_0000")
-    full = sum(f.stat().st_size for f in checkpoint.iterdir())
-    return Sizes(full, (checkpoint / "model.safetensors").stat().st_size, cache)
+    full = checkpoint_disk_bytes(checkpoint)  # its files and its blobs (experiments/blobs/)
+    return Sizes(full, full - sum(f.stat().st_size for f in checkpoint.iterdir()), cache)
 
 
 def _assert_all_checkpoints_valid(experiments: Path) -> list[Path]:

@@ -9,8 +9,11 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from checkpoint_helpers import blob_names
+from dsm5_hpo.checkpointing.blobs import BlobStore
 from dsm5_hpo.cli import evaluate
 from dsm5_hpo.hpo.report import validate_report
+from dsm5_hpo.storage.atomic import sha256_file
 from integration_helpers import FinishedStudy, run_study
 
 pytestmark = pytest.mark.integration
@@ -42,11 +45,9 @@ def test_directory_layout(finished: FinishedStudy) -> None:
         values = {json.loads((c / "metadata.json").read_text())["metric_value"] for c in checkpoints}
         assert checkpoints and len(values) == 1, checkpoints
         for checkpoint in checkpoints:
-            assert sorted(p.name for p in checkpoint.iterdir()) == [
-                ".hash",
-                "metadata.json",
-                "model.safetensors",
-            ]
+            assert sorted(p.name for p in checkpoint.iterdir()) == [".hash", "metadata.json"]  # + its blobs
+            for blob in blob_names(checkpoint):
+                assert sha256_file(BlobStore(experiments / "blobs").path(blob)) == blob
             assert json.loads((checkpoint / "metadata.json").read_text())["resume_capable"] is False
         resolved = yaml.safe_load((trial_dir / "config.yaml").read_text())
         assert resolved["model"]["local_path"] == "tiny"
@@ -62,7 +63,7 @@ def test_report_is_valid_and_complete(finished: FinishedStudy) -> None:
     assert report["synthetic_data"] is True and "SYNTHETIC" in report["note"]
     assert report["data"]["revision"].startswith("sha256:")
     assert set(report["per_criterion"]) == set(report["data"]["criteria"])
-    assert (Path(report["checkpoints"][0]["path"]) / "model.safetensors").is_file()
+    assert blob_names(Path(report["checkpoints"][0]["path"]))  # its weights, in the blob store
     assert "report: " in finished.stdout and "best trial" in finished.stdout
     # The metrics that say what happened, in the report and in its schema's required set.
     new = ("joint_f1", "evidence_span_f1", "evidence_span_precision", "evidence_has_answer_exact_match")

@@ -96,9 +96,10 @@ def injected(steps: Steps) -> Iterator[None]:
         yield
 
 
-def manager(folder: Path, keep_last: int) -> CheckpointManager:
+def manager(root: Path, keep_last: int) -> CheckpointManager:
+    """The trial's manager in experiments folder ``root`` (its blobs are ``root/blobs``)."""
     return CheckpointManager(
-        folder,
+        root / "trial" / "checkpoints",
         trial_id="trial-1",
         architecture_signature=architecture_signature(MODEL),
         head_config={"hidden_size": 2},
@@ -110,7 +111,8 @@ def state(epoch: int, value: float) -> TrainingState:
     return TrainingState(
         epoch=epoch,
         step=epoch + 1,
-        model_state=MODEL.state_dict(),
+        # Other weights each epoch, as training gives: every save writes new blobs.
+        model_state={name: tensor + epoch for name, tensor in MODEL.state_dict().items()},
         optimizer_state=OPTIMIZER.state_dict(),
         scheduler_state={"last_epoch": epoch},
         rng_state=capture_rng_state(),
@@ -128,14 +130,16 @@ def valid_epochs(folder: Path, keep_last: int) -> set[int]:
 
 
 def check_crash_at(template: Path, work: Path, keep_last: int, new_value: float, steps: Steps) -> None:
-    """Copy ``template`` (the old checkpoints) to ``work``, crash a save there, check what is left."""
+    """Copy ``template`` (an experiments folder with the old checkpoints and their blobs) to ``work``,
+    crash a save there, check what is left."""
     shutil.copytree(template, work)
     old = valid_epochs(work, keep_last)
     old_infos = manager(work, keep_last).valid_checkpoints()
     new_epoch = max(old, default=-1) + 1
     with contextlib.suppress(PowerCut, StorageError, OSError), injected(steps):
         manager(work, keep_last).save(state(new_epoch, new_value))
-    new_path = work / f"epoch_{new_epoch:04d}"
+    folder = work / "trial" / "checkpoints"
+    new_path = folder / f"epoch_{new_epoch:04d}"
     retained = choose_trial_checkpoints(
         [*old_infos, CheckpointInfo(new_path, new_epoch, 0, "m", new_value, "", 0, "")],
         RetentionConfig(keep_last_n=keep_last),
@@ -146,23 +150,25 @@ def check_crash_at(template: Path, work: Path, keep_last: int, new_value: float,
     after = valid_epochs(work, keep_last)
     where = f"interrupted at step {steps.fail_at}: {steps.names[-1:] or 'start'}"
     assert after == old or (kept <= after <= old | {new_epoch}), where
-    assert not (work / QUARANTINE_DIR).exists(), f"a half checkpoint was visible ({where})"
+    assert not (folder / QUARANTINE_DIR).exists(), f"a half checkpoint was visible ({where})"
     # The trial goes on: the next save commits, and no staging directory survives it.
     manager(work, keep_last).save(state(new_epoch + 1, 0.0))
     assert new_epoch + 1 in valid_epochs(work, keep_last)
-    assert not list(work.glob(".tmp-*"))
+    assert not list(folder.glob(".tmp-*"))
 
 
-def build_template(folder: Path, values: list[float], keep_last: int) -> None:
-    folder.mkdir(parents=True)
+def build_template(root: Path, values: list[float], keep_last: int) -> None:
+    (root / "trial" / "checkpoints").mkdir(parents=True)
     for epoch, value in enumerate(values):
-        manager(folder, keep_last).save(state(epoch, value))
+        manager(root, keep_last).save(state(epoch, value))
 
 
 def count_steps(template: Path, scratch: Path, keep_last: int, new_value: float) -> list[str]:
     shutil.copytree(template, scratch)
     steps = Steps()
-    epoch = max((int(p.name[6:]) for p in scratch.glob("epoch_*")), default=-1) + 1
+    epoch = (
+        max((int(p.name[6:]) for p in (scratch / "trial" / "checkpoints").glob("epoch_*")), default=-1) + 1
+    )
     with injected(steps):
         manager(scratch, keep_last).save(state(epoch, new_value))
     return steps.names

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextvars
 import errno
-import json
 import logging
 import re
 import shutil
@@ -27,12 +26,12 @@ from typing import Any
 
 import torch
 
+from dsm5_hpo.checkpointing.blob_gc import collect_garbage
+from dsm5_hpo.checkpointing.blobs import BlobStore
 from dsm5_hpo.checkpointing.io import (
-    FileDigest,
     commit_directory,
     make_staging_dir,
     remove_stale_staging,
-    write_bytes_hashed,
 )
 from dsm5_hpo.checkpointing.metadata import (
     HASH_FILE,
@@ -41,7 +40,6 @@ from dsm5_hpo.checkpointing.metadata import (
     WEIGHTS_FILE,
     CheckpointInfo,
     InvalidCheckpoint,
-    build_metadata,
     info_from_metadata,
     normalized_head_config,
 )
@@ -53,7 +51,6 @@ from dsm5_hpo.checkpointing.pruning import (
 )
 from dsm5_hpo.checkpointing.retention import RetentionDecision, choose_trial_checkpoints, tightened
 from dsm5_hpo.checkpointing.size import nested_tensor_bytes
-from dsm5_hpo.checkpointing.tensor_io import torch_save_hashed, write_safetensors_streaming
 from dsm5_hpo.checkpointing.training_state import (
     TrainingState,
     architecture_signature,
@@ -62,10 +59,16 @@ from dsm5_hpo.checkpointing.training_state import (
     snapshot,
     state_payload,
 )
-from dsm5_hpo.checkpointing.verify import inspect_checkpoint, quarantine_invalid, read_training_state
+from dsm5_hpo.checkpointing.verify import (
+    inspect_checkpoint,
+    quarantine_invalid,
+    read_training_state,
+    read_weights,
+)
+from dsm5_hpo.checkpointing.writer import store_weights, weight_digests, write_own_files
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
-from dsm5_hpo.layout import QUARANTINE_DIR
+from dsm5_hpo.layout import QUARANTINE_DIR, experiments_of_checkpoints
 from dsm5_hpo.storage.monitor import format_bytes
 from dsm5_hpo.storage.space_guard import NullSpaceGuard, SpaceGuard
 
@@ -186,30 +189,29 @@ class CheckpointManager:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fence()  # an asynchronous save runs later than save() checked: the folder may be another's now
         remove_stale_staging(self.folder)
-        needed = nested_tensor_bytes(state.model_state) + nested_tensor_bytes(payload) + METADATA_SLACK
+        blobs = BlobStore(experiments_of_checkpoints(self.folder).blobs)
+        digests, missing = weight_digests(blobs, state.model_state)
+        # Only what is not on disk yet needs room: a frozen layer or a LoRA base is there already.
+        needed = missing + nested_tensor_bytes(payload) + METADATA_SLACK
         self.space.ensure_room(needed, self._prune_for_space, what=f"checkpoint {target}")
         staging = make_staging_dir(target)
         try:
-            files: dict[str, FileDigest] = {
-                WEIGHTS_FILE: write_safetensors_streaming(state.model_state, staging / WEIGHTS_FILE),
-                STATE_FILE: torch_save_hashed(payload, staging / STATE_FILE),
-            }
-            metadata = build_metadata(self, state, files, self._clock().astimezone(UTC).isoformat())
-            text = json.dumps(metadata, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-            extra = write_bytes_hashed(staging / METADATA_FILE, text.encode("utf-8")).bytes
-            extra += write_bytes_hashed(
-                staging / HASH_FILE, f"{metadata['checkpoint_sha256']}\n".encode()
-            ).bytes
-            try:  # last check before the commit, which could otherwise supersede another worker's epoch
-                self.fence()
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            if target.exists():  # only when a trial re-runs an epoch it had already saved
-                self._quarantine(
-                    target, InvalidCheckpoint("", "superseded by a new save of the same epoch"), quiet=True
-                )
-            commit_directory(staging, target)
+            with blobs.shared():  # no blob collection until this checkpoint is committed (blobs.py)
+                written = store_weights(blobs, state.model_state, digests)
+                created = self._clock().astimezone(UTC).isoformat()
+                metadata, own_bytes = write_own_files(staging, self, state, payload, digests, created)
+                try:  # last check before the commit, which could otherwise supersede another worker's epoch
+                    self.fence()
+                except BaseException:
+                    shutil.rmtree(staging, ignore_errors=True)
+                    raise
+                if target.exists():  # only when a trial re-runs an epoch it had already saved
+                    self._quarantine(
+                        target,
+                        InvalidCheckpoint("", "superseded by a new save of the same epoch"),
+                        quiet=True,
+                    )
+                commit_directory(staging, target)
         except Exception as error:
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -218,12 +220,15 @@ class CheckpointManager:
             if isinstance(error, OSError):
                 raise StorageError(f"cannot write checkpoint {target}: {error}") from error
             raise
-        total = sum(digest.bytes for digest in files.values()) + extra
-        info = info_from_metadata(target, metadata, total)
+        unique = {digest.sha256: digest.bytes for digest in digests.values()}
+        info = info_from_metadata(target, metadata, own_bytes + sum(unique.values()))
         logger.info(
-            "saved checkpoint %s (%s, %.2f s)",
+            "saved checkpoint %s (%s new on disk: its files %s + %d new blob(s) %s; %.2f s)",
             target,
-            format_bytes(info.bytes),
+            format_bytes(info.own_bytes + sum(unique[sha] for sha in written)),
+            format_bytes(info.own_bytes),
+            len(written),
+            format_bytes(sum(unique[sha] for sha in written)),
             time.perf_counter() - started,
         )
         self._prune(info)
@@ -266,6 +271,8 @@ class CheckpointManager:
         infos = self._checked(self._candidates(), hashed=())
         decision = choose_trial_checkpoints(infos, self._policy(), trial_running=False)
         self._apply(decision, infos)
+        # Also what a killed save of this trial left in the store (its pruning collects the rest).
+        collect_garbage(experiments_of_checkpoints(self.folder))
         return decision
 
     def strip_resume_state(self, info: CheckpointInfo) -> bool:
@@ -316,21 +323,19 @@ class CheckpointManager:
     def load_weights(self, info: CheckpointInfo) -> dict[str, torch.Tensor]:
         """The model weights of ``info``, verified against their SHA-256 first (CPU tensors)."""
         self.wait()
-        from safetensors.torch import load_file
-
         if not info.path.is_dir():
             raise StorageError(f"checkpoint {info.path} does not exist any more (pruned or quarantined)")
         try:
             verified = self._inspect(info.path, hashed=(WEIGHTS_FILE,))
+            if verified.sha256 != info.sha256:
+                raise StorageError(f"checkpoint {info.path} was replaced since it was listed; list it again")
+            return read_weights(info.path)
         except InvalidCheckpoint as problem:
             self._quarantine(info.path, problem)
             raise StorageError(
                 f"checkpoint {info.path} is invalid ({problem.file}: {problem.reason}); it was moved to "
                 f"{self.folder / QUARANTINE_DIR}: evaluate another checkpoint or rerun the trial"
             ) from None
-        if verified.sha256 != info.sha256:
-            raise StorageError(f"checkpoint {info.path} was replaced since it was listed; list it again")
-        return load_file(str(info.path / WEIGHTS_FILE), device="cpu")
 
     # ------------------------------------------------------------------ internals
 

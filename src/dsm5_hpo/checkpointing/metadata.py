@@ -4,6 +4,11 @@ The chain of trust: ``.hash`` holds the checkpoint's SHA-256; ``metadata.json`` 
 value, the SHA-256 and size of every file, and everything else about the checkpoint. The
 checkpoint SHA-256 covers every file's SHA-256 *and* the metadata's own content, so an edit to
 any file, to the metadata (an epoch, a metric) or to ``.hash`` breaks the chain.
+
+Format 2.0 keeps the weights in the blob store (checkpointing.blobs): ``tensors`` maps every state
+dict entry to its blob's SHA-256 (its name, so a blob verifies itself) and size; the checkpoint's
+own files are training_state.pt (while resumable) and these two. Format 1.0 checkpoints (weights
+in model.safetensors) are still read.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from dsm5_hpo.checkpointing.blobs import BlobStore
 from dsm5_hpo.checkpointing.io import FileDigest, checkpoint_digest
+from dsm5_hpo.layout import CHECKPOINTS_DIR, experiments_of_checkpoints
 from dsm5_hpo.provenance import code_version
 
 if TYPE_CHECKING:  # only for annotations: status and cleanup read metadata without importing torch
@@ -29,12 +36,12 @@ WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "training_state.pt"
 METADATA_FILE = "metadata.json"
 HASH_FILE = ".hash"
-REQUIRED_FILES = (WEIGHTS_FILE,)
-"""A weights-only checkpoint (an ended trial's) has no STATE_FILE: it can be evaluated, not resumed."""
 METADATA_DIGEST_KEY = "metadata.json#canonical"
 """Name under which the metadata's own content enters the checkpoint digest."""
 SCHEMA_FILE = Path(__file__).resolve().parents[3] / "contracts" / "checkpoint_metadata.schema.json"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
+LEGACY_SCHEMA_VERSION = "1.0"
+"""Weights in the checkpoint's own model.safetensors: read, never written any more."""
 _DIRECTORY_EPOCH = re.compile(r"^epoch_(\d+)$")
 
 
@@ -54,6 +61,19 @@ class CheckpointInfo:
     """False once training_state.pt was dropped (an ended trial): weights can load, a trial can't resume."""
     metrics: Mapping[str, float | None] = dataclasses.field(default_factory=dict, compare=False, hash=False)
     """The epoch's validation metrics (with the tuned thresholds when train.tune_thresholds)."""
+    blobs: Mapping[str, int] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    """SHA-256 -> bytes of every blob the weights are in (empty for a format 1.0 checkpoint);
+    ``bytes`` counts them once each, as if no other checkpoint shared them."""
+
+    @property
+    def own_bytes(self) -> int:
+        """Bytes of the checkpoint's own files: what deleting it frees before any blob goes."""
+        return self.bytes - sum(self.blobs.values())
+
+
+def tensor_blobs(metadata: Mapping[str, Any]) -> dict[str, int]:
+    """SHA-256 -> bytes of the blobs a checkpoint's metadata references (none in format 1.0)."""
+    return {str(entry["blob"]): int(entry["bytes"]) for entry in (metadata.get("tensors") or {}).values()}
 
 
 def info_from_metadata(path: Path, metadata: Mapping[str, Any], total_bytes: int) -> CheckpointInfo:
@@ -68,17 +88,22 @@ def info_from_metadata(path: Path, metadata: Mapping[str, Any], total_bytes: int
         created_at=str(metadata["created_at"]),
         resume_capable=bool(metadata["resume_capable"]),
         metrics=dict(metadata.get("metrics") or {}),
+        blobs=tensor_blobs(metadata),
     )
 
 
 class InvalidCheckpoint(Exception):
     """Why a checkpoint cannot be used: the file at fault (relative to it) and the reason."""
 
-    def __init__(self, file: str, reason: str, *, incompatible: bool = False) -> None:
+    def __init__(
+        self, file: str, reason: str, *, incompatible: bool = False, blob: str | None = None
+    ) -> None:
         super().__init__(f"{file}: {reason}")
         self.file = file
         self.reason = reason
         self.incompatible = incompatible
+        self.blob = blob
+        """The blob at fault (missing or damaged), which other checkpoints may reference too."""
 
 
 class CheckpointOwner(Protocol):
@@ -121,9 +146,14 @@ def validate_metadata(metadata: Mapping[str, Any]) -> None:
 
 
 def build_metadata(
-    owner: CheckpointOwner, state: TrainingState, files: Mapping[str, FileDigest], created_at: str
+    owner: CheckpointOwner,
+    state: TrainingState,
+    files: Mapping[str, FileDigest],
+    created_at: str,
+    tensors: Mapping[str, FileDigest],
 ) -> dict[str, Any]:
-    """The complete, schema-valid metadata.json content of a checkpoint of ``state``."""
+    """The complete, schema-valid metadata.json content of a checkpoint of ``state`` whose weights
+    are the blobs ``tensors`` (state dict name -> the blob's digest)."""
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "trial_id": owner.trial_id,
@@ -140,6 +170,9 @@ def build_metadata(
         "architecture_signature": owner.architecture_signature,
         "head_config": owner.head_config,
         "files": {name: {"sha256": digest.sha256, "bytes": digest.bytes} for name, digest in files.items()},
+        "tensors": {
+            name: {"blob": digest.sha256, "bytes": digest.bytes} for name, digest in sorted(tensors.items())
+        },
         "resume_capable": STATE_FILE in files,
     }
     metadata["checkpoint_sha256"] = checkpoint_sha256(metadata)
@@ -217,7 +250,28 @@ def read_checkpoint_metadata(path: Path) -> tuple[dict[str, Any], int]:
                 name, f"{size} bytes, metadata.json says {entry['bytes']} (truncated or overwritten)"
             )
         total += size
+    blobs = tensor_blobs(metadata)
+    if blobs:
+        store = BlobStore(blob_root_of(path))
+        for sha256, expected in sorted(blobs.items()):
+            size = store.size(sha256)
+            if size is None:
+                raise InvalidCheckpoint(f"blob {sha256}", f"missing from {store.root}", blob=sha256)
+            if size != expected:
+                raise InvalidCheckpoint(
+                    f"blob {sha256}", f"{size} bytes, metadata.json says {expected} (damaged)", blob=sha256
+                )
+            total += size
     return metadata, total
+
+
+def blob_root_of(checkpoint: Path) -> Path:
+    """The blob store of a checkpoint directory: ``<root>/blobs`` for ``<root>/<run>/checkpoints/...``
+    (a quarantined checkpoint is one level deeper)."""
+    for folder in checkpoint.parents:
+        if folder.name == CHECKPOINTS_DIR:
+            return experiments_of_checkpoints(folder).blobs
+    return experiments_of_checkpoints(checkpoint.parent).blobs
 
 
 def peek_checkpoint(path: Path) -> CheckpointInfo:

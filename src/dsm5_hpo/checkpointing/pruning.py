@@ -20,18 +20,19 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+from dsm5_hpo.checkpointing.blob_gc import collect_garbage
 from dsm5_hpo.checkpointing.io import delete_directory, write_bytes_hashed
 from dsm5_hpo.checkpointing.metadata import (
     HASH_FILE,
     METADATA_FILE,
     STATE_FILE,
-    WEIGHTS_FILE,
     CheckpointInfo,
+    blob_root_of,
     read_checkpoint_metadata,
     weights_only_metadata,
 )
 from dsm5_hpo.checkpointing.retention import Deletion
-from dsm5_hpo.layout import STAGING_PREFIX
+from dsm5_hpo.layout import STAGING_PREFIX, ExperimentLayout
 from dsm5_hpo.storage.atomic import fsync_path
 from dsm5_hpo.storage.monitor import format_bytes
 
@@ -93,7 +94,8 @@ def strip_resume_state(info: CheckpointInfo) -> int:
         shutil.rmtree(pending)
     pending.mkdir()
     try:
-        _link_or_copy(path / WEIGHTS_FILE, pending / WEIGHTS_FILE)
+        for name in stripped["files"]:  # format 1.0: model.safetensors; 2.0: none (weights are blobs)
+            _link_or_copy(path / name, pending / name)
         text = json.dumps(stripped, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
         write_bytes_hashed(pending / METADATA_FILE, text.encode("utf-8"))
         write_bytes_hashed(pending / HASH_FILE, f"{stripped['checkpoint_sha256']}\n".encode())
@@ -113,9 +115,11 @@ def strip_resume_state(info: CheckpointInfo) -> int:
 def apply_deletions(
     deletions: Iterable[Deletion], infos: Iterable[CheckpointInfo], log: logging.Logger
 ) -> int:
-    """Delete each checkpoint (crash-safe), logging what and why; returns the bytes freed."""
+    """Delete each checkpoint (crash-safe), logging what and why, then collect the blobs that no
+    checkpoint references any more; returns the bytes freed (its own files, and the blobs collected)."""
     by_path = {info.path: info for info in infos}
     freed = 0
+    stores: set[Path] = set()
     for deletion in deletions:
         info = by_path[deletion.path]
         try:
@@ -123,14 +127,19 @@ def apply_deletions(
         except OSError as error:  # the next decision tries again
             log.warning("cannot prune checkpoint %s: %s", info.path, error)
             continue
-        freed += info.bytes
+        freed += info.own_bytes
+        if info.blobs:
+            stores.add(blob_root_of(info.path))
         log.info(
-            "pruned checkpoint %s (epoch %d, %s=%.6g, %s): %s",
+            "pruned checkpoint %s (epoch %d, %s=%.6g, %s of its own files, %d blob(s) referenced): %s",
             info.path,
             info.epoch,
             info.metric_name,
             info.metric_value,
-            format_bytes(info.bytes),
+            format_bytes(info.own_bytes),
+            len(info.blobs),
             deletion.reason,
         )
+    for root in sorted(stores):
+        freed += collect_garbage(ExperimentLayout(root.parent)).freed
     return freed

@@ -15,7 +15,9 @@ Everything else is deleted with the reason. Once the trial has ended, the newest
 applies and kept checkpoints lose their resume state (``strip_resume_state``: weights stay).
 
 Per study (``choose_study_checkpoints``): over ``max_total_size``, trials are taken worst first
-(by their best metric value) and their checkpoints deleted worst first, until the total fits;
+(by their best metric value) and their checkpoints deleted worst first, until the total fits (the
+total counts unique bytes: each checkpoint's own files, and each blob once however many
+checkpoints share it; deleting a checkpoint frees the blobs no other one references);
 the study's best trial's co-best checkpoints and the running trial's resume checkpoint are never
 deleted. Deciding again after applying a decision deletes nothing more.
 """
@@ -23,7 +25,8 @@ deleted. Deciding again after applying a decision deletes nothing more.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -124,6 +127,15 @@ def choose_trial_checkpoints(
     return decision
 
 
+def unique_bytes(infos: Iterable[CheckpointInfo]) -> int:
+    """Bytes on disk of these checkpoints together: their own files, plus each of their blobs once."""
+    own, blobs = 0, dict[str, int]()
+    for info in infos:
+        own += info.own_bytes
+        blobs.update(info.blobs)
+    return own + sum(blobs.values())
+
+
 def choose_study_checkpoints(
     trials: Mapping[str, Sequence[CheckpointInfo]],
     best_trial: str | None,
@@ -135,7 +147,8 @@ def choose_study_checkpoints(
     everything = [info for infos in trials.values() for info in infos]
     decision = RetentionDecision(keep={i.path for i in everything})
     cap = policy.max_total_bytes
-    total = sum(i.bytes for i in everything)
+    total = unique_bytes(everything)
+    references = Counter(sha for info in everything for sha in info.blobs)
     if policy.keep_all or cap == 0 or total <= cap:
         return decision
     untouchable: set[Path] = set()
@@ -152,7 +165,10 @@ def choose_study_checkpoints(
                 return decision
             if info.path in untouchable:
                 continue
-            total -= info.bytes
+            total -= info.own_bytes
+            for sha, size in info.blobs.items():
+                references[sha] -= 1
+                total -= size if references[sha] == 0 else 0  # its last user goes: the blob is collected
             decision.keep.discard(info.path)
             decision.delete.append(
                 Deletion(

@@ -26,6 +26,7 @@ from dsm5_hpo.checkpointing.retention import (
     choose_study_checkpoints,
     choose_trial_checkpoints,
     tightened,
+    unique_bytes,
 )
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.layout import DELETED_PREFIX, TrialPaths
@@ -74,7 +75,7 @@ def prune_study_checkpoints(
         checkpoints, _best_trial_dir(trials), policy, running_trial=running_trial
     )
     if decision.delete:
-        total = sum(i.bytes for infos in checkpoints.values() for i in infos)
+        total = unique_bytes(i for infos in checkpoints.values() for i in infos)
         logger.warning(
             "the study's checkpoints take %s, over retention_policy.max_total_size=%s: pruning %d",
             format_bytes(total),

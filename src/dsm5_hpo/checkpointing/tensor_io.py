@@ -4,15 +4,18 @@ apart so that the read-only commands (status, cleanup) never import torch."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
 import torch
 
+from dsm5_hpo.checkpointing.blobs import BLOB_KEY, BlobError, BlobStore
 from dsm5_hpo.checkpointing.io import FileDigest, HashingWriter, open_hashed
 
 # safetensors dtype names; the order is safetensors' own (its Rust ``Dtype`` enum), which it sorts
@@ -54,17 +57,12 @@ def _tensor_bytes(tensor: torch.Tensor) -> memoryview:
     return tensor.reshape(-1).view(torch.uint8).numpy().data  # shares the tensor's memory
 
 
-def write_safetensors_streaming(
-    tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
-) -> FileDigest:
-    """Write ``tensors`` as a safetensors file, tensor by tensor, hashed while written; fsynced.
-
-    The layout is safetensors' own (same header, order and padding as ``safetensors.torch.save``),
-    so ``safetensors.torch.load_file`` reads it back bit-identically. Tensors sharing memory
-    (tied weights) are each written in full under their own name: no clone, no name dropped.
-    """
+def _safetensors_header(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None
+) -> tuple[bytes, list[str]]:
+    """The 8-byte length + JSON header of a safetensors file of ``tensors``, and their order in it."""
     if sys.byteorder != "little":  # safetensors is little-endian; we write memory as is
-        raise RuntimeError("write_safetensors_streaming needs a little-endian machine")
+        raise RuntimeError("the safetensors writer needs a little-endian machine")
     for name, tensor in tensors.items():
         if not isinstance(tensor, torch.Tensor):
             raise TypeError(f"tensor {name!r}: expected a torch.Tensor, got {type(tensor).__name__}")
@@ -90,10 +88,68 @@ def write_safetensors_streaming(
         offset += size
     encoded = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # pad with spaces so the data starts 8-byte aligned
+    return struct.pack("<Q", len(encoded)) + encoded, order
+
+
+def write_safetensors_streaming(
+    tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str] | None = None
+) -> FileDigest:
+    """Write ``tensors`` as a safetensors file, tensor by tensor, hashed while written; fsynced.
+
+    The layout is safetensors' own (same header, order and padding as ``safetensors.torch.save``),
+    so ``safetensors.torch.load_file`` reads it back bit-identically. Tensors sharing memory
+    (tied weights) are each written in full under their own name: no clone, no name dropped.
+    """
+    header, order = _safetensors_header(tensors, metadata)
     with HashingWriter(path.open("wb")) as writer:
-        writer.write(struct.pack("<Q", len(encoded)))
-        writer.write(encoded)
+        writer.write(header)
         for name in order:
             writer.write(_tensor_bytes(tensors[name]))
         writer.sync()
         return writer.digest()
+
+
+def blob_digest(tensor: torch.Tensor) -> FileDigest:
+    """SHA-256 and size of the blob ``tensor`` would be (its name in the store), without writing it."""
+    header, _ = _safetensors_header({BLOB_KEY: tensor}, None)
+    sha = hashlib.sha256(header)
+    data = _tensor_bytes(tensor)
+    sha.update(data)
+    return FileDigest(sha.hexdigest(), len(header) + data.nbytes)
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    digest: FileDigest
+    written: bool
+    """False when the store had the blob already (nothing was written)."""
+
+
+def put_tensor(store: BlobStore, tensor: torch.Tensor, digest: FileDigest | None = None) -> StoredTensor:
+    """Store ``tensor`` as a blob unless the store has it; the caller holds ``store.shared()``.
+
+    ``digest``: its ``blob_digest``, when the caller computed it already."""
+    digest = digest if digest is not None else blob_digest(tensor)
+    if store.size(digest.sha256) == digest.bytes:
+        return StoredTensor(digest, written=False)
+    staging = store.staging_path(digest.sha256)
+    try:
+        written = write_safetensors_streaming({BLOB_KEY: tensor}, staging)
+        if written != digest:  # the tensor changed while it was written: never name bytes wrongly
+            raise RuntimeError(f"tensor changed while stored as blob {digest.sha256}")
+        store.commit(staging, digest.sha256)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    return StoredTensor(digest, written=True)
+
+
+def load_tensor(store: BlobStore, sha256: str) -> torch.Tensor:
+    """The tensor of blob ``sha256``, its bytes verified against the name (BlobError otherwise)."""
+    from safetensors.torch import load
+
+    data = store.read_verified(sha256)
+    try:
+        return load(data)[BLOB_KEY]
+    except Exception as error:  # noqa: BLE001 - a blob that hashes right but does not parse is damaged too
+        raise BlobError(sha256, f"not a tensor blob ({type(error).__name__}: {error})") from None

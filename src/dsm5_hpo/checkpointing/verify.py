@@ -11,6 +11,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from dsm5_hpo.checkpointing.blob_gc import checkpoints_using
+from dsm5_hpo.checkpointing.blobs import BlobError, BlobStore
 from dsm5_hpo.checkpointing.io import quarantine_directory
 from dsm5_hpo.checkpointing.metadata import (
     METADATA_FILE,
@@ -19,10 +23,13 @@ from dsm5_hpo.checkpointing.metadata import (
     CheckpointInfo,
     CheckpointOwner,
     InvalidCheckpoint,
+    blob_root_of,
     info_from_metadata,
     read_checkpoint_metadata,
+    tensor_blobs,
 )
 from dsm5_hpo.checkpointing.training_state import TrainingState, state_from_payload
+from dsm5_hpo.layout import ExperimentLayout
 from dsm5_hpo.storage.atomic import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -53,6 +60,13 @@ def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[s
             f"its head config {metadata['head_config']} differs from this model's {owner.head_config}",
             incompatible=True,
         )
+    if WEIGHTS_FILE in hashed and metadata.get("tensors"):
+        store = BlobStore(blob_root_of(path))
+        for sha256 in sorted(tensor_blobs(metadata)):
+            try:
+                store.verify(sha256)
+            except BlobError as error:
+                raise InvalidCheckpoint(f"blob {sha256}", error.reason, blob=sha256) from None
     for name in (name for name in hashed if name in metadata["files"]):
         try:
             actual = sha256_file(path / name)
@@ -65,15 +79,38 @@ def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[s
     return info_from_metadata(path, metadata, total)
 
 
-def read_training_state(path: Path, epoch: int, step: int) -> TrainingState:
-    """Deserialize a verified checkpoint (weights with safetensors, the rest weights-only)."""
-    import torch
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights of checkpoint ``path`` as CPU tensors, from its blobs (each verified by its
+    name as it is read) or, in format 1.0, from its model.safetensors; raises InvalidCheckpoint."""
     from safetensors.torch import load_file
 
-    try:
-        model_state = load_file(str(path / WEIGHTS_FILE), device="cpu")
-    except Exception as error:  # noqa: BLE001 - any parse failure makes the checkpoint unusable, not the run
-        raise InvalidCheckpoint(WEIGHTS_FILE, f"cannot be read as safetensors ({error})") from None
+    from dsm5_hpo.checkpointing.tensor_io import load_tensor
+
+    metadata, _ = read_checkpoint_metadata(path)
+    if not metadata.get("tensors"):
+        try:
+            return load_file(str(path / WEIGHTS_FILE), device="cpu")
+        except Exception as error:  # noqa: BLE001 - any parse failure makes the checkpoint unusable
+            raise InvalidCheckpoint(WEIGHTS_FILE, f"cannot be read as safetensors ({error})") from None
+    store = BlobStore(blob_root_of(path))
+    loaded: dict[str, torch.Tensor] = {}
+    weights: dict[str, torch.Tensor] = {}
+    for name, entry in metadata["tensors"].items():
+        sha256 = str(entry["blob"])
+        if sha256 not in loaded:
+            try:
+                loaded[sha256] = load_tensor(store, sha256)
+            except BlobError as error:
+                raise InvalidCheckpoint(f"blob {sha256}", error.reason, blob=sha256) from None
+        weights[name] = loaded[sha256]  # tied or equal tensors: one copy in memory, as in the model
+    return weights
+
+
+def read_training_state(path: Path, epoch: int, step: int) -> TrainingState:
+    """Deserialize a verified checkpoint (weights from safetensors blobs, the rest weights-only)."""
+    import torch
+
+    model_state = read_weights(path)
     try:
         payload = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
         state = state_from_payload(payload, model_state)
@@ -91,7 +128,10 @@ def quarantine_invalid(
 ) -> None:
     """Log why ``path`` is unusable and move it under ``quarantine`` (never delete: it is evidence).
 
-    ``quiet``: a superseded checkpoint, not a damaged one (WARNING, not ERROR)."""
+    ``quiet``: a superseded checkpoint, not a damaged one (WARNING, not ERROR). A damaged blob is
+    named with every checkpoint that uses it, and moved to the store's quarantine too, so that the
+    next save of the same tensor writes it anew instead of finding it present (the other checkpoints
+    that use it are quarantined when next read: their blob is missing)."""
     where = path / problem.file if problem.file else path
     if quiet:
         logger.warning("checkpoint %s: %s; moving it to quarantine", path, problem.reason)
@@ -102,6 +142,24 @@ def quarantine_invalid(
             path,
             problem.reason,
         )
+    elif problem.blob is not None:
+        store = BlobStore(blob_root_of(path))
+        users = checkpoints_using(ExperimentLayout(store.root.parent), problem.blob) or [path]
+        logger.error(
+            "checkpoint %s is invalid: blob %s: %s; checkpoints that use this blob: %s; moving the "
+            "checkpoint and the blob to quarantine",
+            path,
+            store.path(problem.blob),
+            problem.reason,
+            ", ".join(str(user) for user in users),
+        )
+        try:
+            moved = store.quarantine(problem.blob, stamp)
+        except OSError as error:
+            logger.error("cannot move blob %s to quarantine: %s", problem.blob, error)
+        else:
+            if moved is not None:
+                logger.info("blob %s moved to %s", problem.blob, moved)
     else:
         logger.error("checkpoint %s is invalid: %s: %s; moving it to quarantine", path, where, problem.reason)
     try:

@@ -40,7 +40,7 @@ def format_plan(plan: CleanupPlan, *, freed: int | None = None) -> str:
     if plan.items:
         lines.append(f"  {'action':<7} {'size':>10}  path  (why)")
         for item in plan.items:
-            what = "delete" if item.action == "delete" else "strip"  # strip: training_state.pt only
+            what = item.action  # strip: training_state.pt only; collect: unreferenced blobs
             lines.append(f"  {what:<7} {format_bytes(item.bytes):>10}  {item.path}  ({item.reason})")
     else:
         lines.append("  nothing to delete: every checkpoint is one the retention policies keep")

@@ -5,7 +5,9 @@ study's own retention policy (from study.json), as the study would have when it 
 trial keeps its best weights without resume state, a trial left running keeps its resume point,
 and the study's total is brought under ``max_total_size`` worst trials first. On top of that it
 lists what no trial references any more: checkpoint folders of trials whose study is gone,
-staging and half-swapped directories left by crashes, and quarantined checkpoints.
+staging and half-swapped directories left by crashes, and quarantined checkpoints. Last, the blobs
+(experiments/blobs/) that no checkpoint left after these deletions references: applying collects
+them with the crash-safe mark and sweep of checkpointing.blob_gc, which never races a save.
 
 Only checkpoint directories (and ``training_state.pt`` of ended trials) are ever candidates:
 metrics, logs, reports, trial.json, study.json and the MLflow database are never listed. Nothing
@@ -22,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dsm5_hpo.checkpointing.blob_gc import collect_garbage, mark
+from dsm5_hpo.checkpointing.blobs import BlobStore
 from dsm5_hpo.checkpointing.io import delete_directory
 from dsm5_hpo.checkpointing.metadata import STATE_FILE, CheckpointInfo, InvalidCheckpoint
 from dsm5_hpo.checkpointing.pruning import PENDING_SUFFIX, strip_resume_state
@@ -46,7 +50,7 @@ from dsm5_hpo.storage.publish import export_leftovers
 
 logger = logging.getLogger(__name__)
 
-Action = Literal["delete", "strip"]
+Action = Literal["delete", "strip", "collect"]
 ENDED_STATES = frozenset({"COMPLETE", "PRUNED", "FAILED"})
 """trial.json states of a trial that will never run again; any other state can still be resumed."""
 
@@ -56,7 +60,8 @@ class CleanupItem:
     path: Path
     bytes: int
     action: Action
-    """'delete' removes the directory; 'strip' removes only its training_state.pt (weights stay)."""
+    """'delete' removes the directory; 'strip' removes only its training_state.pt (weights stay);
+    'collect' removes the blobs of the store that no checkpoint references."""
     reason: str
     checkpoint: CheckpointInfo | None = None
 
@@ -222,6 +227,7 @@ def plan_cleanup(experiments_dir: Path, *, study_id: str | None = None) -> Clean
                 f"study {study_id} not found under {root} (no readable study_{study_id}/study.json)"
             )
         _plan_study(planner, study_dir, record)
+        _plan_blobs(planner)
         return planner.plan
     referenced: set[Path] = set()
     for study_dir in planner.entries(f"{STUDY_PREFIX}*"):
@@ -243,7 +249,38 @@ def plan_cleanup(experiments_dir: Path, *, study_id: str | None = None) -> Clean
                 f"study {record['study_id']} no longer exists" if record.get("study_id") else "no trial.json"
             )
             planner.add(folder, "delete", f"orphaned checkpoint folder: {why}")
+    _plan_blobs(planner)
     return planner.plan
+
+
+def _plan_blobs(planner: _Planner) -> None:
+    """The blobs no checkpoint references once the planned deletions are done."""
+    layout = ExperimentLayout(planner.root)
+    store = BlobStore(layout.blobs)
+    if not store.root.is_dir() or store.root.is_symlink():
+        return
+    deleted = [item.path for item in planner.plan.items if item.action == "delete"]
+    marks = mark(layout)
+    if marks.unreadable:
+        planner.plan.skipped.append(
+            (store.root, f"blobs not collected: unreadable checkpoint metadata ({marks.unreadable[0]})")
+        )
+        return
+    kept = {
+        sha
+        for sha, users in marks.referenced.items()
+        if any(not any(user == d or d in user.parents for d in deleted) for user in users)
+    }
+    orphans = [(sha, size) for sha, size in store.names() if sha not in kept]
+    if orphans:
+        planner.plan.items.append(
+            CleanupItem(
+                store.root,
+                sum(size for _, size in orphans),
+                "collect",
+                f"{len(orphans)} blob(s) that no kept checkpoint references",
+            )
+        )
 
 
 def apply_cleanup(plan: CleanupPlan) -> int:
@@ -257,6 +294,12 @@ def apply_cleanup(plan: CleanupPlan) -> int:
             if item.action == "strip":
                 assert item.checkpoint is not None
                 freed += strip_resume_state(item.checkpoint)
+            elif item.action == "collect":  # last in the plan: after the deletions it counts on
+                collection = collect_garbage(ExperimentLayout(plan.root))
+                if collection.skipped:
+                    logger.warning("cleanup leaves the blobs of %s: %s", item.path, collection.skipped)
+                    continue
+                freed += collection.freed
             else:
                 delete_directory(item.path)
                 freed += item.bytes

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import jsonschema
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from dsm5_hpo.checkpointing.blob_gc import blob_sizes
 from dsm5_hpo.checkpointing.pruning import checkpoint_directories
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.database import opened_storage
@@ -36,17 +37,31 @@ STATES: tuple[str, ...] = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
 @dataclass(frozen=True)
 class TrialStorage:
+    """A trial's disk use; its checkpoints' blobs (experiments/blobs/) are counted once each."""
+
     retained_checkpoint_bytes: int
     checkpoints: int
     total_bytes: int
+    blobs: Mapping[str, int] = field(default_factory=dict, compare=False)
+    """SHA-256 -> bytes of the blobs its checkpoints reference: the study totals count each once."""
+
+    @property
+    def own_bytes(self) -> int:
+        """Its folder alone (total_bytes without the blobs)."""
+        return self.total_bytes - sum(self.blobs.values())
 
 
 def trial_storage(trial_dir: Path) -> TrialStorage:
     checkpoints = [p for p in checkpoint_directories(TrialPaths(trial_dir).checkpoints) if not p.is_symlink()]
+    blobs: dict[str, int] = {}
+    for checkpoint in checkpoints:
+        blobs.update(blob_sizes(checkpoint))
+    shared = sum(blobs.values())
     return TrialStorage(
-        retained_checkpoint_bytes=sum(tree_size(p) for p in checkpoints),
+        retained_checkpoint_bytes=sum(tree_size(p) for p in checkpoints) + shared,
         checkpoints=len(checkpoints),
-        total_bytes=tree_size(trial_dir),
+        total_bytes=tree_size(trial_dir) + shared,
+        blobs=blobs,
     )
 
 
@@ -99,8 +114,13 @@ def build_summary(
     created = datetime.fromisoformat(str(record["created_at"]))
     finished = record.get("finished_at")
     end = datetime.fromisoformat(str(finished)) if finished and record.get("state") != "RUNNING" else now
-    retained = sum(s.retained_checkpoint_bytes for s in storage.values())
-    trials_bytes = sum(s.total_bytes for s in storage.values())
+    # Unique bytes: a blob that several trials' checkpoints share (a frozen layer, a LoRA base) once.
+    blobs: dict[str, int] = {}
+    for measured in storage.values():
+        blobs.update(measured.blobs)
+    shared = sum(blobs.values())
+    retained = sum(s.retained_checkpoint_bytes - sum(s.blobs.values()) for s in storage.values()) + shared
+    trials_bytes = sum(s.own_bytes for s in storage.values()) + shared
     return {
         "schema_version": SCHEMA_VERSION,
         "study_id": str(record["study_id"]),

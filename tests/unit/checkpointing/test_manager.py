@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -17,13 +18,14 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from checkpoint_helpers import blob_names, checkpoint_disk_bytes, weights_blob
 from conftest import captured_logs
+from dsm5_hpo.checkpointing.blobs import BlobStore
 from dsm5_hpo.checkpointing.manager import (
     HASH_FILE,
     METADATA_FILE,
     QUARANTINE_DIR,
     STATE_FILE,
-    WEIGHTS_FILE,
     CheckpointInfo,
     CheckpointManager,
     TrainingState,
@@ -135,9 +137,28 @@ def deserialized(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append(str(path))
         return real_load(path, *args, **kwargs)
 
+    real_parse = safetensors.torch.load
+
+    def parse(data: bytes) -> Any:  # a blob: named by the SHA-256 of what was parsed
+        calls.append(f"blob:{hashlib.sha256(data).hexdigest()}")
+        return real_parse(data)
+
     monkeypatch.setattr(safetensors.torch, "load_file", load_file)
+    monkeypatch.setattr(safetensors.torch, "load", parse)
     monkeypatch.setattr(torch, "load", load)
     return calls
+
+
+def parsed_blobs(deserialized: list[str]) -> set[str]:
+    return {call.removeprefix("blob:") for call in deserialized if call.startswith("blob:")}
+
+
+BLOB = "<the weights blob>"
+"""A corruption of the weights: in format 2.0 a blob of the store, not a file of the checkpoint."""
+
+
+def tmp_blobs(folder: Path) -> Path:
+    return folder.parent.parent / "blobs"
 
 
 def errors(records: list[logging.LogRecord]) -> list[str]:
@@ -193,27 +214,32 @@ def test_round_trip_resumes_training_bit_exactly(folder: Path, deserialized: lis
     assert loaded.state.metrics == {"joint_score": 0.5, "criteria_auroc": None}
     assert loaded.state.history == [{"joint_score": 0.5}]
     assert all(t.device.type == "cpu" for t in loaded.state.model_state.values())
-    assert sorted(Path(p).name for p in deserialized) == sorted([STATE_FILE, WEIGHTS_FILE])
+    files = [Path(p).name for p in deserialized if not p.startswith("blob:")]
+    assert files == [STATE_FILE]
+    assert parsed_blobs(deserialized) == set(blob_names(folder / "epoch_0000"))  # the weights
 
 
 def test_one_directory_per_save_with_verifiable_files(folder: Path) -> None:
     run, manager = save_epochs(folder, [0.1, 0.2], keep_last=5)
     assert names(folder) == ["epoch_0000", "epoch_0001"]
     checkpoint = folder / "epoch_0001"
-    assert sorted(p.name for p in checkpoint.iterdir()) == sorted(
-        [WEIGHTS_FILE, STATE_FILE, METADATA_FILE, HASH_FILE]
-    )
+    assert sorted(p.name for p in checkpoint.iterdir()) == sorted([STATE_FILE, METADATA_FILE, HASH_FILE])
     payload = torch.load(checkpoint / STATE_FILE, weights_only=True)
     assert payload["epoch"] == 1
     assert payload["rng_state"]["numpy"]["keys"].dtype == torch.int64
     metadata = json.loads((checkpoint / METADATA_FILE).read_text())
     validate_metadata(metadata)
     assert (checkpoint / HASH_FILE).read_text() == metadata["checkpoint_sha256"] + "\n"
-    for name in (WEIGHTS_FILE, STATE_FILE):
-        assert metadata["files"][name] == {
-            "sha256": sha256_file(checkpoint / name),
-            "bytes": (checkpoint / name).stat().st_size,
-        }
+    assert metadata["files"][STATE_FILE] == {
+        "sha256": sha256_file(checkpoint / STATE_FILE),
+        "bytes": (checkpoint / STATE_FILE).stat().st_size,
+    }
+    # The weights are blobs named by their SHA-256, one per state-dict entry.
+    store = BlobStore(tmp_blobs(folder))
+    assert sorted(metadata["tensors"]) == sorted(run.model.state_dict())
+    for entry in metadata["tensors"].values():
+        blob = store.path(entry["blob"])
+        assert (sha256_file(blob), blob.stat().st_size) == (entry["blob"], entry["bytes"])
     assert metadata["trial_id"] == "trial-1"
     assert (metadata["epoch"], metadata["step"]) == (1, 20)
     assert metadata["metrics"] == {"joint_score": 0.2, "criteria_auroc": None}
@@ -224,7 +250,7 @@ def test_one_directory_per_save_with_verifiable_files(folder: Path) -> None:
     assert metadata["code_version"]
     info = manager.valid_checkpoints()[-1]
     assert info.sha256 == metadata["checkpoint_sha256"]
-    assert info.bytes == sum(p.stat().st_size for p in checkpoint.iterdir())
+    assert info.bytes == checkpoint_disk_bytes(checkpoint)
 
 
 def test_non_finite_metrics_become_null_in_metadata_but_stay_in_the_state(folder: Path) -> None:
@@ -271,13 +297,13 @@ def edit_metadata(key: str, value: object) -> Callable[[Path], None]:
 
 
 CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
-    "flip a byte of the weights": (lambda c: flip_byte(c / WEIGHTS_FILE), WEIGHTS_FILE),
+    "flip a byte of the weights": (lambda c: flip_byte(weights_blob(c)), BLOB),
     "flip a byte of the training state": (lambda c: flip_byte(c / STATE_FILE), STATE_FILE),
     "truncate the training state": (
         lambda c: (c / STATE_FILE).write_bytes((c / STATE_FILE).read_bytes()[:-100]),
         STATE_FILE,
     ),
-    "delete the weights": (lambda c: (c / WEIGHTS_FILE).unlink(), WEIGHTS_FILE),
+    "delete the weights": (lambda c: weights_blob(c).unlink(), BLOB),
     "delete the training state": (lambda c: (c / STATE_FILE).unlink(), STATE_FILE),
     "edit the epoch in metadata": (edit_metadata("epoch", 0), METADATA_FILE),
     "edit the metric in metadata": (edit_metadata("metric_value", 0.99), METADATA_FILE),
@@ -297,6 +323,8 @@ def test_corrupted_latest_is_quarantined_and_the_previous_one_loaded(
     save_epochs(folder, [0.1, 0.2], keep_last=2)
     corrupt, bad_file = CORRUPTIONS[corruption]
     latest = folder / "epoch_0001"
+    bad_path = weights_blob(latest) if bad_file == BLOB else latest / bad_file
+    good_blobs = set(blob_names(folder / "epoch_0000"))
     corrupt(latest)
 
     loaded = manager_for(folder).load_latest()
@@ -305,9 +333,10 @@ def test_corrupted_latest_is_quarantined_and_the_previous_one_loaded(
     assert loaded.state.epoch == 0
     # Nothing of the bad checkpoint was deserialized.
     assert all("epoch_0001" not in path for path in deserialized)
+    assert parsed_blobs(deserialized) <= good_blobs
     (message,) = errors(records)
     assert str(latest) in message
-    assert str(latest / bad_file) in message
+    assert str(bad_path) in message
     assert names(folder) == ["epoch_0000"]
     (quarantined,) = (folder / QUARANTINE_DIR).iterdir()
     assert quarantined.name.startswith("epoch_0001-2026")
@@ -335,8 +364,8 @@ def test_an_unreadable_file_counts_as_corrupt(
 
 def test_all_corrupted_starts_from_scratch(folder: Path, records: list[logging.LogRecord]) -> None:
     save_epochs(folder, [0.1, 0.2, 0.3], keep_last=3)
-    for checkpoint in folder.glob("epoch_*"):
-        flip_byte(checkpoint / WEIGHTS_FILE)
+    for blob in [weights_blob(checkpoint) for checkpoint in folder.glob("epoch_*")]:
+        flip_byte(blob)
     assert manager_for(folder).load_latest() is None
     assert len(errors(records)) == 3
     assert names(folder) == []
@@ -438,7 +467,7 @@ def test_the_checkpoint_just_written_is_never_pruned(folder: Path) -> None:
 
 def test_best_skips_and_quarantines_corrupted_weights(folder: Path, records: list[logging.LogRecord]) -> None:
     _, manager = save_epochs(folder, [0.1, 0.9, 0.5], keep_last=3)
-    flip_byte(folder / "epoch_0001" / WEIGHTS_FILE)
+    flip_byte(weights_blob(folder / "epoch_0001"))
     best = manager.best()
     assert best is not None
     assert (best.epoch, best.metric_value) == (2, 0.5)
@@ -451,7 +480,7 @@ def test_load_weights_verifies_first(folder: Path, records: list[logging.LogReco
     first, second = manager.valid_checkpoints()
     weights = manager.load_weights(second)
     assert all(torch.equal(weights[k], v) for k, v in run.model.state_dict().items())
-    flip_byte(first.path / WEIGHTS_FILE)
+    flip_byte(weights_blob(first.path))
     with pytest.raises(StorageError, match="SHA-256 mismatch"):
         manager.load_weights(first)
     with pytest.raises(StorageError, match="does not exist"):
@@ -480,12 +509,12 @@ def test_a_failed_write_leaves_no_staging_and_the_old_checkpoints(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, manager = save_epochs(folder, [0.1])
-    from dsm5_hpo.checkpointing import manager as checkpoint_manager
+    from dsm5_hpo.checkpointing import writer as checkpoint_writer
 
     def broken_disk(obj: object, path: Path) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(checkpoint_manager, "torch_save_hashed", broken_disk)
+    monkeypatch.setattr(checkpoint_writer, "torch_save_hashed", broken_disk)
     with pytest.raises(StorageError, match="Input/output error") as caught:
         manager.save(run.state(1, 0.2))
     assert str(folder / "epoch_0001") in str(caught.value)
@@ -497,13 +526,13 @@ def test_a_disk_that_fills_during_the_write_stops_with_the_exhaustion_report(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run, manager = save_epochs(folder, [0.1])
-    from dsm5_hpo.checkpointing import manager as checkpoint_manager
+    from dsm5_hpo.checkpointing import writer as checkpoint_writer
 
     def full_disk(obj: object, path: Path) -> None:
         path.write_bytes(b"partial")  # half a file, as a real ENOSPC leaves it
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint_manager, "torch_save_hashed", full_disk)
+    monkeypatch.setattr(checkpoint_writer, "torch_save_hashed", full_disk)
     with (
         captured_logs("dsm5_hpo.storage.space_guard") as records,
         pytest.raises(StorageExhaustedError) as caught,
@@ -638,7 +667,7 @@ def test_snapshot_buffers_of_an_earlier_model_are_dropped(folder: Path) -> None:
 def test_a_failed_background_save_is_raised_at_the_next_save_and_at_wait(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dsm5_hpo.checkpointing import manager as checkpoint_manager
+    from dsm5_hpo.checkpointing import writer as checkpoint_writer
 
     run = Run()
     manager = manager_for(folder, run, asynchronous=True)
@@ -646,7 +675,7 @@ def test_a_failed_background_save_is_raised_at_the_next_save_and_at_wait(
     def broken_disk(obj: object, path: Path) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(checkpoint_manager, "torch_save_hashed", broken_disk)
+    monkeypatch.setattr(checkpoint_writer, "torch_save_hashed", broken_disk)
     manager.save(run.state(0, 0.5))
     with pytest.raises(StorageError, match="Input/output error"):
         manager.save(run.state(1, 0.6))  # the first one's failure, before anything else happens

@@ -11,12 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from checkpoint_helpers import small_state
+from checkpoint_helpers import checkpoint_disk_bytes, small_state
 from dsm5_hpo.checkpointing.manager import (
     HASH_FILE,
     METADATA_FILE,
     STATE_FILE,
-    WEIGHTS_FILE,
     CheckpointManager,
     TrainingState,
     architecture_signature,
@@ -50,57 +49,63 @@ def saved(folder: Path, values: list[float], **policy: object) -> CheckpointMana
     return checkpoints
 
 
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A trial's checkpoints folder: its blobs go to tmp_path/blobs."""
+    return tmp_path / "trial" / "checkpoints"
+
+
 def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_stripped_checkpoint_is_valid_for_best_and_weights_but_not_for_resume(tmp_path: Path) -> None:
-    checkpoints = saved(tmp_path, [0.5, 0.1], keep_last_n=2)
+def test_stripped_checkpoint_is_valid_for_best_and_weights_but_not_for_resume(folder: Path) -> None:
+    checkpoints = saved(folder, [0.5, 0.1], keep_last_n=2)
     first, second = checkpoints.valid_checkpoints()
     assert checkpoints.strip_resume_state(second)
-    assert sorted(os.listdir(second.path)) == sorted([HASH_FILE, METADATA_FILE, WEIGHTS_FILE])
+    assert sorted(os.listdir(second.path)) == sorted([HASH_FILE, METADATA_FILE])  # the weights are blobs
     metadata = json.loads((second.path / METADATA_FILE).read_text())
     validate_metadata(metadata)
     assert metadata["resume_capable"] is False
-    again = manager(tmp_path)
+    again = manager(folder)
     assert [(i.epoch, i.resume_capable) for i in again.valid_checkpoints()] == [(0, True), (1, False)]
     loaded = again.load_latest()  # skips the weights-only epoch 1
     assert loaded is not None and loaded.info.epoch == 0
     assert checkpoints.strip_resume_state(first)
-    assert manager(tmp_path).load_latest() is None
-    best = manager(tmp_path).best()
+    assert manager(folder).load_latest() is None
+    best = manager(folder).best()
     assert best is not None and best.epoch == 0
-    weights = manager(tmp_path).load_weights(best)
+    weights = manager(folder).load_weights(best)
     assert all(torch.equal(weights[k], v) for k, v in MODEL.state_dict().items())
     assert checkpoints.strip_resume_state(best)  # twice: nothing more happens
-    assert not (tmp_path / "quarantine").exists()
+    assert not (folder / "quarantine").exists()
 
 
-def test_finish_trial_keeps_only_the_best_weights(tmp_path: Path) -> None:
-    checkpoints = saved(tmp_path, [0.2, 0.9, 0.4])
-    assert names(tmp_path) == ["epoch_0001", "epoch_0002"]
+def test_finish_trial_keeps_only_the_best_weights(folder: Path) -> None:
+    checkpoints = saved(folder, [0.2, 0.9, 0.4])
+    assert names(folder) == ["epoch_0001", "epoch_0002"]
     decision = checkpoints.finish_trial()
     assert [d.path.name for d in decision.delete] == ["epoch_0002"]
-    assert names(tmp_path) == ["epoch_0001"]
-    assert not (tmp_path / "epoch_0001" / STATE_FILE).exists()
+    assert names(folder) == ["epoch_0001"]
+    assert not (folder / "epoch_0001" / STATE_FILE).exists()
     again = checkpoints.finish_trial()
     assert again.delete == [] and again.strip_resume_state == []
 
 
-def test_the_checkpoint_resumed_from_is_kept_until_a_newer_one_is_committed(tmp_path: Path) -> None:
-    saved(tmp_path, [0.9, 0.1], keep_last_n=2)
-    resumed = manager(tmp_path, keep_last_n=1)
+def test_the_checkpoint_resumed_from_is_kept_until_a_newer_one_is_committed(folder: Path) -> None:
+    saved(folder, [0.9, 0.1], keep_last_n=2)
+    resumed = manager(folder, keep_last_n=1)
     loaded = resumed.load_latest()
     assert loaded is not None and loaded.info.epoch == 1
     resumed.save(state(2, 0.2))  # epoch 1 is neither newest nor best, but we resumed from it
-    assert names(tmp_path) == ["epoch_0000", "epoch_0001", "epoch_0002"]
+    assert names(folder) == ["epoch_0000", "epoch_0001", "epoch_0002"]
     resumed.save(state(3, 0.3))  # a newer resume point exists: the policy alone decides
-    assert names(tmp_path) == ["epoch_0000", "epoch_0003"]
+    assert names(folder) == ["epoch_0000", "epoch_0003"]
 
 
 @pytest.mark.parametrize("swap_started", [False, True])
 def test_an_interrupted_strip_is_recovered(tmp_path: Path, swap_started: bool) -> None:
-    folder, scratch = tmp_path / "done", tmp_path / "scratch"
+    folder, scratch = tmp_path / "done" / "checkpoints", tmp_path / "scratch" / "checkpoints"
     checkpoints = saved(folder, [0.5])
     (info,) = checkpoints.valid_checkpoints()
     shutil.copytree(folder, scratch)  # the state before the strip
@@ -120,7 +125,7 @@ def test_study_cap_prunes_worst_trials_on_real_checkpoints(tmp_path: Path) -> No
         saved(trial_dir / "checkpoints", [value]).finish_trial()
         (trial_dir / "validation_report.json").write_text("{}")
         trials.append(TrialFolder(trial_dir, value))
-    one = sum(f.stat().st_size for f in (tmp_path / "trial_0" / "checkpoints" / "epoch_0000").iterdir())
+    one = checkpoint_disk_bytes(tmp_path / "trial_0" / "checkpoints" / "epoch_0000")
     policy = RetentionConfig(max_total_size=str(one + one // 2))  # room for one checkpoint
     decision = prune_study_checkpoints(trials, policy)
     assert [d.path.parent.parent.name for d in decision.delete] == ["trial_2", "trial_0"]

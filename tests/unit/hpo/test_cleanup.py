@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from checkpoint_helpers import small_state
+from dsm5_hpo.checkpointing.blobs import BlobStore
 from dsm5_hpo.checkpointing.manager import CheckpointManager, architecture_signature
 from dsm5_hpo.checkpointing.metadata import peek_checkpoint
+from dsm5_hpo.checkpointing.tensor_io import put_tensor
 from dsm5_hpo.cli import cleanup as cleanup_cli
 from dsm5_hpo.config import RetentionConfig, StudyConfig
 from dsm5_hpo.hpo.cleanup import apply_cleanup, plan_cleanup
@@ -206,3 +208,30 @@ def test_a_shared_study_is_left_alone_while_a_worker_beats_and_cleaned_once_none
     plan = plan_cleanup(root)
     assert "study_S" not in {path.name for path, _ in plan.skipped}
     assert (staging, "delete") in {(item.path, item.action) for item in plan.items}
+
+
+def test_blobs_no_kept_checkpoint_references_are_listed_and_collected(experiments: Path) -> None:
+    store = BlobStore(experiments / "blobs")
+    with store.shared():  # a blob a killed save left behind, and one only the orphaned trial uses
+        left = put_tensor(store, torch.full((64,), 3.0)).digest
+    orphan_trial = experiments / "trial_orphan" / "checkpoints" / "epoch_0000"
+    metadata = json.loads((orphan_trial / "metadata.json").read_text())
+    own = put_tensor(store, torch.full((32,), 5.0)).digest
+    metadata["tensors"]["unique"] = {"blob": own.sha256, "bytes": own.bytes}
+    (orphan_trial / "metadata.json").write_text(json.dumps(metadata))  # its references, as GC reads them
+    before = {name for name, _ in store.names()}
+
+    plan = plan_cleanup(experiments)
+    (collect,) = [item for item in plan.items if item.action == "collect"]
+    assert collect.path == store.root and collect.bytes == left.bytes + own.bytes
+    assert plan.items[-1] is collect  # after the deletions it counts on
+    assert "2 blob(s)" in collect.reason
+    assert {name for name, _ in store.names()} == before  # a dry run deletes nothing
+
+    freed = apply_cleanup(plan)
+    assert freed >= left.bytes + own.bytes
+    assert {name for name, _ in store.names()} == before - {left.sha256, own.sha256}
+    for checkpoint in experiments.glob("trial_*/checkpoints/epoch_*"):  # what stays still verifies
+        for sha in peek_checkpoint(checkpoint).blobs:
+            store.verify(sha)
+    assert not [item for item in plan_cleanup(experiments).items if item.action == "collect"]
