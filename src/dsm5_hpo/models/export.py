@@ -299,8 +299,9 @@ def load_exported(folder: Path, *, base_path: Path | None = None) -> tuple[DualH
     result = model.load_state_dict(weights, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith("encoder.") or k in adapters]
     if missing or result.unexpected_keys:
+        files = f"{HEADS_FILE} and {ADAPTER_FILE}" if adapters else HEADS_FILE
         raise StorageError(
-            f"exported model {folder}: {HEADS_FILE} does not fit the heads in {INFO_FILE} "
+            f"exported model {folder}: {files} do not fit the model described in {INFO_FILE} "
             f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})"
         )
     return model.eval(), info
