@@ -99,13 +99,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--threshold", type=float, help="match threshold (default: the one chosen on validation)"
     )
     parser.add_argument(
+        "--base-model",
+        type=Path,
+        help="a LoRA model exported with export.merge_lora=false: the folder holding its base encoder "
+        "(default: where it was at export time, else found by its model id; its SHA-256 is checked)",
+    )
+    parser.add_argument(
         "--experiments-dir", type=Path, default=Path("experiments"), help="where to look for the newest study"
     )
     args = parser.parse_args(experiments_dir_override(argv))
 
     def run() -> int:
         settings = PredictSettings(
-            batch_size=args.batch_size, device=args.device, precision=args.precision, threshold=args.threshold
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            threshold=args.threshold,
+            base_model=args.base_model,
         )
         if args.output is not None and args.output.is_dir():
             raise ConfigError(

@@ -1,5 +1,5 @@
 """The sections of a study's config that describe its inputs and where its outputs go: paths, data,
-model, heads, tracking, logging and checkpoint retention (train and hpo have modules of their own).
+model, heads, export, tracking, logging and checkpoint retention (train and hpo have modules of their own).
 
 Each field typed with a ``Literal`` alias is checked against the alias's own values
 (``typing.get_args``), so each set of allowed strings is written once.
@@ -235,6 +235,23 @@ class HeadsConfig:
         require(self.hidden_size >= 1, "heads.hidden_size", f"must be >= 1, got {self.hidden_size}")
         require(
             self.layer_mix_layers >= 1, "heads.layer_mix_layers", f"must be >= 1, got {self.layer_mix_layers}"
+        )
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """The study's best_model/ export (models/export.py)."""
+
+    merge_lora: bool = True
+    """train.finetuning=lora: merge the adapters into the encoder weights, so that best_model/encoder
+    is a plain encoder like a full fine-tuning export (the adapter is kept beside it); false = no
+    encoder weights, the adapter and a reference (id, revision, SHA-256) to the base encoder."""
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.merge_lora, bool),
+            "export.merge_lora",
+            f"must be true or false, got {self.merge_lora!r}",
         )
 
 

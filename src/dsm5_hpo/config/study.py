@@ -13,6 +13,7 @@ from dsm5_hpo.config.checks import fail, require
 from dsm5_hpo.config.hpo import MODEL_PARAM, HPOConfig, searchable_setting
 from dsm5_hpo.config.schema import (
     DataConfig,
+    ExportConfig,
     HeadsConfig,
     LoggingConfig,
     ModelConfig,
@@ -35,6 +36,8 @@ class StudyConfig:
     """The two task heads on the encoder (searchable as heads.<setting>)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     hpo: HPOConfig = field(default_factory=HPOConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """How the study's best model is written to best_model/."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     retention_policy: RetentionConfig = field(default_factory=RetentionConfig)

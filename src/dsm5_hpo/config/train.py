@@ -19,6 +19,8 @@ OptimizerName = Literal["adamw", "adam", "adafactor"]
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
 SchedulerName = Literal["linear", "cosine", "constant"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
+Finetuning = Literal["full", "lora"]
+FINETUNINGS: tuple[str, ...] = get_args(Finetuning)
 
 
 @dataclass(frozen=True)
@@ -97,7 +99,21 @@ class TrainConfig:
     """Layer-wise learning-rate decay: encoder layer l of L trains at learning_rate_encoder x
     decay^(L - l), the embeddings at decay^(L + 1) (1.0 = one rate for the whole encoder)."""
     freeze_layers: int = 0
-    """Freeze the embeddings and the lowest N encoder layers (0 = train everything)."""
+    """Freeze the embeddings and the lowest N encoder layers (0 = train everything). With
+    finetuning=lora no adapter is put in those layers (it would stay at its zero start)."""
+    finetuning: Finetuning = "full"
+    """'full' trains every encoder weight; 'lora' freezes the encoder and trains low-rank adapters
+    (LoRA, peft) on its attention projections, beside the fully trained heads."""
+    lora_rank: int = 8
+    """finetuning=lora: rank r of each adapter (B x A, A: r x in, B: out x r)."""
+    lora_alpha: float = 16.0
+    """finetuning=lora: the adapter's output is scaled by lora_alpha / lora_rank."""
+    lora_dropout: float = 0.1
+    """finetuning=lora: dropout on the adapter's input (training only)."""
+    lora_target_modules: tuple[str, ...] = ()
+    """finetuning=lora: modules that get an adapter, by name suffix (e.g. [query, value]); empty =
+    every linear projection inside the encoder's attention blocks (query, key, value and the
+    attention output), found by module type, so BERT, RoBERTa, DeBERTa-v2 and MiniLM all work."""
     augment_probability: float = 0.0
     """Chance that each evidence span of a training pair is rewritten (one operation of
     train.augment_operations) in an epoch; only evidence text changes, re-drawn every epoch;
@@ -173,6 +189,7 @@ class TrainConfig:
             f"must be in (0, 1], got {self.layer_lr_decay}",
         )
         require(self.freeze_layers >= 0, "train.freeze_layers", f"must be >= 0, got {self.freeze_layers}")
+        self._check_lora()
         require(
             0.0 <= self.augment_probability <= 1.0,
             "train.augment_probability",
@@ -186,4 +203,34 @@ class TrainConfig:
             bool(operations) or self.augment_probability == 0.0,
             "train.augment_operations",
             "is empty while train.augment_probability > 0: name at least one operation",
+        )
+
+    def _check_lora(self) -> None:
+        """The LoRA settings, checked whatever train.finetuning is: a search space may switch it on."""
+        require(
+            self.finetuning in FINETUNINGS,
+            "train.finetuning",
+            f"must be {either(FINETUNINGS)} (full: every encoder weight; lora: low-rank adapters), "
+            f"got {self.finetuning!r}",
+        )
+        require(
+            self.lora_rank >= 1,
+            "train.lora_rank",
+            f"must be >= 1 (the adapters' rank; 4 to 64 is usual), got {self.lora_rank}",
+        )
+        require(
+            self.lora_alpha > 0,
+            "train.lora_alpha",
+            f"must be > 0 (the adapters are scaled by alpha / rank; 2 x rank is usual), got {self.lora_alpha}",
+        )
+        require(
+            0.0 <= self.lora_dropout < 1.0,
+            "train.lora_dropout",
+            f"must be in [0, 1) (0 = no dropout), got {self.lora_dropout}",
+        )
+        blank = [name for name in self.lora_target_modules if not str(name).strip()]
+        require(
+            not blank,
+            "train.lora_target_modules",
+            "holds an empty name: list module-name suffixes (e.g. [query, value]), or [] for the attention projections",
         )

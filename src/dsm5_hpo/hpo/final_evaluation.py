@@ -22,7 +22,7 @@ from dsm5_hpo.hpo.trial_folders import started_trial_dir, trial_folders
 from dsm5_hpo.hpo.trial_inputs import InputsByModel
 from dsm5_hpo.hpo.workers import FINAL_EVALUATION, trials_that_count
 from dsm5_hpo.layout import EVALUATION_REPORT_FILE, StudyPaths
-from dsm5_hpo.models.export import export_model, read_info
+from dsm5_hpo.models.export import BaseEncoder, export_model, read_info
 from dsm5_hpo.tracking.tracker import RunTracker
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ def finish_study(
         data.tokenizer,
         StudyPaths(study_dir).best_model,
         description=export_description(evaluation, study_id=study_id, trial_id=outcome.best_trial_id),
+        merge_lora=trial_config.export.merge_lora,
+        base=BaseEncoder(trial_config.model, best_inputs.model_path),
     )
     logger.info("best model exported to %s (DualHeadModel.from_pretrained loads it)", exported)
     outcome.report = report

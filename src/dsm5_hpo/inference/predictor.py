@@ -23,7 +23,7 @@ from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.evaluation.evaluator import PairPrediction
 from dsm5_hpo.evaluation.prediction import EvaluationData, predict
 from dsm5_hpo.inference.posts import Post
-from dsm5_hpo.models.export import ENCODER_DIR
+from dsm5_hpo.models.export import tokenizer_dir
 from dsm5_hpo.models.loading import load_tokenizer
 from dsm5_hpo.models.multi_task import DualHeadModel
 from dsm5_hpo.models.precision import resolve_device, resolve_precision
@@ -41,6 +41,9 @@ class PredictSettings:
     precision: str = "auto"
     threshold: float | None = None
     """Match threshold; None = the one chosen on validation (dsm5_hpo.json)."""
+    base_model: Path | None = None
+    """A LoRA export without merged weights (export.merge_lora=false): the folder holding its base
+    encoder; None = where it was at export time, else found by its model id (hash-checked either way)."""
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "posts_per_chunk"):
@@ -96,7 +99,7 @@ class Predictor:
                 f"--model {folder}: no such folder; pass an exported model, e.g. "
                 "experiments/study_<uuid>/best_model (written at the end of `make train`)"
             )
-        self.model = DualHeadModel.from_pretrained(folder)
+        self.model = DualHeadModel.from_pretrained(folder, base_path=self.settings.base_model)
         self.info = self.model.export_info
         input_format = self.info.get("input_format")
         # The formats a config may train with are the formats a model can be exported with.
@@ -105,7 +108,7 @@ class Predictor:
                 f"{folder}: input format {input_format!r} is not one this version predicts with "
                 f"({', '.join(INPUT_FORMATS)}); upgrade dsm5_hpo"
             )
-        self.tokenizer = load_tokenizer(folder / ENCODER_DIR)
+        self.tokenizer = load_tokenizer(tokenizer_dir(folder, self.info))
         self.device = resolve_device(self.settings.device)
         self.precision = resolve_precision(self.settings.precision, self.device)
         self.model.to(self.device)

@@ -7,6 +7,8 @@ Where the criteria logit comes from (heads config):
   null ([CLS]) logit, scaled and shifted by two learned numbers (a pair matches when it has
   evidence, so one head decides both);
 - with ``evidence_unit=sentence``, always the best sentence's evidence logit (multiple-instance).
+
+The encoder is fine-tuned whole (train.finetuning=full) or through LoRA adapters (lora: models/lora.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dsm5_hpo.models.heads import CriteriaHead, EvidenceHead
 from dsm5_hpo.models.heads.pooling import Pooling
 from dsm5_hpo.models.heads.sentence import SentenceEvidenceHead, best_sentence_logit
 from dsm5_hpo.models.loading import load_encoder
+from dsm5_hpo.models.lora import LoraSettings, add_lora
 from dsm5_hpo.models.losses import LossSettings, criteria_loss, evidence_loss, sentence_loss
 
 
@@ -53,10 +56,17 @@ class DualHeadModel(nn.Module):
     """Criteria matching and evidence binding on one Hugging Face encoder."""
 
     def __init__(
-        self, encoder: nn.Module, dropout: float, heads: HeadsConfig | None = None, *, outputs: int = 1
+        self,
+        encoder: nn.Module,
+        dropout: float,
+        heads: HeadsConfig | None = None,
+        *,
+        outputs: int = 1,
+        lora: LoraSettings | None = None,
     ) -> None:
         """``outputs``: criteria predicted per window, 1 for binary_pairs (the criterion is in the input),
-        the number of criteria for multi_label (a logit and a span per criterion)."""
+        the number of criteria for multi_label (a logit and a span per criterion). ``lora``: put LoRA
+        adapters into the encoder and freeze its own weights (models/lora.py); None = full fine-tuning."""
         super().__init__()
         if outputs < 1:
             raise ValueError(f"outputs must be >= 1, got {outputs}")
@@ -91,14 +101,22 @@ class DualHeadModel(nn.Module):
         self.hidden_size = hidden
         self.export_info: dict[str, Any] = {}
         """dsm5_hpo.json of an exported model loaded with from_pretrained (empty otherwise)."""
+        # Last, so that the heads draw the same random start as with full fine-tuning (same seed).
+        self.lora = lora
+        self.lora_targets: list[str] = add_lora(self.encoder, lora) if lora is not None else []
+        """Names (in the encoder) of the modules holding an adapter; empty with full fine-tuning."""
 
     @classmethod
-    def from_pretrained(cls, path: str | Path) -> DualHeadModel:
+    def from_pretrained(cls, path: str | Path, *, base_path: str | Path | None = None) -> DualHeadModel:
         """A model exported by a study (``study_<uuid>/best_model``), hash-verified; its
-        dsm5_hpo.json (criteria, thresholds, window settings) is on ``model.export_info``."""
+        dsm5_hpo.json (criteria, thresholds, window settings) is on ``model.export_info``.
+
+        ``base_path``: for a LoRA export written with export.merge_lora=false, the folder holding its
+        base encoder (default: where it was at export time, else found like model.local_path /
+        model.pretrained); its weights must have the SHA-256 recorded in the export."""
         from dsm5_hpo.models.export import load_exported  # export imports this module
 
-        model, info = load_exported(Path(path))
+        model, info = load_exported(Path(path), base_path=Path(base_path) if base_path is not None else None)
         model.export_info = info
         return model
 
@@ -117,6 +135,19 @@ class DualHeadModel(nn.Module):
             **({"criteria_from_evidence": True} if self.heads.criteria_from_evidence else {}),
             # Only when not 1, so that binary_pairs checkpoints written before multi_label existed still fit.
             **({"outputs": self.outputs} if self.outputs != 1 else {}),
+            # LoRA only: the adapters' names and shapes are in the architecture signature already, but
+            # alpha (their scale) is no shape, so a checkpoint is tied to it here.
+            **({"lora": self.lora_description()} if self.lora is not None else {}),
+        }
+
+    def lora_description(self) -> dict[str, Any]:
+        """The LoRA settings as written to checkpoints and exports (the targets as adapted)."""
+        assert self.lora is not None
+        return {
+            "rank": self.lora.rank,
+            "alpha": self.lora.alpha,
+            "dropout": self.lora.dropout,
+            "targets": list(self.lora_targets),
         }
 
     def forward(
@@ -175,6 +206,7 @@ def build_model(encoder_path: Path, config: StudyConfig) -> DualHeadModel:
         dropout=config.train.dropout,
         heads=config.heads,
         outputs=outputs_for(config.data.input_format, len(config.data.criteria)),
+        lora=LoraSettings.from_train(config.train),
     )
 
 

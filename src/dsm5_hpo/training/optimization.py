@@ -6,39 +6,21 @@
   the bottom) trains at learning_rate_encoder x decay^(L - d); parameters of the encoder outside
   its layers (a pooler, a final norm) at learning_rate_encoder
 - freezing: the embeddings and the lowest ``freeze_layers`` layers get requires_grad=False
+- LoRA (train.finetuning=lora): the encoder's own weights are frozen already (models/lora.py); its
+  adapters are grouped and decayed by the layer they sit in, like the weights they adapt
 - schedules: linear warmup, then linear decay to 0, cosine decay to 0, or constant
 """
 
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 from torch import nn
 
 from dsm5_hpo.config import TrainConfig
 from dsm5_hpo.errors import ConfigError
-
-_LAYER = re.compile(r"\.layers?\.(\d+)\.")
-
-
-def encoder_layers(model: nn.Module) -> int:
-    config = getattr(getattr(model, "encoder", None), "config", None)
-    return int(getattr(config, "num_hidden_layers", 0) or 0)
-
-
-def encoder_depth(name: str, layers: int) -> int | None:
-    """Depth of an encoder parameter (0 = embeddings, 1..layers = transformer layers, bottom up);
-    ``layers`` + 1 for other encoder parameters; None for parameters outside the encoder."""
-    if not name.startswith("encoder."):
-        return None
-    match = _LAYER.search(name)
-    if match is not None:
-        return int(match.group(1)) + 1
-    if ".embeddings." in name or name.startswith("encoder.embeddings"):
-        return 0
-    return layers + 1
+from dsm5_hpo.models.depth import encoder_depth, encoder_layers
 
 
 def freeze_lowest_layers(model: nn.Module, count: int) -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import CONFIG_FILE, compose_tiny
 from dsm5_hpo.cli.common import compose_config
-from dsm5_hpo.config import StudyConfig, study_config_from_mapping
+from dsm5_hpo.config import StudyConfig, TrainConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError
 
 
@@ -92,6 +92,15 @@ def test_default_tracking_uri_follows_experiments_dir(tmp_path: Path, model_cach
         ("train.focal_gamma=-1", "train.focal_gamma"),
         ("train.augment_probability=2", "train.augment_probability"),
         ("train.augment_operations=swap+shout", "train.augment_operations"),
+        ("train.finetuning=adapters", "train.finetuning"),
+        ("train.lora_rank=0", "train.lora_rank"),
+        ("train.lora_alpha=0", "train.lora_alpha"),
+        ("train.lora_alpha=-4", "train.lora_alpha"),
+        ("train.lora_dropout=1.0", "train.lora_dropout"),
+        ("train.lora_dropout=-0.1", "train.lora_dropout"),
+        ("train.lora_target_modules=[query,'']", "train.lora_target_modules"),
+        ("train.lora_target_modules=query", "train.lora_target_modules"),
+        ("export.merge_lora=maybe", "export.merge_lora"),
         ("+search_space.heads.nope={type:categorical,choices:[1]}", "search_space.heads.nope"),
         ("hpo.n_trials=0", "hpo.n_trials"),
         ("hpo.metric=accuracy", "hpo.metric"),
@@ -190,7 +199,7 @@ def test_a_search_space_value_no_trial_could_use_is_refused_up_front(override: s
 
 
 def test_the_shipped_search_spaces_only_hold_valid_values() -> None:
-    for space in ("default", "full"):
+    for space in ("default", "full", "lora"):
         config = compose_config(CONFIG_FILE, [f"search_space={space}"])
         assert config.hpo.search_space
 
@@ -235,3 +244,28 @@ def test_with_train_validates() -> None:
     assert config.with_train(batch_size=8).train.batch_size == 8
     with pytest.raises(ConfigError, match=r"train\.batch_size"):
         config.with_train(batch_size=0)
+
+
+def test_lora_settings_compose_and_their_messages_say_the_fix() -> None:
+    config = compose_config(
+        CONFIG_FILE,
+        ["train.finetuning=lora", "train.lora_target_modules=[query,value]", "export.merge_lora=false"],
+    )
+    assert config.train.finetuning == "lora" and config.train.lora_target_modules == ("query", "value")
+    assert not config.export.merge_lora
+    defaults = compose_config(CONFIG_FILE, [])
+    assert defaults.train.finetuning == "full" and defaults.export.merge_lora
+    assert (defaults.train.lora_rank, defaults.train.lora_alpha, defaults.train.lora_dropout) == (
+        8,
+        16.0,
+        0.1,
+    )
+    assert defaults.train.lora_target_modules == ()
+    with pytest.raises(ConfigError, match=r"'train\.finetuning': .*'full', 'lora'"):
+        compose_config(CONFIG_FILE, ["train.finetuning=qlora"])
+    with pytest.raises(ConfigError, match=r"'train\.finetuning': must be full or lora \(full: every"):
+        TrainConfig(finetuning="qlora")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"'train\.lora_rank': must be >= 1"):
+        compose_config(CONFIG_FILE, ["train.lora_rank=0"])
+    lora_space = compose_config(CONFIG_FILE, ["search_space=lora"]).hpo.search_space
+    assert lora_space["finetuning"].choices == ("lora",) and "lora_rank" in lora_space
