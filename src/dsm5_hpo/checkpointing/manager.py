@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from dsm5_hpo.checkpointing.base_weights import BaseWeights
 from dsm5_hpo.checkpointing.blob_gc import collect_garbage
 from dsm5_hpo.checkpointing.blobs import BlobStore
 from dsm5_hpo.checkpointing.io import (
@@ -65,7 +66,7 @@ from dsm5_hpo.checkpointing.verify import (
     read_training_state,
     read_weights,
 )
-from dsm5_hpo.checkpointing.writer import store_weights, weight_digests, write_own_files
+from dsm5_hpo.checkpointing.writer import plan_weights, store_weights, write_own_files
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.layout import QUARANTINE_DIR, experiments_of_checkpoints
@@ -81,8 +82,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-METADATA_SLACK = 256 * 1024
-"""Bytes counted for metadata.json, .hash and torch.save framing on top of the tensors' bytes."""
+METADATA_SLACK = 256 * 1024  # bytes for metadata.json, .hash and torch.save framing beyond the tensors
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -118,6 +118,7 @@ class CheckpointManager:
         snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] | None = None,
         clock: Callable[[], datetime] = _utc_now,
         fence: Callable[[], None] | None = None,
+        base: BaseWeights | None = None,
     ) -> None:
         if interval_epochs < 1:
             raise ValueError(f"interval_epochs ({interval_epochs}) must be >= 1")
@@ -143,12 +144,19 @@ class CheckpointManager:
         study passes one dict to all its trials' managers, so only its first save allocates."""
         self._resumed_from: CheckpointInfo | None = None
         """The checkpoint load_latest returned: not pruned until a newer one is committed."""
+        self.base = base
+        self.blobs = BlobStore(experiments_of_checkpoints(folder).blobs)
+        """The pretrained encoder's read-only folder: tensors equal to its own are read there, not copied."""
         self.fence = fence or _no_fence
         """Called before each save and before the end-of-trial pruning; raises when the folder is no longer
         this process's to write (a shared study's worker taken for dead: hpo/workers.py TrialLease)."""
 
     def should_save(self, epoch: int) -> bool:
         return (epoch + 1) % self.interval_epochs == 0
+
+    def on_disk(self, tensor: torch.Tensor) -> bool:
+        """Whether a save would not write ``tensor``: its blob is in the store or read in place."""
+        return plan_weights(self.blobs, {"t": tensor}, self.base).missing_bytes == 0
 
     def preflight(self, needed: int) -> None:
         """Before training: make sure a checkpoint of ``needed`` bytes will fit (escalating if not)."""
@@ -189,17 +197,17 @@ class CheckpointManager:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fence()  # an asynchronous save runs later than save() checked: the folder may be another's now
         remove_stale_staging(self.folder)
-        blobs = BlobStore(experiments_of_checkpoints(self.folder).blobs)
-        digests, missing = weight_digests(blobs, state.model_state)
+        blobs = self.blobs
+        plan = plan_weights(blobs, state.model_state, self.base)
         # Only what is not on disk yet needs room: a frozen layer or a LoRA base is there already.
-        needed = missing + nested_tensor_bytes(payload) + METADATA_SLACK
+        needed = plan.missing_bytes + nested_tensor_bytes(payload) + METADATA_SLACK
         self.space.ensure_room(needed, self._prune_for_space, what=f"checkpoint {target}")
         staging = make_staging_dir(target)
         try:
             with blobs.shared():  # no blob collection until this checkpoint is committed (blobs.py)
-                written = store_weights(blobs, state.model_state, digests)
+                written = store_weights(blobs, state.model_state, plan)
                 created = self._clock().astimezone(UTC).isoformat()
-                metadata, own_bytes = write_own_files(staging, self, state, payload, digests, created)
+                metadata, own_bytes = write_own_files(staging, self, state, payload, plan, created)
                 try:  # last check before the commit, which could otherwise supersede another worker's epoch
                     self.fence()
                 except BaseException:
@@ -220,7 +228,7 @@ class CheckpointManager:
             if isinstance(error, OSError):
                 raise StorageError(f"cannot write checkpoint {target}: {error}") from error
             raise
-        unique = {digest.sha256: digest.bytes for digest in digests.values()}
+        unique = {d.sha256: d.bytes for d in plan.digests.values() if d.sha256 not in plan.in_place}
         info = info_from_metadata(target, metadata, own_bytes + sum(unique.values()))
         logger.info(
             "saved checkpoint %s (%s new on disk: its files %s + %d new blob(s) %s; %.2f s)",

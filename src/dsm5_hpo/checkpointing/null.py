@@ -24,6 +24,9 @@ class NullCheckpointManager:
     def should_save(self, epoch: int) -> bool:
         return False
 
+    def on_disk(self, tensor: torch.Tensor) -> bool:
+        return False
+
     def preflight(self, needed: int) -> None:
         return None
 

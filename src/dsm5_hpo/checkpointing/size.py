@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -56,13 +57,26 @@ def nested_tensor_bytes(value: Any) -> int:
 
 
 def estimate_checkpoint_bytes(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, *, metadata_bytes: int = 64_000
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    *,
+    metadata_bytes: int = 64_000,
+    on_disk: Callable[[torch.Tensor], bool] = lambda tensor: False,
 ) -> int:
-    """Bytes the next checkpoint will take: weights + optimizer state + metadata/RNG/scheduler slack.
+    """Bytes the next checkpoint will add to the disk: weights + optimizer state + metadata/RNG/scheduler
+    slack.
 
     Weights are every ``state_dict`` entry (persistent buffers included), tied tensors counted
-    once per name because the safetensors writer stores each name in full.
+    once per name, except frozen parameters that ``on_disk`` says are stored already (the blob
+    store, or the pretrained folder read in place): a save does not write those again. Trained
+    parameters are always counted (they change every step).
     """
-    weights = sum(_tensor_bytes(tensor) for tensor in model.state_dict().values())
+    parameters = dict(model.named_parameters())
+    weights = 0
+    for name, tensor in model.state_dict().items():
+        parameter = parameters.get(name)
+        if parameter is not None and not parameter.requires_grad and on_disk(tensor):
+            continue
+        weights += _tensor_bytes(tensor)
     state = _optimizer_bytes(optimizer) if optimizer is not None else 0
     return weights + state + metadata_bytes

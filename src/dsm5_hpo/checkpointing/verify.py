@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from dsm5_hpo.checkpointing.base_weights import BaseTensor, load_base_tensor
 from dsm5_hpo.checkpointing.blob_gc import checkpoints_using
 from dsm5_hpo.checkpointing.blobs import BlobError, BlobStore
 from dsm5_hpo.checkpointing.io import quarantine_directory
@@ -26,7 +28,6 @@ from dsm5_hpo.checkpointing.metadata import (
     blob_root_of,
     info_from_metadata,
     read_checkpoint_metadata,
-    tensor_blobs,
 )
 from dsm5_hpo.checkpointing.training_state import TrainingState, state_from_payload
 from dsm5_hpo.layout import ExperimentLayout
@@ -62,11 +63,16 @@ def inspect_checkpoint(owner: CheckpointOwner, path: Path, *, hashed: Sequence[s
         )
     if WEIGHTS_FILE in hashed and metadata.get("tensors"):
         store = BlobStore(blob_root_of(path))
-        for sha256 in sorted(tensor_blobs(metadata)):
+        for sha256, base in sorted(_blob_sources(metadata).items()):
             try:
-                store.verify(sha256)
+                if base is None or store.size(sha256) is not None:
+                    store.verify(sha256)
+                else:
+                    load_base_tensor(base, sha256)
             except BlobError as error:
-                raise InvalidCheckpoint(f"blob {sha256}", error.reason, blob=sha256) from None
+                raise InvalidCheckpoint(
+                    f"blob {sha256}", error.reason, blob=sha256 if base is None else None
+                ) from None
     for name in (name for name in hashed if name in metadata["files"]):
         try:
             actual = sha256_file(path / name)
@@ -93,17 +99,35 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         except Exception as error:  # noqa: BLE001 - any parse failure makes the checkpoint unusable
             raise InvalidCheckpoint(WEIGHTS_FILE, f"cannot be read as safetensors ({error})") from None
     store = BlobStore(blob_root_of(path))
+    sources = _blob_sources(metadata)
     loaded: dict[str, torch.Tensor] = {}
     weights: dict[str, torch.Tensor] = {}
     for name, entry in metadata["tensors"].items():
         sha256 = str(entry["blob"])
         if sha256 not in loaded:
+            base = sources[sha256]
             try:
-                loaded[sha256] = load_tensor(store, sha256)
+                if base is None or store.size(sha256) is not None:
+                    loaded[sha256] = load_tensor(store, sha256)
+                else:
+                    loaded[sha256] = load_base_tensor(base, sha256)
             except BlobError as error:
-                raise InvalidCheckpoint(f"blob {sha256}", error.reason, blob=sha256) from None
+                raise InvalidCheckpoint(
+                    f"blob {sha256}", error.reason, blob=sha256 if base is None else None
+                ) from None
         weights[name] = loaded[sha256]  # tied or equal tensors: one copy in memory, as in the model
     return weights
+
+
+def _blob_sources(metadata: dict[str, Any]) -> dict[str, BaseTensor | None]:
+    """Each blob a checkpoint names -> where it is read in place (pretrained folder), or None (the store)."""
+    sources: dict[str, BaseTensor | None] = {}
+    for entry in metadata["tensors"].values():
+        base = entry.get("base")
+        where = BaseTensor(str(base["file"]), str(base["key"])) if base else None
+        if sources.get(str(entry["blob"])) is None:
+            sources[str(entry["blob"])] = where
+    return sources
 
 
 def read_training_state(path: Path, epoch: int, step: int) -> TrainingState:

@@ -19,6 +19,7 @@ import optuna
 import torch
 import yaml
 
+from dsm5_hpo.checkpointing.base_weights import IN_PLACE_ORIGINS, BaseWeights
 from dsm5_hpo.checkpointing.manager import CheckpointManager, architecture_signature
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.features import WindowFeatures
@@ -65,8 +66,10 @@ def checkpoint_manager(
     space: SpaceGuard | None = None,
     snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] | None = None,
     fence: Callable[[], None] | None = None,
+    base: BaseWeights | None = None,
 ) -> CheckpointManager:
-    """The trial's checkpoints, tied to this model's architecture and heads."""
+    """The trial's checkpoints, tied to this model's architecture and heads; ``base``: the encoder's
+    read-only folder, whose tensors checkpoints reference in place instead of copying."""
     return CheckpointManager(
         TrialPaths(trial_dir).checkpoints,
         trial_id=trial_id,
@@ -78,6 +81,7 @@ def checkpoint_manager(
         asynchronous=config.train.async_checkpointing,
         snapshot_buffers=snapshot_buffers,
         fence=fence,
+        base=base,
     )
 
 
@@ -253,6 +257,7 @@ class Objective:
                 self.space,
                 self.snapshot_buffers,
                 fence,
+                BaseWeights(inputs.model_path) if inputs.origin in IN_PLACE_ORIGINS else None,
             )
             if self.checkpointing
             else None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dsm5_hpo.errors import ResumableStop, StorageError
-from dsm5_hpo.layout import CHECKPOINT_MARKERS, STAGING_PREFIX
+from dsm5_hpo.layout import BLOBS_DIR, CHECKPOINT_MARKERS, STAGING_PREFIX
 from dsm5_hpo.storage.monitor import DiskStatus, format_bytes
 
 
@@ -42,8 +42,9 @@ def _is_checkpoint_dir(path: Path) -> bool:
 def largest_artifacts(root: Path, n: int = 10) -> list[tuple[int, Path]]:
     """The ``n`` largest artifacts under ``root``, biggest first, as (bytes, path).
 
-    A checkpoint directory counts as one artifact (the sum of its files); anything else is
-    counted file by file. Symlinks below ``root`` are never followed nor counted: what they
+    A checkpoint directory counts as one artifact (the sum of its files), and so does the blob
+    store (its weights, shared by the checkpoints; `make cleanup` collects the unreferenced ones);
+    anything else is counted file by file. Symlinks below ``root`` are never followed nor counted: what they
     point at is not ours to report, and may be on another disk.
     """
     if not root.is_dir():
@@ -63,7 +64,7 @@ def largest_artifacts(root: Path, n: int = 10) -> list[tuple[int, Path]]:
                     continue
                 path = Path(entry.path)
                 if entry.is_dir(follow_symlinks=False):
-                    if _is_checkpoint_dir(path):
+                    if _is_checkpoint_dir(path) or path.name == BLOBS_DIR:
                         found.append((tree_size(path), path))
                     else:
                         pending.append(path)

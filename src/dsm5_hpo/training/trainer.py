@@ -176,7 +176,9 @@ class Trainer:
         start_epoch, global_step = self._resume(optimizer, scheduler, result)
         # Before an epoch of work is spent (and after the resume point is known, so that it is
         # protected): will a checkpoint fit, after what pruning can free?
-        self.checkpoints.preflight(estimate_checkpoint_bytes(self.model, optimizer))
+        self.checkpoints.preflight(
+            estimate_checkpoint_bytes(self.model, optimizer, on_disk=self.checkpoints.on_disk)
+        )
         try:
             for epoch in range(start_epoch, config.max_epochs):
                 set_log_context(epoch=epoch)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -19,13 +20,17 @@ from torch import nn
 from checkpoint_helpers import blob_names, small_state
 from conftest import captured_logs
 from dsm5_hpo.checkpointing import manager as manager_module
+from dsm5_hpo.checkpointing.base_weights import BaseWeights
 from dsm5_hpo.checkpointing.blob_gc import collect_garbage, mark
 from dsm5_hpo.checkpointing.blobs import BlobError, BlobStore
 from dsm5_hpo.checkpointing.manager import CheckpointManager, architecture_signature
-from dsm5_hpo.checkpointing.metadata import peek_checkpoint
+from dsm5_hpo.checkpointing.metadata import checkpoint_sha256, peek_checkpoint, validate_metadata
+from dsm5_hpo.checkpointing.size import estimate_checkpoint_bytes
 from dsm5_hpo.checkpointing.tensor_io import blob_digest, load_tensor, put_tensor
+from dsm5_hpo.checkpointing.verify import read_weights
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.layout import ExperimentLayout
+from dsm5_hpo.storage.atomic import sha256_file
 
 HEADS = {"hidden_size": 3}
 
@@ -197,3 +202,130 @@ def test_a_damaged_blob_names_every_checkpoint_using_it_and_the_previous_checkpo
     a.save(small_state(trained(1), 1, 0.2))
     assert BlobStore(tmp_path / "blobs").size(shared_head) is not None
     BlobStore(tmp_path / "blobs").verify(shared_head)
+
+
+def pretrained_folder(tmp_path: Path) -> Path:
+    """A read-only model folder holding the 'pretrained' base, under the names a model file uses."""
+    folder = tmp_path / "site-packages" / "model"
+    folder.mkdir(parents=True)
+    base = Frozen().base
+    safetensors.torch.save_file(
+        {"encoder.weight": base.weight.detach(), "encoder.bias": base.bias.detach()},
+        folder / "model.safetensors",
+    )
+    return folder
+
+
+def test_pretrained_tensors_are_read_in_place_not_copied(tmp_path: Path) -> None:
+    folder = pretrained_folder(tmp_path / "models")
+    root = tmp_path / "experiments"
+    saver = manager(root, "a", keep_all=True)
+    saver.base = BaseWeights(folder)
+    info = saver.save(small_state(trained(0), 0, 0.5))
+    assert info is not None
+    metadata = json.loads((info.path / "metadata.json").read_text())
+    entries = metadata["tensors"]
+    assert entries["base.weight"]["base"] == {
+        "file": str(folder / "model.safetensors"),
+        "key": "encoder.weight",
+    }
+    assert "base" not in entries["head.weight"]
+    store = BlobStore(root / "blobs")
+    assert store.size(entries["base.weight"]["blob"]) is None  # not copied into the store
+    assert set(info.blobs) == {entries["head.weight"]["blob"], entries["head.bias"]["blob"]}
+    loaded = manager(root, "a").load_latest()
+    assert loaded is not None
+    for name, tensor in trained(0).state_dict().items():
+        assert torch.equal(loaded.state.model_state[name], tensor), name
+    collect_garbage(ExperimentLayout(root))  # in-place tensors are never the store's to collect
+    assert manager(root, "a").load_latest() is not None
+
+
+def test_a_changed_or_missing_pretrained_file_is_refused_with_the_fix(
+    tmp_path: Path, records: list[logging.LogRecord]
+) -> None:
+    folder = pretrained_folder(tmp_path / "models")
+    saver = manager(tmp_path / "experiments", "a", keep_all=True)
+    saver.base = BaseWeights(folder)
+    saver.save(small_state(trained(0), 0, 0.5))
+    other = {"encoder.weight": torch.zeros(16, 16), "encoder.bias": torch.zeros(16)}
+    safetensors.torch.save_file(other, folder / "model.safetensors")  # another package version
+    assert manager(tmp_path / "experiments", "a").load_latest() is None
+    (error,) = [r.getMessage() for r in records if r.levelno == logging.ERROR]
+    assert "model files changed" in error and "install the version it was trained from" in error
+    assert not list((tmp_path / "experiments" / "blobs").glob("quarantine/*"))  # not the store's blob
+
+    # A save after the change does not reference the changed file: the base is stored this time.
+    saver.save(small_state(trained(0), 0, 0.5))
+    entries = json.loads((saver.folder / "epoch_0000" / "metadata.json").read_text())["tensors"]
+    assert "base" not in entries["base.weight"]
+    (folder / "model.safetensors").unlink()
+    assert manager(tmp_path / "experiments", "a").load_latest() is not None
+
+    folder = pretrained_folder(tmp_path / "again")
+    saver = manager(tmp_path / "elsewhere", "b", keep_all=True)  # a store without the base
+    saver.base = BaseWeights(folder)
+    saver.save(small_state(trained(2), 0, 0.5))
+    (folder / "model.safetensors").unlink()
+    assert manager(tmp_path / "elsewhere", "b").load_latest() is None
+    assert (
+        "reinstall the model package" in [r.getMessage() for r in records if r.levelno == logging.ERROR][-1]
+    )
+
+
+def test_a_format_1_checkpoint_still_loads(tmp_path: Path) -> None:
+    """Checkpoints written before the blob store hold their weights in model.safetensors."""
+    saver = manager(tmp_path, "a", keep_all=True)
+    info = saver.save(small_state(trained(0), 0, 0.5))
+    assert info is not None
+    write_format_1(info.path)
+    shutil.rmtree(tmp_path / "blobs")  # nothing of the new format is left to read from
+    reader = manager(tmp_path, "a", keep_all=True)
+    (valid,) = reader.valid_checkpoints()
+    assert not valid.blobs and valid.bytes == sum(p.stat().st_size for p in valid.path.iterdir())
+    loaded = reader.load_latest()
+    assert loaded is not None
+    for name, tensor in trained(0).state_dict().items():
+        assert torch.equal(loaded.state.model_state[name], tensor), name
+    assert torch.equal(reader.load_weights(valid)["head.weight"], trained(0).head.weight)
+    # A later save of the same trial writes format 2.0 beside it.
+    reader.save(small_state(trained(1), 1, 0.6))
+    assert (
+        json.loads((tmp_path / "trial_a" / "checkpoints" / "epoch_0001" / "metadata.json").read_text())[
+            "schema_version"
+        ]
+        == "2.0"
+    )
+
+
+def write_format_1(checkpoint: Path) -> None:
+    """Rewrite a checkpoint as format 1.0 wrote it: model.safetensors, files listing it, no tensors."""
+    metadata = json.loads((checkpoint / "metadata.json").read_text())
+    weights = read_weights(checkpoint)
+    safetensors.torch.save_file(weights, checkpoint / "model.safetensors")
+    legacy = {key: value for key, value in metadata.items() if key not in ("tensors", "checkpoint_sha256")}
+    legacy["schema_version"] = "1.0"
+    legacy["files"]["model.safetensors"] = {
+        "sha256": sha256_file(checkpoint / "model.safetensors"),
+        "bytes": (checkpoint / "model.safetensors").stat().st_size,
+    }
+    legacy["checkpoint_sha256"] = checkpoint_sha256(legacy)
+    validate_metadata(legacy)
+    (checkpoint / "metadata.json").write_text(json.dumps(legacy, indent=2))
+    (checkpoint / ".hash").write_text(legacy["checkpoint_sha256"] + "\n")
+
+
+def test_the_preflight_estimate_leaves_out_frozen_tensors_already_on_disk(tmp_path: Path) -> None:
+    model = trained(0)
+    model.base.requires_grad_(False)  # frozen, as train.freeze_layers or LoRA leave the encoder
+    optimizer = torch.optim.AdamW(p for p in model.parameters() if p.requires_grad)
+    saver = manager(tmp_path, "a", keep_all=True)
+    base_bytes = sum(t.numel() * t.element_size() for t in model.base.state_dict().values())
+    before = estimate_checkpoint_bytes(model, optimizer, on_disk=saver.on_disk)
+    assert before == estimate_checkpoint_bytes(model, optimizer)  # nothing stored yet: all counted
+    saver.save(small_state(model, 0, 0.5))
+    after = estimate_checkpoint_bytes(model, optimizer, on_disk=saver.on_disk)
+    assert before - after == base_bytes  # the frozen base is in the store: the next save adds none of it
+    with torch.no_grad():
+        model.head.weight.add_(1.0)  # trained tensors are always counted, stored or not
+    assert estimate_checkpoint_bytes(model, optimizer, on_disk=saver.on_disk) == after
