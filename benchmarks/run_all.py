@@ -1,6 +1,6 @@
 """Run every benchmark and write their figures to benchmarks/results.json (`make bench`).
 
-    python benchmarks/run_all.py            # full runs (about 25 minutes on 2 CPU cores)
+    python benchmarks/run_all.py            # full runs (about 30 minutes on 2 CPU cores)
     python benchmarks/run_all.py --quick    # smoke runs of each (about 2 minutes)
     python benchmarks/run_all.py --only tracking_overhead   # re-run one, keep the others' figures
 
@@ -28,6 +28,8 @@ BENCHMARKS = {
     "checkpoint_overhead": ("checkpoint_overhead.py", [], ["--quick"]),
     "checkpoint_stall": ("checkpoint_stall.py", [], ["--quick"]),
     "storage": ("storage.py", [], ["--quick"]),
+    # MiniLM: 4 studies of 12 trials x 3 one-step epochs, about 4 minutes and 11 GB of free disk.
+    "checkpoint_size": ("checkpoint_size.py", [], ["--quick"]),
     "throughput": ("throughput.py", [], ["--quick"]),
     "tracking_overhead": ("tracking_overhead.py", ["--repeats", "15"], ["--quick"]),
     "shared_workers": ("shared_workers.py", [], ["--quick"]),
