@@ -41,8 +41,8 @@ the frozen pretrained weights were copied into experiments/blobs (once) or refer
 read from the blob store after the first save and printed. The last line printed is a JSON object
 of every figure (run_all.py records it in benchmarks/results.json).
 
-The trials' checkpoint managers come from hpo.objective.checkpoint_manager with the arguments this
-benchmark passes it: when the objective passes it more (a base to reference in place), pass the same
+The trials' checkpoint managers come from hpo.objective.checkpoint_manager with the arguments the
+objective passes, the pretrained base read in place included (hpo.objective.pretrained_base): keep them
 here, or the figures are not those of a study.
 """
 
@@ -195,7 +195,7 @@ def run_study(
     from dsm5_hpo.checkpointing.manager import CheckpointManager
     from dsm5_hpo.checkpointing.retention import unique_bytes
     from dsm5_hpo.checkpointing.study_retention import read_trial_checkpoints
-    from dsm5_hpo.hpo.objective import checkpoint_manager, settle_checkpoints
+    from dsm5_hpo.hpo.objective import checkpoint_manager, pretrained_base, settle_checkpoints
     from dsm5_hpo.hpo.trial_callbacks import retention_after_trial
     from dsm5_hpo.hpo.trial_folders import TRIAL_DIR_ATTR
     from dsm5_hpo.models.multi_task import build_model
@@ -229,7 +229,9 @@ def run_study(
             seed_everything(config.train.seed + number)  # the heads start differently in each trial
             model = build_model(inputs.model_path, config)
             # Built from the model before the Trainer, as hpo/objective.py builds it.
-            manager: CheckpointManager = checkpoint_manager(trial_dir, model, trial_uuid, config)
+            manager: CheckpointManager = checkpoint_manager(
+                trial_dir, model, trial_uuid, config, base=pretrained_base(inputs)
+            )
             trainer = Trainer(
                 model,
                 config.train,

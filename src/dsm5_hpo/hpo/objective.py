@@ -29,7 +29,7 @@ from dsm5_hpo.evaluation.prediction import EvaluationData
 from dsm5_hpo.hpo.records import TrialRecord, TrialState, write_trial_record
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_folders import TRIAL_DIR_ATTR, started_trial_dir
-from dsm5_hpo.hpo.trial_inputs import InputsByModel
+from dsm5_hpo.hpo.trial_inputs import InputsByModel, TrialInputs
 from dsm5_hpo.layout import TrialPaths
 from dsm5_hpo.models.multi_task import DualHeadModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
@@ -83,6 +83,11 @@ def checkpoint_manager(
         fence=fence,
         base=base,
     )
+
+
+def pretrained_base(inputs: TrialInputs) -> BaseWeights | None:
+    """The encoder's folder when checkpoints may read its tensors in place (a read-only origin)."""
+    return BaseWeights(inputs.model_path) if inputs.origin in IN_PLACE_ORIGINS else None
 
 
 def settle_checkpoints(manager: CheckpointManager) -> None:
@@ -257,7 +262,7 @@ class Objective:
                 self.space,
                 self.snapshot_buffers,
                 fence,
-                BaseWeights(inputs.model_path) if inputs.origin in IN_PLACE_ORIGINS else None,
+                pretrained_base(inputs),
             )
             if self.checkpointing
             else None
