@@ -17,8 +17,9 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from checkpoint_helpers import weights_blob
+from checkpoint_helpers import blob_names, weights_blob
 from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES
+from dsm5_hpo.checkpointing.blobs import BlobStore
 from dsm5_hpo.cli import train
 from dsm5_hpo.hpo.lock import lock_owner
 from waiting import ProcessEnded, log_shows, wait_for, wait_for_exit
@@ -37,11 +38,18 @@ STUDY_OVERRIDES = (
 KILLS = 10
 
 
-def _command(experiments: Path, cache: Path, *, resume: bool) -> list[str]:
+METHODS = {
+    "full": ((), KILLS),
+    # Adapters and heads in the blob store, the frozen base stored once: fewer kills keep it cheap.
+    "lora": (("train.finetuning=lora", "train.learning_rate_encoder=1e-3"), 5),
+}
+
+
+def _command(experiments: Path, cache: Path, *, resume: bool, extra: tuple[str, ...] = ()) -> list[str]:
     base = [sys.executable, "-m", "dsm5_hpo.cli.train"]
     if resume:
         return [*base, "--resume", f"paths.experiments_dir={experiments}"]
-    overrides = [*STUDY_OVERRIDES, f"paths.experiments_dir={experiments}", f"paths.cache_dir={cache}"]
+    overrides = [*STUDY_OVERRIDES, *extra, f"paths.experiments_dir={experiments}", f"paths.cache_dir={cache}"]
     return [*base, "--config", str(CONFIG_FILE), *overrides]
 
 
@@ -95,17 +103,21 @@ def _assert_close(a: Any, b: Any, path: str = "") -> None:
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
-def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tmp_path: Path, model_cache: Path) -> None:
+@pytest.mark.parametrize("method", list(METHODS))
+def test_random_sigkills_then_resume_equal_an_uninterrupted_run(
+    tmp_path: Path, model_cache: Path, method: str
+) -> None:
+    extra, kill_count = METHODS[method]
     reference = tmp_path / "reference"
-    _run_to_end(_command(reference, model_cache, resume=False), tmp_path / "reference.log")
+    _run_to_end(_command(reference, model_cache, resume=False, extra=extra), tmp_path / "reference.log")
     expected = _summary(reference)
 
     interrupted, log = tmp_path / "interrupted", tmp_path / "interrupted.log"
     rng = random.Random(20261128)
     kills, resume = 0, False
-    while kills < KILLS:
+    while kills < kill_count:
         seen = log.stat().st_size if log.exists() else 0
-        process = _start(_command(interrupted, model_cache, resume=resume), log)
+        process = _start(_command(interrupted, model_cache, resume=resume, extra=extra), log)
         moment = rng.random()
         if moment < 0.25:  # during start-up: imports, data preparation, study bookkeeping
             delay = rng.uniform(0.5, 4.0)
@@ -138,6 +150,12 @@ def test_random_sigkills_then_resume_equal_an_uninterrupted_run(tmp_path: Path, 
     _assert_close(actual["report"]["test_metrics"], expected["report"]["test_metrics"], "test_metrics")
     assert actual["record"]["state"] == "COMPLETE"
     assert all(lock_owner(study_dir) is None for study_dir in interrupted.glob("study_*"))  # lock released
+    if method == "lora":  # the resumed trials ran LoRA, and every kept checkpoint's blobs are whole
+        for config in interrupted.glob("trial_*/config.yaml"):
+            assert "finetuning: lora" in config.read_text()
+        for checkpoint in interrupted.glob("trial_*/checkpoints/epoch_*"):
+            for blob in blob_names(checkpoint):
+                BlobStore(interrupted / "blobs").verify(blob)
 
     client = MlflowClient(tracking_uri=f"sqlite:///{interrupted / 'mlflow_db' / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("dsm5_hpo")

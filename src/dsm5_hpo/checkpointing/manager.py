@@ -69,7 +69,7 @@ from dsm5_hpo.checkpointing.verify import (
 from dsm5_hpo.checkpointing.writer import plan_weights, store_weights, write_own_files
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
-from dsm5_hpo.layout import QUARANTINE_DIR, experiments_of_checkpoints
+from dsm5_hpo.layout import CHECKPOINTS_DIR, QUARANTINE_DIR, experiments_of_checkpoints
 from dsm5_hpo.storage.monitor import format_bytes
 from dsm5_hpo.storage.space_guard import NullSpaceGuard, SpaceGuard
 
@@ -88,10 +88,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 def _no_fence() -> None:
     """The folder is always this process's (every trial but a shared study's)."""
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -116,12 +112,16 @@ class CheckpointManager:
         space: SpaceGuard | NullSpaceGuard | None = None,
         asynchronous: bool = False,
         snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] | None = None,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         fence: Callable[[], None] | None = None,
         base: BaseWeights | None = None,
     ) -> None:
         if interval_epochs < 1:
             raise ValueError(f"interval_epochs ({interval_epochs}) must be >= 1")
+        if (
+            folder.name != CHECKPOINTS_DIR
+        ):  # its blobs are <root>/blobs, swept after marking <root>/*/checkpoints
+            raise ValueError(f"a checkpoint folder is <root>/<run>/{CHECKPOINTS_DIR}, not {folder}")
         if not _SHA256.match(architecture_signature):
             raise ValueError(
                 f"architecture_signature must be a SHA-256 hex digest, got {architecture_signature!r}"

@@ -202,17 +202,26 @@ def read_info(folder: Path) -> dict[str, Any]:
         raise StorageError(
             f"{info_path}: export format {info.get('format')!r}, this version reads {EXPORT_FORMAT}"
         )
-    for name, entry in dict(info.get("files") or {}).items():
-        path = folder / name
+    _check_files(
+        folder, folder, dict(info.get("files") or {}), "file", "it was changed or damaged; export again"
+    )
+    return info
+
+
+def _check_files(folder: Path, root: Path, files: dict[str, Any], what: str, fix: str) -> None:
+    """Every file of ``files`` (name -> {sha256}) under ``root`` exists and matches its SHA-256, or
+    StorageError naming the file and ``fix``."""
+    for name, entry in files.items():
+        path = root / name
+        shown = name if root == folder else path
         if not path.is_file():
-            raise StorageError(f"exported model {folder}: file {name} is missing")
+            raise StorageError(f"exported model {folder}: {what} {shown} is missing; {fix}")
         actual = sha256_file(path)
         if actual != entry.get("sha256"):
             raise StorageError(
-                f"exported model {folder}: file {name} fails its SHA-256 check (recorded "
-                f"{str(entry.get('sha256'))[:12]}…, found {actual[:12]}…): it was changed or damaged; export again"
+                f"exported model {folder}: {what} {shown} fails its SHA-256 check (recorded "
+                f"{str(entry.get('sha256'))[:12]}…, found {actual[:12]}…): {fix}"
             )
-    return info
 
 
 def _base_folder(folder: Path, base: dict[str, Any], base_path: Path | None) -> Path:
@@ -254,16 +263,7 @@ def check_base(folder: Path, base_folder: Path, base: dict[str, Any]) -> None:
     files = dict(base.get("files") or {})
     if not files:
         raise StorageError(f"exported model {folder}: {INFO_FILE} names no base encoder weight file")
-    for name, entry in files.items():
-        path = base_folder / name
-        if not path.is_file():
-            raise StorageError(f"exported model {folder}: base encoder file {path} is missing; {fix}")
-        actual = sha256_file(path)
-        if actual != entry.get("sha256"):
-            raise StorageError(
-                f"exported model {folder}: base encoder file {path} fails its SHA-256 check (recorded "
-                f"{str(entry.get('sha256'))[:12]}…, found {actual[:12]}…); {fix}"
-            )
+    _check_files(folder, base_folder, files, "base encoder file", fix)
 
 
 def load_exported(folder: Path, *, base_path: Path | None = None) -> tuple[DualHeadModel, dict[str, Any]]:

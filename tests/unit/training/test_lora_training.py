@@ -89,7 +89,7 @@ def test_lora_fit_trains_adapters_and_heads_only_and_resumes_exactly(setup: Setu
     model = setup.model()
     frozen = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
     assert frozen and not any(".layer.0." in name and "lora_" in name for name, _ in model.named_parameters())
-    _, uninterrupted = setup.fit(model, checkpoints=setup.manager(tmp_path / "whole", model))
+    _, uninterrupted = setup.fit(model, checkpoints=setup.manager(tmp_path / "whole" / "checkpoints", model))
     assert uninterrupted.epochs_run == 2
     for name, parameter in model.named_parameters():
         if name in frozen:
@@ -102,7 +102,7 @@ def test_lora_fit_trains_adapters_and_heads_only_and_resumes_exactly(setup: Setu
         if epoch == 0:
             raise Crash
 
-    folder = tmp_path / "interrupted"
+    folder = tmp_path / "interrupted" / "checkpoints"
     first = setup.model()
     with pytest.raises(Crash):
         setup.fit(first, checkpoints=setup.manager(folder, first), epoch_callback=crash_after_first_epoch)

@@ -476,7 +476,7 @@ def test_exception_from_the_epoch_callback_stops_training(setup: Setup, tmp_path
     tracker = NullRunTracker()
     model = setup.model()
     sink = SnapshotManager(
-        tmp_path / "ckpt",
+        tmp_path / "run" / "checkpoints",
         trial_id="t",
         architecture_signature=architecture_signature(model),
         head_config=model.head_config(),
