@@ -41,7 +41,7 @@ KILLS = 10
 METHODS = {
     "full": ((), KILLS),
     # Adapters and heads in the blob store, the frozen base stored once: fewer kills keep it cheap.
-    "lora": (("train.finetuning=lora", "train.learning_rate_encoder=1e-3"), 5),
+    "lora": (("train.finetuning=lora", "train.learning_rate_encoder=1e-3"), 3),
 }
 
 
