@@ -36,6 +36,8 @@ def small_state(
         metrics={metric_name: value},
         metric_name=metric_name,
         metric_value=value,
+        # As the trainer says: parameters training never changes are blobs of their own, shared.
+        frozen=frozenset(name for name, p in model.named_parameters() if not p.requires_grad),
     )
 
 

@@ -39,7 +39,8 @@ class Model(nn.Module):
     def __init__(self, variant: int) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.base = nn.Linear(8, 8)  # never trained: one blob for every checkpoint of both trials
+        self.base = nn.Linear(8, 8)  # frozen: one blob for every checkpoint of both trials
+        self.base.requires_grad_(False)
         self.head = nn.Linear(8, 2)
         with torch.no_grad():
             self.head.weight.add_(variant)  # variants repeat: equal heads share blobs too

@@ -66,7 +66,7 @@ from dsm5_hpo.checkpointing.verify import (
     read_training_state,
     read_weights,
 )
-from dsm5_hpo.checkpointing.writer import plan_weights, store_weights, write_own_files
+from dsm5_hpo.checkpointing.writer import FrozenDigests, plan_weights, store_weights, write_own_files
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.errors import StorageError
 from dsm5_hpo.layout import CHECKPOINTS_DIR, QUARANTINE_DIR, experiments_of_checkpoints
@@ -118,9 +118,7 @@ class CheckpointManager:
     ) -> None:
         if interval_epochs < 1:
             raise ValueError(f"interval_epochs ({interval_epochs}) must be >= 1")
-        if (
-            folder.name != CHECKPOINTS_DIR
-        ):  # its blobs are <root>/blobs, swept after marking <root>/*/checkpoints
+        if folder.name != CHECKPOINTS_DIR:  # its blobs are <root>/blobs, marked from <root>/*/checkpoints
             raise ValueError(f"a checkpoint folder is <root>/<run>/{CHECKPOINTS_DIR}, not {folder}")
         if not _SHA256.match(architecture_signature):
             raise ValueError(
@@ -146,6 +144,7 @@ class CheckpointManager:
         """The checkpoint load_latest returned: not pruned until a newer one is committed."""
         self.base = base
         self.blobs = BlobStore(experiments_of_checkpoints(folder).blobs)
+        self._frozen = FrozenDigests()
         """The pretrained encoder's read-only folder: tensors equal to its own are read there, not copied."""
         self.fence = fence or _no_fence
         """Called before each save and before the end-of-trial pruning; raises when the folder is no longer
@@ -156,7 +155,7 @@ class CheckpointManager:
 
     def on_disk(self, tensor: torch.Tensor) -> bool:
         """Whether a save would not write ``tensor``: its blob is in the store or read in place."""
-        return plan_weights(self.blobs, {"t": tensor}, self.base).missing_bytes == 0
+        return plan_weights(self.blobs, {"t": tensor}, self.base, frozen={"t"}).missing_bytes == 0
 
     def preflight(self, needed: int) -> None:
         """Before training: make sure a checkpoint of ``needed`` bytes will fit (escalating if not)."""
@@ -197,15 +196,14 @@ class CheckpointManager:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fence()  # an asynchronous save runs later than save() checked: the folder may be another's now
         remove_stale_staging(self.folder)
-        blobs = self.blobs
-        plan = plan_weights(blobs, state.model_state, self.base)
+        plan = plan_weights(self.blobs, state.model_state, self.base, self._frozen.known(state), state.frozen)
         # Only what is not on disk yet needs room: a frozen layer or a LoRA base is there already.
         needed = plan.missing_bytes + nested_tensor_bytes(payload) + METADATA_SLACK
         self.space.ensure_room(needed, self._prune_for_space, what=f"checkpoint {target}")
         staging = make_staging_dir(target)
         try:
-            with blobs.shared():  # no blob collection until this checkpoint is committed (blobs.py)
-                written = store_weights(blobs, state.model_state, plan)
+            with self.blobs.shared():  # no blob collection until this checkpoint is committed (blobs.py)
+                written = store_weights(self.blobs, state.model_state, plan)
                 created = self._clock().astimezone(UTC).isoformat()
                 metadata, own_bytes = write_own_files(staging, self, state, payload, plan, created)
                 try:  # last check before the commit, which could otherwise supersede another worker's epoch

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -154,10 +154,12 @@ def build_metadata(
     created_at: str,
     tensors: Mapping[str, FileDigest],
     in_place: Mapping[str, Mapping[str, str]] | None = None,
+    grouped: Collection[str] = (),
 ) -> dict[str, Any]:
     """The complete, schema-valid metadata.json content of a checkpoint of ``state`` whose weights
     are the blobs ``tensors`` (state dict name -> the blob's digest); ``in_place``: blob SHA-256 ->
-    {file, key} of those read from the pretrained model folder rather than the store."""
+    {file, key} of those read from the pretrained model folder rather than the store; ``grouped``: the
+    names held together in one blob, each under its own name (the others are a blob of their own)."""
     in_place = in_place or {}
     metadata: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -177,6 +179,7 @@ def build_metadata(
         "files": {name: {"sha256": digest.sha256, "bytes": digest.bytes} for name, digest in files.items()},
         "tensors": {
             name: {"blob": digest.sha256, "bytes": digest.bytes}
+            | ({"key": name} if name in grouped else {})
             | ({"base": dict(in_place[digest.sha256])} if digest.sha256 in in_place else {})
             for name, digest in sorted(tensors.items())
         },
@@ -197,6 +200,24 @@ def weights_only_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return stripped
 
 
+_VALIDATED: dict[str, None] = {}
+"""SHA-256 of metadata.json contents that met the contract (insertion-ordered: the oldest go first)."""
+_VALIDATED_MAX = 4096
+
+
+def _validate_once(raw: bytes, metadata: Mapping[str, Any]) -> None:
+    """The contract check of ``metadata``, skipped for bytes already checked: retention reads every
+    checkpoint's metadata after each save, and the schema check of a ``tensors`` map of hundreds of
+    entries costs milliseconds each time. The same bytes give the same verdict."""
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest in _VALIDATED:
+        return
+    validate_metadata(metadata)
+    _VALIDATED[digest] = None
+    while len(_VALIDATED) > _VALIDATED_MAX:
+        del _VALIDATED[next(iter(_VALIDATED))]
+
+
 def _read_metadata(path: Path) -> dict[str, Any]:
     import jsonschema
 
@@ -207,13 +228,14 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise InvalidCheckpoint(HASH_FILE, f"unreadable ({error})") from None
     try:
-        metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+        raw = (path / METADATA_FILE).read_bytes()
+        metadata = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise InvalidCheckpoint(METADATA_FILE, "missing: not a committed checkpoint") from None
     except (OSError, ValueError) as error:  # ValueError: not JSON, or not UTF-8
         raise InvalidCheckpoint(METADATA_FILE, f"unreadable ({error})") from None
     try:
-        validate_metadata(metadata)
+        _validate_once(raw, metadata)
     except jsonschema.ValidationError as error:
         where = "/".join(str(p) for p in error.absolute_path) or "top level"
         raise InvalidCheckpoint(

@@ -111,11 +111,18 @@ def write_safetensors_streaming(
 
 def blob_digest(tensor: torch.Tensor) -> FileDigest:
     """SHA-256 and size of the blob ``tensor`` would be (its name in the store), without writing it."""
-    header, _ = _safetensors_header({BLOB_KEY: tensor}, None)
-    sha = hashlib.sha256(header)
-    data = _tensor_bytes(tensor)
-    sha.update(data)
-    return FileDigest(sha.hexdigest(), len(header) + data.nbytes)
+    return group_digest({BLOB_KEY: tensor})
+
+
+def group_digest(tensors: Mapping[str, torch.Tensor]) -> FileDigest:
+    """SHA-256 and size of the safetensors file of ``tensors``: the name of their blob in the store."""
+    header, order = _safetensors_header(tensors, None)
+    sha, size = hashlib.sha256(header), len(header)
+    for name in order:
+        data = _tensor_bytes(tensors[name])
+        sha.update(data)
+        size += data.nbytes
+    return FileDigest(sha.hexdigest(), size)
 
 
 @dataclass(frozen=True)
@@ -126,17 +133,23 @@ class StoredTensor:
 
 
 def put_tensor(store: BlobStore, tensor: torch.Tensor, digest: FileDigest | None = None) -> StoredTensor:
-    """Store ``tensor`` as a blob unless the store has it; the caller holds ``store.shared()``.
+    """Store ``tensor`` as a blob of its own unless the store has it; the caller holds ``store.shared()``."""
+    return put_group(store, {BLOB_KEY: tensor}, digest)
 
-    ``digest``: its ``blob_digest``, when the caller computed it already."""
-    digest = digest if digest is not None else blob_digest(tensor)
+
+def put_group(
+    store: BlobStore, tensors: Mapping[str, torch.Tensor], digest: FileDigest | None = None
+) -> StoredTensor:
+    """Store ``tensors`` as one blob unless the store has it (``digest``: its ``group_digest``, when the
+    caller computed it already); the caller holds ``store.shared()``."""
+    digest = digest if digest is not None else group_digest(tensors)
     if store.size(digest.sha256) == digest.bytes:
         return StoredTensor(digest, written=False)
     staging = store.staging_path(digest.sha256)
     try:
-        written = write_safetensors_streaming({BLOB_KEY: tensor}, staging)
-        if written != digest:  # the tensor changed while it was written: never name bytes wrongly
-            raise RuntimeError(f"tensor changed while stored as blob {digest.sha256}")
+        written = write_safetensors_streaming(tensors, staging)
+        if written != digest:  # a tensor changed while it was written: never name bytes wrongly
+            raise RuntimeError(f"tensors changed while stored as blob {digest.sha256}")
         store.commit(staging, digest.sha256)
     except BaseException:
         staging.unlink(missing_ok=True)
@@ -144,12 +157,20 @@ def put_tensor(store: BlobStore, tensor: torch.Tensor, digest: FileDigest | None
     return StoredTensor(digest, written=True)
 
 
-def load_tensor(store: BlobStore, sha256: str) -> torch.Tensor:
-    """The tensor of blob ``sha256``, its bytes verified against the name (BlobError otherwise)."""
+def load_blob(store: BlobStore, sha256: str) -> dict[str, torch.Tensor]:
+    """The tensors of blob ``sha256``, its bytes verified against the name (BlobError otherwise)."""
     from safetensors.torch import load
 
     data = store.read_verified(sha256)
     try:
-        return load(data)[BLOB_KEY]
+        return load(data)
     except Exception as error:  # noqa: BLE001 - a blob that hashes right but does not parse is damaged too
         raise BlobError(sha256, f"not a tensor blob ({type(error).__name__}: {error})") from None
+
+
+def load_tensor(store: BlobStore, sha256: str) -> torch.Tensor:
+    """The tensor of the single-tensor blob ``sha256``, verified (BlobError otherwise)."""
+    tensors = load_blob(store, sha256)
+    if BLOB_KEY not in tensors:
+        raise BlobError(sha256, f"holds {sorted(tensors)[:3]}, not one tensor under {BLOB_KEY!r}")
+    return tensors[BLOB_KEY]

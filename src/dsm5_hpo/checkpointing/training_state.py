@@ -56,6 +56,10 @@ class TrainingState:
     """This epoch's optimization-metric value."""
     extra: dict[str, Any] = field(default_factory=dict)
     """E.g. data-order state; must hold only weights_only-loadable types (checked on save)."""
+    frozen: frozenset[str] = frozenset()
+    """model_state names of parameters training never changes (requires_grad off: frozen layers, a LoRA
+    base). Not saved: a background save reads them where they are instead of copying them, and the
+    manager digests them once per trial."""
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -174,19 +178,22 @@ def snapshot(
 ) -> TrainingState:
     """A copy of ``state`` in host memory that training can no longer change (for a background save).
 
-    Every tensor is copied (weights, optimizer moments, RNG states); the rest is plain data,
+    Every tensor is copied (weights, optimizer moments, RNG states) but the frozen weights, which
+    training cannot change (``TrainingState.frozen``: referenced as they are); the rest is plain data,
     copied as nested containers. ``buffers`` (kept by the caller between saves) are reused for
     tensors of the same place, shape and dtype: after the first save no memory is allocated, so
     the copy runs at memory speed instead of paying a page fault per 4 KiB of fresh memory. The
     caller must not snapshot again while a save of the previous snapshot is still running.
     """
     reuse = buffers if buffers is not None else {}
-    copied = TrainingState(
-        **{f.name: _cloned(getattr(state, f.name), reuse, (f.name,)) for f in fields(TrainingState)}
-    )
+    changing = {f.name: getattr(state, f.name) for f in fields(TrainingState)}
+    changing["model_state"] = {k: v for k, v in state.model_state.items() if k not in state.frozen}
+    copied = TrainingState(**{name: _cloned(value, reuse, (name,)) for name, value in changing.items()})
+    # Frozen tensors cannot change while the save runs: referenced, not copied (a LoRA base stays put).
+    copied.model_state = {k: copied.model_state.get(k, v) for k, v in state.model_state.items()}
     # Buffers this snapshot did not use belong to an earlier model (another encoder drawn by the search
     # space, other heads): dropped, so pinned host memory holds one model's state, not one per model seen.
-    used = _tensor_paths(state, ())
+    used = _tensor_paths(copied, ()) - {("model_state", name) for name in state.frozen}
     for path in [path for path in reuse if path not in used]:
         del reuse[path]
     return copied

@@ -16,7 +16,7 @@ import torch
 
 from dsm5_hpo.checkpointing.base_weights import BaseTensor, load_base_tensor
 from dsm5_hpo.checkpointing.blob_gc import checkpoints_using
-from dsm5_hpo.checkpointing.blobs import BlobError, BlobStore
+from dsm5_hpo.checkpointing.blobs import BLOB_KEY, BlobError, BlobStore
 from dsm5_hpo.checkpointing.io import quarantine_directory
 from dsm5_hpo.checkpointing.metadata import (
     METADATA_FILE,
@@ -90,7 +90,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     name as it is read) or, in format 1.0, from its model.safetensors; raises InvalidCheckpoint."""
     from safetensors.torch import load_file
 
-    from dsm5_hpo.checkpointing.tensor_io import load_tensor
+    from dsm5_hpo.checkpointing.tensor_io import load_blob
 
     metadata, _ = read_checkpoint_metadata(path)
     if not metadata.get("tensors"):
@@ -100,7 +100,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
             raise InvalidCheckpoint(WEIGHTS_FILE, f"cannot be read as safetensors ({error})") from None
     store = BlobStore(blob_root_of(path))
     sources = _blob_sources(metadata)
-    loaded: dict[str, torch.Tensor] = {}
+    loaded: dict[str, dict[str, torch.Tensor]] = {}
     weights: dict[str, torch.Tensor] = {}
     for name, entry in metadata["tensors"].items():
         sha256 = str(entry["blob"])
@@ -108,14 +108,17 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
             base = sources[sha256]
             try:
                 if base is None or store.size(sha256) is not None:
-                    loaded[sha256] = load_tensor(store, sha256)
+                    loaded[sha256] = load_blob(store, sha256)
                 else:
-                    loaded[sha256] = load_base_tensor(base, sha256)
+                    loaded[sha256] = {BLOB_KEY: load_base_tensor(base, sha256)}
             except BlobError as error:
                 raise InvalidCheckpoint(
                     f"blob {sha256}", error.reason, blob=sha256 if base is None else None
                 ) from None
-        weights[name] = loaded[sha256]  # tied or equal tensors: one copy in memory, as in the model
+        key = str(entry.get("key", BLOB_KEY))
+        if key not in loaded[sha256]:
+            raise InvalidCheckpoint(f"blob {sha256}", f"holds no tensor {key!r}", blob=sha256)
+        weights[name] = loaded[sha256][key]  # equal tensors: one copy in memory, as in the model
     return weights
 
 

@@ -247,6 +247,7 @@ class Trainer:
             # Left where they are: the writer (or the asynchronous snapshot) copies each tensor to
             # host memory once; copying here too would copy a CUDA model's weights twice.
             model_state={k: v.detach() for k, v in self.model.state_dict().items()},
+            frozen=frozenset(name for name, p in self.model.named_parameters() if not p.requires_grad),
             optimizer_state=optimizer.state_dict(),
             scheduler_state=scheduler.state_dict(),
             rng_state=capture_rng_state(),

@@ -3,6 +3,7 @@ never loses a referenced blob nor races a save in flight."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import safetensors.torch
@@ -20,6 +22,7 @@ from torch import nn
 from checkpoint_helpers import blob_names, small_state
 from conftest import captured_logs
 from dsm5_hpo.checkpointing import manager as manager_module
+from dsm5_hpo.checkpointing import writer as writer_module
 from dsm5_hpo.checkpointing.base_weights import BaseWeights
 from dsm5_hpo.checkpointing.blob_gc import collect_garbage, mark
 from dsm5_hpo.checkpointing.blobs import BlobError, BlobStore
@@ -27,6 +30,7 @@ from dsm5_hpo.checkpointing.manager import CheckpointManager, architecture_signa
 from dsm5_hpo.checkpointing.metadata import checkpoint_sha256, peek_checkpoint, validate_metadata
 from dsm5_hpo.checkpointing.size import estimate_checkpoint_bytes
 from dsm5_hpo.checkpointing.tensor_io import blob_digest, load_tensor, put_tensor
+from dsm5_hpo.checkpointing.training_state import TrainingState, snapshot
 from dsm5_hpo.checkpointing.verify import read_weights
 from dsm5_hpo.config import RetentionConfig
 from dsm5_hpo.layout import ExperimentLayout
@@ -59,6 +63,7 @@ def manager(root: Path, trial: str, **policy: object) -> CheckpointManager:
 def trained(epoch: int) -> Frozen:
     """The model after ``epoch`` epochs: the head moved, the base did not."""
     model = Frozen()
+    model.base.requires_grad_(False)  # as train.freeze_layers or LoRA leave the encoder
     with torch.no_grad():
         model.head.weight.add_(epoch + 1)
     return model
@@ -107,8 +112,9 @@ def test_unchanged_tensors_are_stored_once_across_epochs_and_trials(tmp_path: Pa
     layout = ExperimentLayout(tmp_path)
     checkpoints = sorted(tmp_path.glob("trial_*/checkpoints/epoch_*"))
     assert len(checkpoints) == 6
-    # base.weight, base.bias, head.bias: one blob each for all six; head.weight: one per epoch.
-    assert len(list(BlobStore(layout.blobs).names())) == 3 + 3
+    # base.weight and base.bias (frozen): one blob each for all six; the head: one blob per epoch,
+    # trials a and b reaching the same head weights at the same epoch.
+    assert len(list(BlobStore(layout.blobs).names())) == 2 + 3
     first = peek_checkpoint(checkpoints[0])
     assert first.blobs and first.bytes == first.own_bytes + sum(first.blobs.values())
 
@@ -329,3 +335,52 @@ def test_the_preflight_estimate_leaves_out_frozen_tensors_already_on_disk(tmp_pa
     with torch.no_grad():
         model.head.weight.add_(1.0)  # trained tensors are always counted, stored or not
     assert estimate_checkpoint_bytes(model, optimizer, on_disk=saver.on_disk) == after
+
+
+def test_frozen_tensors_are_not_copied_by_the_snapshot_nor_hashed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = trained(0)
+    model.base.requires_grad_(False)
+    frozen = frozenset(name for name, p in model.named_parameters() if not p.requires_grad)
+    assert frozen == {"base.weight", "base.bias"}
+
+    def state(epoch: int) -> TrainingState:
+        return dataclasses.replace(small_state(model, epoch, 0.1 * epoch), frozen=frozen)
+
+    copied = snapshot(state(0))
+    assert copied.model_state["base.weight"].data_ptr() == model.base.weight.data_ptr()  # referenced
+    assert copied.model_state["head.weight"].data_ptr() != model.head.weight.data_ptr()  # copied
+
+    digested: list[tuple[int, ...]] = []
+    real = writer_module.blob_digest
+
+    def counting(tensor: torch.Tensor) -> Any:
+        digested.append(tuple(tensor.shape))
+        return real(tensor)
+
+    groups: list[list[str]] = []
+    real_group = writer_module.group_digest
+
+    def counting_group(tensors: Any) -> Any:
+        groups.append(sorted(tensors))
+        return real_group(tensors)
+
+    monkeypatch.setattr(writer_module, "blob_digest", counting)
+    monkeypatch.setattr(writer_module, "group_digest", counting_group)
+    saver = manager(tmp_path, "a", keep_all=True)
+    saver.asynchronous = True
+    for epoch in range(3):
+        with torch.no_grad():
+            model.head.weight.add_(1.0)  # training moves the head only
+        saver.save(state(epoch))
+        saver.wait()
+    assert digested.count((16, 16)) == 1  # the frozen base weight: digested at the first save only
+    assert groups == [["head.bias", "head.weight"]] * 3  # the trained head: one blob, every save
+    with torch.no_grad():
+        model.base.weight.mul_(2.0)  # an in-place write (a resume's load_state_dict is one) ...
+    saver.save(state(3))
+    saver.wait()
+    assert digested.count((16, 16)) == 2  # ... is seen by the version counter: digested again
+    loaded = manager(tmp_path, "a", keep_all=True).load_latest()
+    assert loaded is not None and torch.equal(loaded.state.model_state["base.weight"], model.base.weight)
