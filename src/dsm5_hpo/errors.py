@@ -95,3 +95,25 @@ class TrialTakenOver(BaseException):  # a stop of one trial, not an error
     and goes on with the next trial. A BaseException, as ResumableStop, so that no ``except Exception``
     on the way records it as the trial's failure.
     """
+
+
+class TrialProcessFailed(TrainingError):
+    """A trial run in its own process (hpo.trial_isolation=process) ended without a result: it raised,
+    or its process died (a signal, an out-of-memory kill). The trial fails with this reason and the
+    study goes on; ``killed`` (the process died) makes it eligible for a retry (hpo.max_trial_retries)."""
+
+    def __init__(self, reason: str, *, killed: bool = False) -> None:
+        super().__init__(reason)
+        self.killed = killed
+
+
+class StoppedInTrialProcess(ResumableStop):
+    """A ResumableStop raised in a trial's own process (a full disk, an unreachable database), carried
+    to the study process with its state, exit code and hint, so the study stops as it would in-process."""
+
+    def __init__(self, message: str, *, state: StopState, exit_code: int, summary: str, hint: str) -> None:
+        super().__init__(message)
+        self.state = state
+        self.exit_code = exit_code
+        self.summary = summary
+        self.hint = hint

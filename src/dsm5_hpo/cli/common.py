@@ -24,8 +24,6 @@ from dsm5_hpo.config import (
     study_config_from_mapping,
 )
 from dsm5_hpo.errors import ConfigError, Interrupted, PipelineError, ResumableStop
-from dsm5_hpo.tracking.mlflow_tracker import MlflowTracker
-from dsm5_hpo.tracking.tracker import NullTracker, Tracker
 from dsm5_hpo.utils.logging import redact, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -102,20 +100,6 @@ def model_catalog(config_dir: Path, space: object) -> dict[str, object]:
         except (OSError, yaml.YAMLError) as error:
             raise ConfigError(f"config key 'search_space.model': cannot read {path}: {error}") from error
     return catalog
-
-
-def build_tracker(config: StudyConfig) -> Tracker:
-    if config.tracking.backend == "none":
-        return NullTracker()
-    layout = config.paths.layout
-    return MlflowTracker(
-        config.tracking.resolved_uri(layout.root),
-        config.tracking.experiment_name,
-        artifact_root=layout.mlflow_artifacts,
-        outbox_dir=layout.outbox,
-        outbox_warn_bytes=config.tracking.outbox_warn_mb * 1_000_000,
-        drain_timeout_s=config.tracking.drain_timeout_s,
-    )
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:

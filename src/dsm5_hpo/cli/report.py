@@ -19,7 +19,7 @@ from pathlib import Path
 
 import optuna
 
-from dsm5_hpo.cli.common import build_tracker, experiments_dir_override, run_cli
+from dsm5_hpo.cli.common import experiments_dir_override, run_cli
 from dsm5_hpo.cli.status import study_dir_of
 from dsm5_hpo.config import study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, TrackingError
@@ -32,6 +32,7 @@ from dsm5_hpo.hpo.summary_plots import (
     render_study_plots,
 )
 from dsm5_hpo.layout import PLOTS_DIR
+from dsm5_hpo.tracking.factory import build_tracker
 from dsm5_hpo.tracking.tracker import RunTracker, Tracker
 
 logger = logging.getLogger("dsm5_hpo.cli.report")

@@ -96,12 +96,13 @@ def trials_table(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) 
             str(r["epochs"]),
             f"{format_bytes(r['retained_checkpoint_bytes'])} ({r['checkpoints']})",
             _duration(r["duration_s"]),
+            str(r.get("device") or "-"),
             _params(r["params"]),
         ]
         for r in rows
     ]
     metric = str(summary["metric"]).upper() or "VALUE"
-    return table(["#", "STATE", metric, "EPOCHS", "CHECKPOINTS", "TIME", "PARAMS"], body)
+    return table(["#", "STATE", metric, "EPOCHS", "CHECKPOINTS", "TIME", "DEVICE", "PARAMS"], body)
 
 
 def study_header(record: Mapping[str, Any], summary: Mapping[str, Any], owner: str | None) -> str:

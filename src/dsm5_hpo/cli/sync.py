@@ -15,8 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dsm5_hpo.cli.common import DEFAULT_CONFIG, build_tracker, compose_config, run_cli
+from dsm5_hpo.cli.common import DEFAULT_CONFIG, compose_config, run_cli
 from dsm5_hpo.errors import ConfigError, TrackingError
+from dsm5_hpo.tracking.factory import build_tracker
 from dsm5_hpo.tracking.mlflow_tracker import MlflowTracker
 
 

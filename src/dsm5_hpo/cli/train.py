@@ -20,13 +20,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dsm5_hpo.cli.common import DEFAULT_CONFIG, build_tracker, compose_config, run_cli
+from dsm5_hpo.cli.common import DEFAULT_CONFIG, compose_config, run_cli
 from dsm5_hpo.errors import ConfigError
 from dsm5_hpo.hpo.final_evaluation import StudyOutcome
 from dsm5_hpo.hpo.preflight import dry_run
 from dsm5_hpo.hpo.study import StudyRunner
 from dsm5_hpo.hpo.study_record import newest_unfinished_study
 from dsm5_hpo.layout import ExperimentLayout
+from dsm5_hpo.tracking.factory import build_tracker
 
 logger = logging.getLogger(__name__)
 

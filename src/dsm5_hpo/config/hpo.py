@@ -19,6 +19,12 @@ SamplerName = Literal["tpe", "random"]
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
 PrunerName = Literal["median", "none"]
 PRUNERS: tuple[str, ...] = get_args(PrunerName)
+TrialIsolation = Literal["auto", "process", "none"]
+TRIAL_ISOLATIONS: tuple[str, ...] = get_args(TrialIsolation)
+StartMethod = Literal["forkserver", "spawn"]
+START_METHODS: tuple[str, ...] = get_args(StartMethod)
+DEVICES_PATTERN = re.compile(r"^(auto|cpu:[1-9][0-9]*|[0-9]+(,[0-9]+)*)$")
+"""hpo.devices: 'auto', 'cpu:N' or a comma-separated list of CUDA device indices ('0,1,2,3')."""
 
 SHARED_STORAGE_SCHEMES: tuple[str, ...] = ("postgresql", "postgresql+psycopg", "sqlite")
 
@@ -137,6 +143,17 @@ class HPOConfig:
     max_trial_retries: int = 2
     """With a shared storage: how often a trial whose worker died is queued again; a trial that kills
     its worker each time (out of memory, a segfault) fails for good after that many retries."""
+    trial_isolation: TrialIsolation = "auto"
+    """Where a trial runs: 'process' = a child process of its own per trial (a segfault, an OOM kill or
+    a CUDA out-of-memory fails that trial, not the study, and its GPU memory goes with the process);
+    'none' = in this process (no start-up cost); 'auto' = process on CUDA, none on CPU."""
+    trial_start_method: StartMethod = "forkserver"
+    """How trial processes start: 'forkserver' forks each from a server that imported torch once (fast,
+    CUDA-safe: the server never touches the GPU); 'spawn' starts a fresh interpreter per trial."""
+    devices: str = "auto"
+    """One trial at a time per device: 'auto' = every visible CUDA GPU (one trial on the CPU without
+    one), '0,1,2,3' = those CUDA devices, 'cpu:N' = N CPU trials at once with the cores split between
+    them. More than one device runs trials in processes (hpo.trial_isolation)."""
     storage_retry_s: float = 120.0
     """With a shared storage: how long a worker retries a database that is away (a restart, "too many
     clients", a dropped connection) before it stops, resumably, with exit 2. An outage longer than
@@ -180,6 +197,21 @@ class HPOConfig:
         )
         require(self.storage_retry_s >= 0, "hpo.storage_retry_s", "must be >= 0 s (0 = no retry)")
         require(self.max_trial_retries >= 0, "hpo.max_trial_retries", "must be >= 0 (0 = never queued again)")
+        require(
+            self.trial_isolation in TRIAL_ISOLATIONS,
+            "hpo.trial_isolation",
+            f"must be {either(TRIAL_ISOLATIONS, quote=True)}",
+        )
+        require(
+            self.trial_start_method in START_METHODS,
+            "hpo.trial_start_method",
+            f"must be {either(START_METHODS, quote=True)}",
+        )
+        require(
+            bool(DEVICES_PATTERN.match(self.devices)),
+            "hpo.devices",
+            f"must be 'auto', 'cpu:N' (N >= 1) or CUDA device indices such as '0,1,2,3', got {self.devices!r}",
+        )
         require(self.sampler in SAMPLERS, "hpo.sampler", f"must be {either(SAMPLERS, quote=True)}")
         require(self.pruner in PRUNERS, "hpo.pruner", f"must be {either(PRUNERS, quote=True)}")
         require(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")

@@ -24,9 +24,9 @@ from dsm5_hpo.checkpointing.manager import CheckpointManager, architecture_signa
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.data.features import WindowFeatures
 from dsm5_hpo.data.prepare import augmented_epochs
-from dsm5_hpo.errors import ResumableStop, TrialTakenOver
+from dsm5_hpo.errors import PipelineError, ResumableStop, TrialTakenOver
 from dsm5_hpo.evaluation.prediction import EvaluationData
-from dsm5_hpo.hpo.records import TrialRecord, TrialState, write_trial_record
+from dsm5_hpo.hpo.records import TrialRecord, TrialState, read_trial_record, write_trial_record
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_folders import TRIAL_DIR_ATTR, started_trial_dir
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, TrialInputs
@@ -90,6 +90,18 @@ def pretrained_base(inputs: TrialInputs) -> BaseWeights | None:
     return BaseWeights(inputs.model_path) if inputs.origin in IN_PLACE_ORIGINS else None
 
 
+def _earlier_attempts(trial_dir: Path) -> list[dict[str, Any]] | None:
+    """The attempts before this one, as the trial.json found in the folder tells them."""
+    if not TrialPaths(trial_dir).record.is_file():
+        return None
+    try:
+        previous = read_trial_record(trial_dir)
+    except PipelineError as error:  # a damaged record: this attempt starts a new history
+        logger.warning("cannot read the previous attempt of %s: %s", trial_dir, error)
+        return None
+    return [*(previous.attempts or []), previous.as_attempt()]
+
+
 def settle_checkpoints(manager: CheckpointManager) -> None:
     """An ended trial keeps only its best weights; never let this hide the trial's own outcome."""
     try:
@@ -113,6 +125,11 @@ class Objective:
     """The study's free-space guard, shared by every trial's checkpoint manager."""
     snapshot_buffers: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict)
     """Host memory for asynchronous checkpoints, reused from trial to trial (trials run one at a time)."""
+    device: str | None = None
+    """Where the trials run (hpo.devices: cuda:N, cpu:N), for trial.json and the trial's Optuna attrs."""
+    epoch_hook: Callable[[int, int], None] | None = None
+    """Called with (trial number, epoch) after each epoch's report and checkpoint: fault injection for
+    tests (a crash mid-trial, after a checkpoint, is what a retry or a resume must continue from)."""
 
     def __call__(
         self, trial: optuna.Trial, reported: set[int] | None = None, fence: Callable[[], None] | None = None
@@ -140,6 +157,7 @@ class Objective:
         trial_dir.mkdir(parents=True, exist_ok=True)
         if not TrialPaths(trial_dir).config.is_file():
             atomic_write_text(TrialPaths(trial_dir).config, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        earlier = _earlier_attempts(trial_dir) if resumed else None
         record = TrialRecord(
             trial_id=trial_uuid,
             study_id=self.study_id,
@@ -148,6 +166,8 @@ class Objective:
             state="RUNNING",
             started_at=datetime.now(UTC).isoformat(),
             resumed=resumed,
+            device=self.device,
+            attempts=earlier,
         )
         write_trial_record(trial_dir, record)
 
@@ -252,6 +272,8 @@ class Objective:
                     value,
                 )
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+            if self.epoch_hook is not None:
+                self.epoch_hook(trial.number, epoch)
 
         checkpoints = (
             checkpoint_manager(

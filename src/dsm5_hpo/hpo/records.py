@@ -83,7 +83,16 @@ class TrialRecord:
     mlflow_run_id: str | None = None
     error: str | None = None
     finished_at: str | None = None
+    device: str | None = None
+    process: dict[str, Any] | None = None
+    attempts: list[dict[str, Any]] | None = None
+    """Earlier attempts of this trial (a resume, a retry after its process died), oldest first."""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_attempt(self) -> dict[str, Any]:
+        """This record as one entry of a later attempt's ``attempts``."""
+        keys = ("state", "started_at", "finished_at", "error", "device", "process")
+        return {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -190,3 +199,19 @@ def read_study_record(study_dir: Path) -> StudyRecord:
 def read_trial_record(trial_dir: Path) -> TrialRecord:
     path = TrialPaths(trial_dir).record
     return TrialRecord.from_dict(_read_object(path, "trial"), path)
+
+
+def refuse_another_config(study_dir: Path, joined: StudyRecord, config: dict[str, Any]) -> None:
+    """A worker joins a shared study with the config the study was started with, or not at all: two
+    configs would tune two different problems into one set of trials (and the last worker to start
+    would rewrite study.json with its own). ``config``: the joining worker's, as StudyConfig.to_dict()."""
+    differences = differing_keys(joined.config, config, ignore=MACHINE_LOCAL_KEYS)
+    if differences:
+        shown = "; ".join(differences[:10]) + (
+            f"; and {len(differences) - 10} more" if len(differences) > 10 else ""
+        )
+        raise ConfigError(
+            f"this worker's config differs from the one shared study {joined.study_name!r} was started "
+            f"with ({StudyPaths(study_dir).record}): {shown}. Start every worker with the same config "
+            "and overrides, or give this one another hpo.study_name"
+        )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
@@ -30,17 +32,13 @@ from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.data.prepare import PreparedData
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop
 from dsm5_hpo.hpo.database import opened_storage, storage_lock
+from dsm5_hpo.hpo.devices import in_process
 from dsm5_hpo.hpo.final_evaluation import StudyOutcome, finish_study, outcome_without_evaluation
+from dsm5_hpo.hpo.isolation import IsolatedObjective, RetryKilledTrial
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.model_choices import available_model_choices
 from dsm5_hpo.hpo.objective import Objective
-from dsm5_hpo.hpo.records import (
-    MACHINE_LOCAL_KEYS,
-    StudyRecord,
-    differing_keys,
-    read_study_record,
-    write_study_record,
-)
+from dsm5_hpo.hpo.records import StudyRecord, read_study_record, refuse_another_config, write_study_record
 from dsm5_hpo.hpo.sampling import enqueue_config_trial, make_pruner, make_sampler
 from dsm5_hpo.hpo.summary_plots import (
     mlflow_loss_reader,
@@ -51,9 +49,9 @@ from dsm5_hpo.hpo.summary_plots import (
 from dsm5_hpo.hpo.trial_callbacks import ProgressReport, retention_after_trial, summary_after_trial
 from dsm5_hpo.hpo.trial_folders import trial_folders
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
-from dsm5_hpo.hpo.trial_runner import AfterTrial, run_trial
+from dsm5_hpo.hpo.trial_loops import drive_trials, host_slots, isolated_objectives
+from dsm5_hpo.hpo.trial_runner import AfterTrial
 from dsm5_hpo.hpo.workers import (
-    SharedWorker,
     make_storage,
     shared_study_id,
     worker_id,
@@ -84,8 +82,12 @@ class StudyRunner:
         progress: bool | None = None,
         checkpointing: bool = True,
         disk_monitor: DiskMonitor | None = None,
+        epoch_hook: Callable[[int, int], None] | None = None,
     ) -> None:
         self.config = config
+        self.epoch_hook = epoch_hook
+        """Objective.epoch_hook (fault injection for tests; a module-level function, so that a trial's
+        own process can be given it)."""
         self.tracker = tracker
         self.progress = progress
         self.checkpointing = checkpointing
@@ -109,7 +111,7 @@ class StudyRunner:
             study_dir = self.config.paths.layout.study(study_id).dir
             if StudyPaths(study_dir).record.is_file():  # a worker on this machine was here before
                 joined = read_study_record(study_dir)
-                _refuse_another_config(study_dir, joined, self.config)
+                refuse_another_config(study_dir, joined, self.config.to_dict())
                 joined.state, joined.finished_at = "RUNNING", None
                 write_study_record(study_dir, joined)
                 return self._drive(study_dir, joined)
@@ -304,6 +306,7 @@ class StudyRunner:
                 else contextlib.nullcontext(),
             )
         policy = config.retention_policy
+        slots = host_slots(config)
         space = SpaceGuard(
             self.disk_monitor,
             config.paths.experiments,
@@ -321,54 +324,57 @@ class StudyRunner:
             progress=self.progress,
             checkpointing=self.checkpointing,
             space=space,
+            device=slots[0].name,
+            epoch_hook=self.epoch_hook,
         )
         callbacks: list[AfterTrial] = [
             ProgressReport(study, study_run, n_trials=config.hpo.n_trials, metric=config.hpo.metric)
         ]
+        isolated = not in_process(config, slots, cuda=torch.cuda.is_available())
+        lock, stop = threading.Lock(), threading.Event()
+        objectives: list[IsolatedObjective] = []
+        if isolated:
+            objectives = isolated_objectives(
+                config,
+                slots,
+                study_id=study_id,
+                storage=config.hpo.storage or record.optuna_storage,
+                study_name=record.study_name,
+                study_run_id=study_run.run_id,
+                tracker=self.tracker,
+                checkpointing=self.checkpointing,
+                progress=self.progress,
+                lock=lock,
+                stop=stop,
+                epoch_hook=self.epoch_hook,
+            )
+            callbacks.insert(0, RetryKilledTrial(config.hpo.max_trial_retries))  # before the count is shown
+            logger.info(
+                "trials run in processes of their own (%s), one at a time on each of: %s",
+                config.hpo.trial_start_method,
+                ", ".join(slot.name for slot in slots),
+            )
         if self.checkpointing:  # the trial has ended: keep the study under max_total_size
             callbacks.append(retention_after_trial(policy))
         callbacks.append(summary_after_trial(study_dir, record))
         deadline = started + config.hpo.timeout_s if config.hpo.timeout_s else None
         experiments = config.paths.experiments
 
-        if shared_storage is not None:
-            workers = SharedWorker(study, shared_storage, config.hpo, objective, callbacks, sleep=self.sleep)
-            workers.run_trials(deadline=deadline)
-            if not workers.claim_final_evaluation(self.checkpointing):
-                return outcome_without_evaluation(study, study_id, study_dir, experiments)
-            with workers.evaluating():
-                return finish_study(
-                    study, self.config, inputs, study_run, study_dir, record, checkpointing=self.checkpointing
-                )
-
-        # Trials a dead process left RUNNING continue first, in trial-number order.
-        for frozen in sorted(study.get_trials(states=(TrialState.RUNNING,)), key=lambda t: t.number):
-            logger.info("trial %d was running when the study stopped: continuing it", frozen.number)
-            trial = optuna.trial.Trial(study, frozen._trial_id)
-            run_trial(study, trial, objective, reported=set(frozen.intermediate_values), callbacks=callbacks)
-        # A queued trial (the config's own, above) is one of the n_trials to run, not one done. Like
-        # Optuna's optimize(timeout=...), no trial starts past the deadline; a running one finishes.
-        while len(study.get_trials(deepcopy=False, states=_STARTED)) < config.hpo.n_trials:
-            if deadline is not None and time.monotonic() >= deadline:
-                logger.info("hpo.timeout_s reached: no further trial starts; `make resume` runs the rest")
-                break
-            run_trial(study, study.ask(), objective, callbacks=callbacks)
-        return finish_study(
-            study, self.config, inputs, study_run, study_dir, record, checkpointing=self.checkpointing
+        evaluator = drive_trials(
+            study,
+            config.hpo,
+            objective if not isolated else None,
+            objectives if isolated else [],
+            callbacks,
+            shared_storage=shared_storage,
+            deadline=deadline,
+            lock=lock,
+            stop=stop,
+            sleep=self.sleep,
         )
-
-
-def _refuse_another_config(study_dir: Path, joined: StudyRecord, config: StudyConfig) -> None:
-    """A worker joins a shared study with the config the study was started with, or not at all: two
-    configs would tune two different problems into one set of trials (and the last worker to start
-    would rewrite study.json with its own)."""
-    differences = differing_keys(joined.config, config.to_dict(), ignore=MACHINE_LOCAL_KEYS)
-    if differences:
-        shown = "; ".join(differences[:10]) + (
-            f"; and {len(differences) - 10} more" if len(differences) > 10 else ""
-        )
-        raise ConfigError(
-            f"this worker's config differs from the one shared study {joined.study_name!r} was started "
-            f"with ({StudyPaths(study_dir).record}): {shown}. Start every worker with the same config "
-            "and overrides, or give this one another hpo.study_name"
-        )
+        if evaluator is not None and not evaluator.claim_final_evaluation(self.checkpointing):
+            return outcome_without_evaluation(study, study_id, study_dir, experiments)
+        with evaluator.evaluating() if evaluator is not None else contextlib.nullcontext():
+            return finish_study(
+                study, self.config, inputs, study_run, study_dir, record, checkpointing=self.checkpointing
+            )

@@ -86,6 +86,7 @@ def trial_row(trial: FrozenTrial, storage: TrialStorage | None, now: datetime) -
         "best_epoch": trial.user_attrs.get("best_epoch"),
         "params": dict(trial.params),
         "duration_s": _duration(trial, now),
+        "device": trial.user_attrs.get("device"),
         "retained_checkpoint_bytes": storage.retained_checkpoint_bytes if storage else 0,
         "checkpoints": storage.checkpoints if storage else 0,
     }

@@ -176,6 +176,7 @@ class SharedWorker:
         *,
         sleep: Callable[[float], None],
         clock: Callable[[], float] = time.monotonic,
+        worker: str | None = None,
     ) -> None:
         self.study = study
         self.storage = storage
@@ -184,7 +185,8 @@ class SharedWorker:
         self.callbacks = callbacks
         self.sleep = sleep
         self.clock = clock
-        self.worker = worker_id()
+        self.worker = worker or worker_id()
+        """Who runs its trials (hpo.devices: one worker per device slot of this process)."""
 
     def _lock(self) -> contextlib.AbstractContextManager[None]:
         return storage_lock(self.storage, self.config.storage, self.config.study_name)

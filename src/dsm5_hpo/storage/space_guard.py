@@ -91,7 +91,13 @@ class SpaceGuard:
         study_id: str | None = None,
         prune_study: StudyPruneCallback | None = None,
         escalate: bool = True,
+        concurrent: int = 1,
     ) -> None:
+        if concurrent < 1:
+            raise ValueError(f"concurrent must be >= 1, got {concurrent}")
+        self.concurrent = concurrent
+        """Trials writing checkpoints on this disk at once (hpo.devices): room is kept for the next
+        checkpoint of each, so that N trials checking the same free space cannot all take it."""
         self.monitor = monitor
         self.experiments_dir = experiments_dir
         self.threshold_percent = threshold_percent
@@ -113,14 +119,18 @@ class SpaceGuard:
 
         Raises StorageExhaustedError (nothing written) when the last step still leaves too little.
         """
+        reserved = needed * self.concurrent
         status = self.monitor.check_now()
-        verdict = assess(status, needed, self.threshold_percent)
+        verdict = assess(status, reserved, self.threshold_percent)
         if verdict.ok:
             return
         logger.warning(
-            "%s needs %s; disk %s: %s",
+            "%s needs %s%s; disk %s: %s",
             what,
             format_bytes(needed),
+            f" ({format_bytes(reserved)} kept for the {self.concurrent} trials writing at once)"
+            if self.concurrent > 1
+            else "",
             status.describe(),
             f"below the retention_policy.disk_space_threshold_percent={self.threshold_percent:g}% threshold"
             if verdict.fits
@@ -130,7 +140,7 @@ class SpaceGuard:
             for step in (STEP_TRIAL, STEP_BEST_ONLY, STEP_STUDY_BEST):
                 freed = self._run_step(step, prune_trial)
                 status = self.monitor.check_now()
-                verdict = assess(status, needed, self.threshold_percent)
+                verdict = assess(status, reserved, self.threshold_percent)
                 logger.warning(
                     "storage escalation step %d (%s) freed %s; now %s",
                     step,
@@ -140,7 +150,7 @@ class SpaceGuard:
                 )
                 if verdict.ok:
                     return
-        if not verdict.fits:
+        if not assess(status, needed, self.threshold_percent).fits:  # not even this trial's own checkpoint
             raise self.exhausted(needed, status)
         logger.warning(
             "free space stays below %g%% after every escalation step; writing the %s (%s) anyway",

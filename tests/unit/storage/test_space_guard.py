@@ -163,3 +163,26 @@ def test_null_guard_checks_nothing_but_reports_the_real_disk(tmp_path: Path) -> 
     null.ensure_room(1 << 62, lambda: pytest.fail("the null guard never prunes"))  # type: ignore[arg-type]
     error = null.exhausted(123)
     assert error.report["disk"]["total_bytes"] > 0 and error.report["next_checkpoint_bytes"] == 123
+
+
+def test_concurrent_trials_keep_room_for_each_one_s_next_checkpoint(tmp_path: Path) -> None:
+    # 300 MB free of 1000: one 100 MB checkpoint fits above the 10 % threshold, four at once do not.
+    disk, steps = FakeDisk(1000 * MB, 300 * MB), []
+    guard(disk, steps, {}, tmp_path).ensure_room(100 * MB, trial_step(disk, steps, 0))
+    assert steps == []
+    space = guard(disk, steps, {"best_only": 200 * MB}, tmp_path, concurrent=4)
+    with captured_logs("dsm5_hpo.storage.space_guard") as records:
+        space.ensure_room(100 * MB, trial_step(disk, steps, 0))
+    assert steps == ["trial", "best_only"]  # pruned until 4 x 100 MB fit
+    assert "kept for the 4 trials writing at once" in records[0].getMessage()
+
+
+def test_concurrent_trials_that_cannot_all_fit_still_write_the_one_that_does(tmp_path: Path) -> None:
+    disk, steps = FakeDisk(1000 * MB, 300 * MB), []
+    space = guard(disk, steps, {}, tmp_path, concurrent=4)  # nothing to prune: 400 MB never fit
+    with captured_logs("dsm5_hpo.storage.space_guard") as records:
+        space.ensure_room(100 * MB, trial_step(disk, steps, 0))
+    assert steps == ["trial", "best_only", "study_best"]
+    assert "writing the" in records[-1].getMessage()
+    with pytest.raises(StorageExhaustedError):
+        space.ensure_room(400 * MB, trial_step(disk, steps, 0))  # this trial's own does not fit: stop
