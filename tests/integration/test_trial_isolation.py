@@ -164,3 +164,20 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     return False
+
+
+def test_two_cpu_slots_are_two_workers_of_a_shared_study(tmp_path: Path, model_cache: Path) -> None:
+    finished = run_study(
+        tmp_path / "experiments",
+        model_cache,
+        f"hpo.storage=sqlite:///{tmp_path / 'shared.db'}",
+        "hpo.study_name=two_slots",
+        "hpo.devices=cpu:2",
+        "hpo.n_trials=4",
+        "train.max_epochs=1",
+    )
+    study = optuna.load_study(study_name="two_slots", storage=f"sqlite:///{tmp_path / 'shared.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 4
+    workers = {str(t.user_attrs["worker"]).rsplit("/", 1)[-1] for t in study.trials}
+    assert workers == {"cpu:0", "cpu:1"}
+    assert (finished.study_dir / "evaluation_report.json").is_file()

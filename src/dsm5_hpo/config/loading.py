@@ -105,9 +105,14 @@ def study_config_from_mapping(mapping: Mapping[str, Any]) -> StudyConfig:
     ``hpo.search_space`` here so the typed config keeps the search space with the study.
     """
     data = dict(mapping)
+    hpo = dict(data.get("hpo") or {})
     space = data.pop("search_space", None)
     if space is not None:
-        hpo = dict(data.get("hpo") or {})
         hpo["search_space"] = _flatten_space(space) if isinstance(space, Mapping) else space
+    devices = hpo.get("devices")
+    if isinstance(devices, list | tuple) and devices and all(isinstance(d, int) for d in devices):
+        # hpo.devices=[0,1] on the command line (Hydra reads 0,1 unquoted as a sweep): the same as "0,1"
+        hpo["devices"] = ",".join(str(d) for d in devices)
+    if hpo:
         data["hpo"] = hpo
     return _build(StudyConfig, data, "")

@@ -346,6 +346,7 @@ class StudyRunner:
                 progress=self.progress,
                 lock=lock,
                 stop=stop,
+                study_dir=study_dir,
                 epoch_hook=self.epoch_hook,
             )
             callbacks.insert(0, RetryKilledTrial(config.hpo.max_trial_retries))  # before the count is shown

@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import optuna
 import torch
@@ -216,10 +217,11 @@ def isolated_objectives(
     progress: bool | None,
     lock: threading.Lock,
     stop: threading.Event,
+    study_dir: Path | None = None,
     epoch_hook: Callable[[int, int], None] | None = None,
 ) -> list[IsolatedObjective]:
     """One objective per slot, sharing the sampling lock, the stop event and the process context."""
-    context = trial_context(config.hpo.trial_start_method)
+    context = trial_context(config.hpo.trial_start_method, study_dir)
     return [
         IsolatedObjective(
             config=config,

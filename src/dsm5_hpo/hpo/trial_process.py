@@ -41,7 +41,7 @@ from dsm5_hpo.hpo.objective import Objective
 from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_folders import trial_folders
-from dsm5_hpo.hpo.trial_inputs import InputsByModel, ModelUnavailable, prepare_inputs
+from dsm5_hpo.hpo.trial_inputs import InputsByModel, ModelUnavailable, TrialInputs, prepare_inputs
 from dsm5_hpo.hpo.workers import TrialLease, make_storage
 from dsm5_hpo.storage.monitor import StorageMonitor
 from dsm5_hpo.storage.space_guard import SpaceGuard
@@ -102,6 +102,11 @@ class TrialOutcome:
 
 def pin(slot: DeviceSlot) -> None:
     """This process on its slot: one GPU (or none) visible, its share of the CPU cores."""
+    if torch.cuda._is_in_bad_fork():  # the process it was forked from had initialized CUDA
+        raise ConfigError(
+            "this trial process was forked from one that had initialized CUDA and cannot use the GPU; "
+            "set hpo.trial_start_method=spawn"
+        )
     if slot.cuda_visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = slot.cuda_visible
     if slot.threads is not None:
@@ -169,8 +174,13 @@ def _pid_alive(pid: int) -> bool:
 
 def trial_main(task: TrialTask, conn: Connection) -> None:
     """The trial process's entry: run the trial, send its outcome, exit (130 when interrupted)."""
-    pin(task.slot)
     setup_logging(task.log_level)
+    try:
+        pin(task.slot)
+    except ConfigError as error:
+        conn.send(TrialOutcome("failed", message=str(error)))
+        conn.close()
+        return
     threading.Thread(
         target=watch_parent, args=(task.parent_pid,), name="dsm5-parent-watch", daemon=True
     ).start()
@@ -267,9 +277,23 @@ def _run(task: TrialTask, config: StudyConfig, tracker: Any) -> TrialOutcome:
         return TrialOutcome("failed", message=said)
 
 
+_REMEMBERED: dict[tuple[Any, Any, int], TrialInputs] = {}
+"""Inputs read before this process was forked (hpo/trial_preload.py), by what they depend on: the
+encoder, the data settings and the seed (the splits)."""
+
+
+def remember_inputs(config: StudyConfig, inputs: TrialInputs) -> None:
+    """Keep ``inputs`` for the trial processes forked from this one (the forkserver)."""
+    _REMEMBERED[(config.model, config.data, config.train.seed)] = inputs
+
+
 def _trial_inputs(config: StudyConfig, trial: optuna.Trial) -> InputsByModel:
-    """The windows of the trial's own encoder and input format, from the feature cache the study filled."""
+    """The windows of the trial's own encoder and input format: those the forkserver read for the
+    study, else from the feature cache the study filled."""
     trial_config = config.with_params(suggest_params(trial, config.hpo.search_space))
+    remembered = _REMEMBERED.get((trial_config.model, trial_config.data, trial_config.train.seed))
+    if remembered is not None:
+        return InputsByModel(trial_config, remembered)
     try:
         inputs = prepare_inputs(trial_config)
     except ConfigError as error:

@@ -150,6 +150,7 @@ class Trainer:
                 frozen,
             )
         self.loss = loss_settings(config)
+        self._stepped = False
 
     def fit(self, train: WindowFeatures | Sequence[WindowFeatures], validation: EvaluationData) -> FitResult:
         """Train from the latest valid checkpoint (or from scratch) to ``max_epochs``.
@@ -336,6 +337,9 @@ class Trainer:
             self._optimizer_step(optimizer)
             scheduler.step()
             global_step += 1
+            if not self._stepped:  # the end of a trial's start-up (benchmarks/devices.py reads this line)
+                self._stepped = True
+                logger.info("first optimizer step done (step %d)", global_step)
             if global_step % config.log_every_n_steps == 0 or last:
                 mean_loss = float(window_loss) / steps_in_window
                 if not math.isfinite(mean_loss):

@@ -74,3 +74,8 @@ def test_isolation_auto_is_a_process_on_cuda_in_process_on_the_cpu_and_more_slot
     assert in_process(_config(tmp_path, "hpo.trial_isolation=none"), one, cuda=True)
     with pytest.raises(ConfigError, match=r"hpo\.trial_isolation=none"):
         in_process(_config(tmp_path, "hpo.trial_isolation=none"), two, cuda=False)
+
+
+def test_a_list_of_gpus_on_the_command_line_is_the_same_as_the_quoted_string(tmp_path: Path) -> None:
+    assert _config(tmp_path, "hpo.devices=[0,1]").hpo.devices == "0,1"
+    assert _config(tmp_path, "hpo.devices='0,1'").hpo.devices == "0,1"
