@@ -33,6 +33,8 @@ BENCHMARKS = {
     "throughput": ("throughput.py", [], ["--quick"]),
     "tracking_overhead": ("tracking_overhead.py", ["--repeats", "15"], ["--quick"]),
     "shared_workers": ("shared_workers.py", [], ["--quick"]),
+    # hpo.devices=cpu:1 vs cpu:2 (tiny), and the start-up of a trial in its own process (MiniLM): ~6 min.
+    "devices": ("devices.py", [], ["--quick"]),
     # Runs `make train` (about 10 minutes here) and compares its best model with TF-IDF baselines.
     "quality": ("quality.py", [], ["--quick"]),
 }

@@ -116,8 +116,9 @@ def _train(experiments: Path, cache: Path, log: Path, *args: str) -> subprocess.
         )
 
 
-def test_a_trial_process_whose_study_process_is_killed_stops_resumably_and_the_resume_continues_it(
-    tmp_path: Path, model_cache: Path
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill_9"])
+def test_a_stopped_or_killed_study_process_stops_its_trial_process_resumably_and_the_resume_continues(
+    tmp_path: Path, model_cache: Path, sig: signal.Signals
 ) -> None:
     experiments, log = tmp_path / "exp", tmp_path / "run.log"
     overrides = [
@@ -137,14 +138,19 @@ def test_a_trial_process_whose_study_process_is_killed_stops_resumably_and_the_r
     )
     child = int(found.group(1))
     wait_for(lambda: list(experiments.glob("trial_*/checkpoints/epoch_*")), study, log, what="a checkpoint")
-    study.send_signal(signal.SIGKILL)  # no handler runs: the trial process is on its own now
-    study.wait()
+    study.send_signal(sig)
+    # SIGTERM: the study process passes it on and exits 130 once its trial stopped. SIGKILL: no handler
+    # runs, the trial process is on its own and must notice.
+    assert study.wait(timeout=120) == (130 if sig == signal.SIGTERM else -signal.SIGKILL)
     deadline = time.monotonic() + 30
     while _alive(child) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(child), "the trial process outlived its study process by 30 s"
     text = log.read_text()
-    assert "the study process" in text and "died; stopping this trial where it is" in text
+    if sig == signal.SIGTERM:
+        assert "stopping trial process" in text and "make resume" in text and "Traceback" not in text
+    else:
+        assert "died; stopping this trial where it is" in text
     (trial_json,) = experiments.glob("trial_*/trial.json")
     assert json.loads(trial_json.read_text())["state"] == "INTERRUPTED"  # it stopped, it was not killed
     offset = log.stat().st_size
