@@ -213,8 +213,9 @@ class IsolatedObjective:
             facts["peak_rss_bytes"] = outcome.peak_rss_bytes
             facts["cuda_peak_bytes"] = outcome.cuda_peak_bytes
         self._record(trial, facts)
-        if interrupted is not None:  # the study stops: the trial stays RUNNING, `make resume` continues it
-            raise Interrupted(interrupted)
+        if interrupted is not None and (outcome is None or outcome.kind == "stop"):
+            raise Interrupted(interrupted)  # the trial stays RUNNING: `make resume` continues it
+        # Ended before the signal reached it: told as it ended; the study stops before the next trial.
         return self._verdict(trial, outcome, process.exitcode, facts)
 
     def _wait(
@@ -245,6 +246,7 @@ class IsolatedObjective:
                     process.kill()
                     deadline = None
             except Interrupted as signal_name:  # this process got SIGINT/SIGTERM (the main thread)
+                self.stop.set()  # no further trial starts, whichever way this one ends
                 if interrupted is None:
                     interrupted = str(signal_name)
                     deadline = self._pass_on(process)

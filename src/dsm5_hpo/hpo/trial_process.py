@@ -102,7 +102,7 @@ class TrialOutcome:
 
 def pin(slot: DeviceSlot) -> None:
     """This process on its slot: one GPU (or none) visible, its share of the CPU cores."""
-    if torch.cuda._is_in_bad_fork():  # the process it was forked from had initialized CUDA
+    if slot.name.startswith("cuda") and torch.cuda._is_in_bad_fork():  # its forkserver had touched CUDA
         raise ConfigError(
             "this trial process was forked from one that had initialized CUDA and cannot use the GPU; "
             "set hpo.trial_start_method=spawn"
