@@ -133,7 +133,7 @@ def run_ours(
     )
     trainer.fit(train, validation)
     (seconds,) = [v for k, v, _ in tracker.metrics if k == "epoch_seconds"]
-    steps = ours._optimizer_steps([len(ours.epoch_batches(train, config, epoch=0))], config)
+    steps = ours.optimizer_steps([len(ours.epoch_batches(train, config, epoch=0))], config)
     return seconds, steps
 
 

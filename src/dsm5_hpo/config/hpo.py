@@ -11,7 +11,7 @@ from typing import Any, Literal, get_args
 
 from dsm5_hpo.config.checks import either, require
 from dsm5_hpo.config.schema import HeadsConfig
-from dsm5_hpo.config.train import TrainConfig
+from dsm5_hpo.config.train import NOT_SEARCHABLE, TrainConfig
 from dsm5_hpo.vocabulary import METRIC_NAMES
 
 ParamType = Literal["float", "int", "categorical"]
@@ -33,7 +33,7 @@ MODEL_PARAM = "model"
 
 
 SEARCHABLE: dict[str, set[str]] = {
-    "train": {f.name for f in dataclasses.fields(TrainConfig)},
+    "train": {f.name for f in dataclasses.fields(TrainConfig)} - NOT_SEARCHABLE,
     "heads": {f.name for f in dataclasses.fields(HeadsConfig)},
     # Data settings change the windows, so a trial that draws one is tokenized for it; only the input
     # format is a modelling choice (paths, sources and splits are not to be searched).

@@ -21,6 +21,10 @@ SchedulerName = Literal["linear", "cosine", "constant"]
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)
 Finetuning = Literal["full", "lora"]
 FINETUNINGS: tuple[str, ...] = get_args(Finetuning)
+Distributed = Literal["none", "ddp"]
+DISTRIBUTED_MODES: tuple[str, ...] = get_args(Distributed)
+NOT_SEARCHABLE = frozenset({"distributed", "ddp_processes"})
+"""How a trial runs, not what it learns: the same for every trial of a study (config/hpo.py SEARCHABLE)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,12 @@ class TrainConfig:
     """After every validation pass, pick the match threshold and the null-answer margin that
     maximize the validation metric; they are kept with the epoch's metrics and used on test
     (False = train.match_threshold and train.null_score_margin as configured)."""
+    distributed: Distributed = "none"
+    """'none' = a trial trains in one process; 'ddp' = in train.ddp_processes processes
+    (DistributedDataParallel: each trains on its share of every epoch's batches and the gradients
+    are averaged, so the global batch is batch_size x gradient_accumulation_steps x ddp_processes)."""
+    ddp_processes: int = 2
+    """train.distributed=ddp: processes per trial (one per GPU on CUDA; gloo processes on CPU)."""
 
     def __post_init__(self) -> None:
         positive_ints = (
@@ -190,6 +200,17 @@ class TrainConfig:
         )
         require(self.freeze_layers >= 0, "train.freeze_layers", f"must be >= 0, got {self.freeze_layers}")
         self._check_lora()
+        require(
+            self.distributed in DISTRIBUTED_MODES,
+            "train.distributed",
+            f"must be {either(DISTRIBUTED_MODES)} (none: one process per trial; ddp: train.ddp_processes), "
+            f"got {self.distributed!r}",
+        )
+        require(
+            self.distributed == "none" or self.ddp_processes >= 2,
+            "train.ddp_processes",
+            f"must be >= 2 with train.distributed=ddp (or use train.distributed=none), got {self.ddp_processes}",
+        )
         require(
             0.0 <= self.augment_probability <= 1.0,
             "train.augment_probability",

@@ -3,6 +3,10 @@
 Collaborators are injected: the run tracker (metrics), an epoch callback (Optuna's
 report/should_prune), and the best-weights sink. The data order of epoch ``e`` depends only
 on (seed, e), so the same config and seed give the same metrics run after run on CPU.
+
+With a DistributedContext of several ranks (train.distributed=ddp) each rank trains on its shard of
+the epoch's batches through DistributedDataParallel; rank 0 alone validates, logs, checkpoints and
+runs the epoch callback, and its outcome reaches every rank (training/distributed.py).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -26,17 +31,17 @@ from dsm5_hpo.checkpointing.manager import (
 from dsm5_hpo.checkpointing.null import NullCheckpointManager
 from dsm5_hpo.checkpointing.size import estimate_checkpoint_bytes
 from dsm5_hpo.config import TrainConfig
-from dsm5_hpo.data.batching import length_grouped_batches, plain_batches
 from dsm5_hpo.data.features import WindowFeatures, collate
 from dsm5_hpo.errors import TrainingError
 from dsm5_hpo.evaluation.prediction import EvaluationData, evaluate_model
-from dsm5_hpo.models.losses import LossSettings
 from dsm5_hpo.models.multi_task import DualHeadModel, forward_batch, joint_loss
 from dsm5_hpo.models.precision import autocast, resolve_device, resolve_precision
 from dsm5_hpo.tracking.tracker import NullRunTracker, RunTracker
+from dsm5_hpo.training import distributed as ddp
+from dsm5_hpo.training.distributed import SINGLE_PROCESS, DistributedContext, Shard, on_main_rank
+from dsm5_hpo.training.epochs import epoch_batches, loss_settings, optimizer_steps
 from dsm5_hpo.training.optimization import build_optimizer, build_schedule, freeze_lowest_layers
 from dsm5_hpo.utils.logging import set_log_context
-from dsm5_hpo.utils.seeding import torch_generator
 
 logger = logging.getLogger(__name__)
 
@@ -54,66 +59,6 @@ class FitResult:
     epochs_run: int = 0
 
 
-def loss_settings(config: TrainConfig, labels: Sequence[int] = ()) -> LossSettings:
-    """The loss of ``config``; weighted_bce weighs positives by the negatives per positive that an
-    epoch trains on (after negative sampling) among the training windows ``labels``."""
-    positives = sum(1 for label in labels if label)
-    negatives = (len(labels) - positives) * config.negative_sampling
-    return LossSettings(
-        criteria_loss=config.criteria_loss,
-        focal_gamma=config.focal_gamma,
-        hybrid_alpha=config.hybrid_alpha,
-        label_smoothing=config.label_smoothing,
-        pos_weight=negatives / positives if positives and negatives else 1.0,
-        criteria_weight=config.loss_weight_criteria,
-        evidence_weight=config.loss_weight_evidence,
-    )
-
-
-def epoch_order(
-    train: WindowFeatures,
-    *,
-    seed: int,
-    epoch: int,
-    negative_sampling: float,
-    generator: torch.Generator | None = None,
-) -> list[int]:
-    """Shuffled window indices of one epoch, keeping a fresh random share of non-matching windows.
-
-    Depends only on (seed, epoch): a resumed or repeated run sees the same batches. ``generator``
-    (seeded from them when not given) is advanced, so the caller can keep drawing from it.
-    """
-    generator = generator or torch_generator(seed * 1000 + epoch)
-    order = torch.randperm(len(train), generator=generator)
-    if negative_sampling < 1.0:
-        keep = torch.rand(len(train), generator=generator) < negative_sampling
-        keep |= torch.tensor(train.labels, dtype=torch.bool)
-        order = order[keep[order]]
-    return [int(i) for i in order]
-
-
-def epoch_batches(train: WindowFeatures, config: TrainConfig, *, epoch: int) -> list[list[int]]:
-    """The micro-batches of one epoch, in training order; a function of (config, epoch) only."""
-    generator = torch_generator(config.seed * 1000 + epoch)
-    order = epoch_order(
-        train, seed=config.seed, epoch=epoch, negative_sampling=config.negative_sampling, generator=generator
-    )
-    if not config.group_by_length:
-        return plain_batches(order, config.batch_size)
-    return length_grouped_batches(
-        order,
-        [len(ids) for ids in train.input_ids],
-        batch_size=config.batch_size,
-        group_size=config.length_group_size,
-        generator=generator,
-    )
-
-
-def _optimizer_steps(epoch_batch_counts: Sequence[int], config: TrainConfig) -> int:
-    """Exact optimizer steps of a run: each epoch's batches, grouped by accumulation (last group partial)."""
-    return sum(math.ceil(batches / config.gradient_accumulation_steps) for batches in epoch_batch_counts)
-
-
 class Trainer:
     def __init__(
         self,
@@ -127,20 +72,25 @@ class Trainer:
         epoch_callback: EpochCallback | None = None,
         checkpoints: CheckpointStore | None = None,
         progress: bool | None = None,
+        distributed: DistributedContext | None = None,
     ) -> None:
         self.config = config
-        self.device = resolve_device(config.device)
+        self.distributed = distributed or SINGLE_PROCESS
+        self.device = self.distributed.device or resolve_device(config.device)
         autocast(self.device, config.precision)  # refuses fp16 without CUDA before any work is done
         self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
         self.criteria = tuple(criteria)
         self.metric = metric
         self.max_answer_tokens = max_answer_tokens
-        self.tracker: RunTracker = tracker or NullRunTracker()
-        self.epoch_callback = epoch_callback
-        self.checkpoints: CheckpointStore = checkpoints or NullCheckpointManager()
+        # Only rank 0 logs, checkpoints and decides on pruning (the others' would be duplicates, or
+        # writers racing on the trial folder): a DDP trial may pass the same collaborators to every rank.
+        main = self.distributed.is_main
+        self.tracker: RunTracker = (tracker if main else None) or NullRunTracker()
+        self.epoch_callback = epoch_callback if main else None
+        self.checkpoints: CheckpointStore = (checkpoints if main else None) or NullCheckpointManager()
         self.resumed_from: CheckpointInfo | None = None
-        self.progress = sys.stdout.isatty() if progress is None else progress
+        self.progress = main and (sys.stdout.isatty() if progress is None else progress)
         self.scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
         frozen = freeze_lowest_layers(self.model, config.freeze_layers)
         if frozen:
@@ -167,10 +117,14 @@ class Trainer:
         # Epoch orders depend only on (seed, epoch), so the schedule's length is known exactly up front
         # even with negative sampling, and a resumed run sees the same batches.
         epochs = [epoch_batches(per_epoch[e], config, epoch=e) for e in range(config.max_epochs)]
+        context = self.distributed
+        shards = [ddp.shard_batches(batches, context.rank, context.world_size) for batches in epochs]
         self.loss = loss_settings(config, per_epoch[0].pair_labels())
         # What train.precision=auto became on this machine: part of what the metrics depend on.
-        self.tracker.set_tags({"precision": self.precision, "device": str(self.device)})
-        total_steps = _optimizer_steps([len(batches) for batches in epochs], config)
+        tags = {"precision": self.precision, "device": str(self.device)}
+        self.tracker.set_tags(tags | ({"ddp_processes": str(context.world_size)} if context.enabled else {}))
+        # Optimizer steps of one rank (each steps once per accumulation group of its shard).
+        total_steps = optimizer_steps([len(shard.batches) for shard in shards], config)
         optimizer = build_optimizer(self.model, config)
         scheduler = build_schedule(optimizer, config, total_steps)
         result = FitResult(best_value=-math.inf, best_epoch=-1, best_metrics={})
@@ -180,57 +134,92 @@ class Trainer:
         self.checkpoints.preflight(
             estimate_checkpoint_bytes(self.model, optimizer, on_disk=self.checkpoints.on_disk)
         )
+        forward = ddp.wrap_model(context, self.model)  # self.model stays the plain module: eval, state dicts
         try:
             for epoch in range(start_epoch, config.max_epochs):
                 set_log_context(epoch=epoch)
+                ddp.seed_epoch(context, config.seed, epoch)
                 started = time.perf_counter()
                 epoch_loss, global_step = self._train_epoch(
-                    per_epoch[epoch], epochs[epoch], epoch, optimizer, scheduler, global_step
+                    forward, per_epoch[epoch], shards[epoch], epoch, optimizer, scheduler, global_step
                 )
                 train_seconds = time.perf_counter() - started
-                evaluation = evaluate_model(
-                    self.model,
+                end_epoch = partial(
+                    self._end_epoch,
                     validation,
-                    config,
-                    device=self.device,
-                    criteria=self.criteria,
-                    max_answer_tokens=self.max_answer_tokens,
-                    tune_for=self.metric,
-                )
-                metrics = dict(evaluation.metrics)
-                value = metrics.get(self.metric)
-                if value is None or not math.isfinite(value):
-                    raise TrainingError(f"validation metric {self.metric!r} is undefined after epoch {epoch}")
-                logged: dict[str, float | None] = {f"val_{k}": v for k, v in metrics.items()}
-                logged.update(
-                    {"train_loss_epoch": epoch_loss, "epoch_seconds": train_seconds, "epoch": float(epoch)}
-                )
-                self.tracker.log_metrics(logged, step=epoch)
-                self.tracker.flush()  # the epoch's metrics survive a crash from here on (outbox fsync)
-                result.history.append(metrics)
-                result.epochs_run = epoch + 1
-                logger.info(
-                    "epoch %d: train loss %.4f, val %s %.4f (%.1f s)",
                     epoch,
                     epoch_loss,
-                    self.metric,
-                    value,
                     train_seconds,
+                    result,
+                    global_step,
+                    optimizer,
+                    scheduler,
                 )
-                if value > result.best_value:
-                    result.best_value, result.best_epoch, result.best_metrics = value, epoch, metrics
-                if self.checkpoints.should_save(epoch) or epoch == config.max_epochs - 1:
-                    self.checkpoints.save(
-                        self._state(epoch, global_step, optimizer, scheduler, result, metrics, value)
-                    )
-                if self.epoch_callback is not None:
-                    self.epoch_callback(epoch, metrics)  # may raise optuna.TrialPruned
+                # Rank 0 validates, logs, checkpoints and calls back; every rank gets its result or its exception.
+                result = on_main_rank(context, end_epoch)
         finally:
             # The last save may still be in flight (async checkpointing): the trial is not over
             # until it is committed, and a failure of it is raised here, not lost.
             self.checkpoints.wait()
         set_log_context(epoch=None, step=None)
         return result
+
+    def _end_epoch(
+        self,
+        validation: EvaluationData,
+        epoch: int,
+        epoch_loss: float,
+        train_seconds: float,
+        result: FitResult,
+        global_step: int,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LambdaLR,
+    ) -> FitResult:
+        """Rank 0's end of an epoch: validate, log, checkpoint, call back; returns the updated result."""
+        config = self.config
+        evaluation = evaluate_model(
+            self.model,
+            validation,
+            config,
+            device=self.device,
+            criteria=self.criteria,
+            max_answer_tokens=self.max_answer_tokens,
+            tune_for=self.metric,
+        )
+        metrics = dict(evaluation.metrics)
+        value = metrics.get(self.metric)
+        if value is None or not math.isfinite(value):
+            raise TrainingError(f"validation metric {self.metric!r} is undefined after epoch {epoch}")
+        logged: dict[str, float | None] = {f"val_{k}": v for k, v in metrics.items()}
+        logged.update({"train_loss_epoch": epoch_loss, "epoch_seconds": train_seconds, "epoch": float(epoch)})
+        self.tracker.log_metrics(logged, step=epoch)
+        self.tracker.flush()  # the epoch's metrics survive a crash from here on (outbox fsync)
+        result.history.append(metrics)
+        result.epochs_run = epoch + 1
+        logger.info(
+            "epoch %d: train loss %.4f, val %s %.4f (%.1f s)",
+            epoch,
+            epoch_loss,
+            self.metric,
+            value,
+            train_seconds,
+        )
+        if value > result.best_value:
+            result.best_value, result.best_epoch, result.best_metrics = value, epoch, metrics
+        if self.checkpoints.should_save(epoch) or epoch == config.max_epochs - 1:
+            self.checkpoints.save(
+                self._state(epoch, global_step, optimizer, scheduler, result, metrics, value)
+            )
+            if self.distributed.enabled:
+                # The others pass this epoch only once its checkpoint is committed (async or not), so a
+                # kill of any rank from here on resumes after it, and a failed save stops every rank now.
+                self.checkpoints.wait()
+        self._call_back(epoch, metrics)  # may raise optuna.TrialPruned
+        return result
+
+    def _call_back(self, epoch: int, metrics: dict[str, float | None]) -> None:
+        if self.epoch_callback is not None:
+            self.epoch_callback(epoch, metrics)
 
     def _state(
         self,
@@ -267,14 +256,17 @@ class Trainer:
         result: FitResult,
     ) -> tuple[int, int]:
         """Restore the latest valid checkpoint; returns (first epoch to run, global step)."""
-        loaded = self.checkpoints.load_latest()
+        # Rank 0 loads it and hands it to the others: only one process reads, verifies and quarantines
+        # in the trial's folder (concurrent quarantining would race), and every rank resumes from the
+        # very same state even if the folder changes meanwhile; the price is one pickled copy per rank.
+        loaded = on_main_rank(self.distributed, self.checkpoints.load_latest)
         if loaded is None:
             return 0, 0
         state = loaded.state
         self.model.load_state_dict(state.model_state)
         optimizer.load_state_dict(state.optimizer_state)
         scheduler.load_state_dict(state.scheduler_state)
-        restore_rng_state(state.rng_state)
+        restore_rng_state(state.rng_state)  # rank 0's; under DDP each epoch reseeds every rank anyway
         result.history = list(state.history)
         result.epochs_run = state.epoch + 1
         result.best_value, result.best_epoch = state.best_value, state.best_epoch
@@ -282,23 +274,24 @@ class Trainer:
             result.best_metrics = dict(state.history[state.best_epoch])
         self.resumed_from = loaded.info
         logger.info("resuming from %s: epoch %d done, step %d", loaded.info.path, state.epoch, state.step)
-        if self.epoch_callback is not None:
-            # The process may have died between this checkpoint and reporting its epoch: report again
-            # (the callback ignores epochs it already reported) so pruning decisions stay the same.
-            self.epoch_callback(state.epoch, dict(state.metrics))
+        # The process may have died between this checkpoint and reporting its epoch: report again
+        # (the callback ignores epochs it already reported) so pruning decisions stay the same.
+        on_main_rank(self.distributed, partial(self._call_back, state.epoch, dict(state.metrics)))
         return state.epoch + 1, state.step
 
     def _train_epoch(
         self,
+        model: torch.nn.Module,
         train: WindowFeatures,
-        batches: list[list[int]],
+        shard: Shard,
         epoch: int,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LambdaLR,
         global_step: int,
     ) -> tuple[float, int]:
-        config = self.config
-        self.model.train()
+        """One epoch over this rank's ``shard`` through ``model`` (self.model, or its DDP wrapper)."""
+        config, batches = self.config, shard.batches
+        model.train()
         accumulation = config.gradient_accumulation_steps
         total_loss, n_batches = 0.0, 0
         window_loss = torch.zeros((), device=self.device)
@@ -310,29 +303,34 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         iterator = self._progress(batches, epoch)
         for batch_number, indices in enumerate(iterator):
-            batch = {k: v.to(self.device) for k, v in collate(train, indices).items()}
-            with autocast(self.device, self.precision):
-                output = forward_batch(self.model, batch)
-            loss = joint_loss(
-                output,
-                batch["labels"],
-                batch["start_positions"],
-                batch["end_positions"],
-                settings=self.loss,
-                sentence_targets=batch.get("sentence_targets"),
-            )
-            scaled = loss.total / accumulation
-            if self.scaler is not None:
-                self.scaler.scale(scaled).backward()
-            else:
-                scaled.backward()
-            # Detached accumulators on the device: no host sync until a logging step.
-            window_loss += loss.total.detach()
-            parts["criteria"] += loss.criteria.detach()
-            parts["evidence"] += loss.evidence.detach()
-            steps_in_window += 1
             last = batch_number == len(batches) - 1
-            if (batch_number + 1) % accumulation and not last:
+            step_now = (batch_number + 1) % accumulation == 0 or last
+            filler = batch_number >= len(batches) - shard.padding
+            batch = {k: v.to(self.device) for k, v in collate(train, indices).items()}
+            with ddp.gradient_sync(model, step_now):  # DDP all-reduces once per optimizer step
+                with autocast(self.device, self.precision):
+                    output = forward_batch(model, batch)
+                loss = joint_loss(
+                    output,
+                    batch["labels"],
+                    batch["start_positions"],
+                    batch["end_positions"],
+                    settings=self.loss,
+                    sentence_targets=batch.get("sentence_targets"),
+                )
+                scaled = loss.total / accumulation
+                if filler:  # still a backward pass (every rank's all-reduce must happen), with zero gradient
+                    scaled = scaled * 0.0
+                if self.scaler is not None:
+                    self.scaler.scale(scaled).backward()
+                else:
+                    scaled.backward()
+            if not filler:  # detached accumulators on the device: no host sync until a logging step
+                window_loss += loss.total.detach()
+                parts["criteria"] += loss.criteria.detach()
+                parts["evidence"] += loss.evidence.detach()
+                steps_in_window += 1
+            if not step_now:
                 continue
             self._optimizer_step(optimizer)
             scheduler.step()
@@ -341,7 +339,13 @@ class Trainer:
                 self._stepped = True
                 logger.info("first optimizer step done (step %d)", global_step)
             if global_step % config.log_every_n_steps == 0 or last:
-                mean_loss = float(window_loss) / steps_in_window
+                # Summed over the ranks: every rank sees the same loss, so a non-finite one stops them all.
+                count = torch.tensor(float(steps_in_window), device=self.device)
+                sums = torch.stack([window_loss, parts["criteria"], parts["evidence"], count])
+                window_sum, criteria_sum, evidence_sum, steps = ddp.sum_over_ranks(
+                    self.distributed, sums
+                ).tolist()
+                mean_loss = window_sum / steps
                 if not math.isfinite(mean_loss):
                     raise TrainingError(
                         f"loss became {mean_loss} at step {global_step}; lower train.learning_rate_encoder/"
@@ -351,14 +355,14 @@ class Trainer:
                 self.tracker.log_metrics(
                     {
                         "train_loss": mean_loss,
-                        "train_loss_criteria": float(parts["criteria"]) / steps_in_window,
-                        "train_loss_evidence": float(parts["evidence"]) / steps_in_window,
+                        "train_loss_criteria": criteria_sum / steps,
+                        "train_loss_evidence": evidence_sum / steps,
                         "learning_rate_encoder": float(scheduler.get_last_lr()[0]),
                     },
                     step=global_step,
                 )
-                total_loss += float(window_loss)
-                n_batches += steps_in_window
+                total_loss += window_sum
+                n_batches += int(steps)
                 window_loss.zero_()
                 parts["criteria"].zero_()
                 parts["evidence"].zero_()

@@ -8,7 +8,13 @@ import pytest
 
 from conftest import CONFIG_FILE, compose_tiny
 from dsm5_hpo.cli.common import compose_config
-from dsm5_hpo.config import StudyConfig, TrainConfig, study_config_from_mapping
+from dsm5_hpo.config import (
+    SEARCHABLE,
+    StudyConfig,
+    TrainConfig,
+    search_key_of_override,
+    study_config_from_mapping,
+)
 from dsm5_hpo.errors import ConfigError
 
 
@@ -101,6 +107,7 @@ def test_default_tracking_uri_follows_experiments_dir(tmp_path: Path, model_cach
         ("train.lora_target_modules=[query,'']", "train.lora_target_modules"),
         ("train.lora_target_modules=query", "train.lora_target_modules"),
         ("export.merge_lora=maybe", "export.merge_lora"),
+        ("train.distributed=mpi", "train.distributed"),
         ("+search_space.heads.nope={type:categorical,choices:[1]}", "search_space.heads.nope"),
         ("hpo.n_trials=0", "hpo.n_trials"),
         ("hpo.metric=accuracy", "hpo.metric"),
@@ -274,3 +281,24 @@ def test_lora_settings_compose_and_their_messages_say_the_fix() -> None:
         compose_config(CONFIG_FILE, ["train.lora_rank=0"])
     lora_space = compose_config(CONFIG_FILE, ["search_space=lora"]).hpo.search_space
     assert lora_space["finetuning"].choices == ("lora",) and "lora_rank" in lora_space
+
+
+def test_ddp_settings_compose_validate_and_are_not_searchable() -> None:
+    defaults = compose_config(CONFIG_FILE, [])
+    assert (defaults.train.distributed, defaults.train.ddp_processes) == ("none", 2)
+    config = compose_config(CONFIG_FILE, ["train.distributed=ddp", "train.ddp_processes=4"])
+    assert (config.train.distributed, config.train.ddp_processes) == ("ddp", 4)
+    assert (
+        compose_config(CONFIG_FILE, ["train.ddp_processes=1"]).train.ddp_processes == 1
+    )  # unused without ddp
+    with pytest.raises(
+        ConfigError, match=r"'train\.ddp_processes': must be >= 2 with train\.distributed=ddp"
+    ):
+        compose_config(CONFIG_FILE, ["train.distributed=ddp", "train.ddp_processes=1"])
+    with pytest.raises(ConfigError, match=r"'train\.distributed': must be none or ddp \(none: one process"):
+        TrainConfig(distributed="mpi")  # type: ignore[arg-type]
+    # How a trial runs, not what it learns: a search space may not draw it, an override just sets it.
+    assert not {"distributed", "ddp_processes"} & SEARCHABLE["train"]
+    assert search_key_of_override("train.distributed") is None
+    with pytest.raises(ConfigError, match=r"search_space\.distributed"):
+        compose_config(CONFIG_FILE, ["+search_space.distributed={type: categorical, choices: [ddp]}"])

@@ -29,8 +29,9 @@ from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
 from dsm5_hpo.models.multi_task import DualHeadModel
 from dsm5_hpo.models.precision import autocast, has_fast_bf16, resolve_device, resolve_precision
 from dsm5_hpo.tracking.tracker import NullRunTracker
+from dsm5_hpo.training.epochs import epoch_batches, epoch_order
 from dsm5_hpo.training.optimization import build_optimizer
-from dsm5_hpo.training.trainer import FitResult, Trainer, epoch_batches, epoch_order
+from dsm5_hpo.training.trainer import FitResult, Trainer
 from dsm5_hpo.utils.seeding import seed_everything
 
 METRIC = "joint_score"
