@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 
 import fault_hooks
 from conftest import CONFIG_FILE, REPO_ROOT, TINY_OVERRIDES, compose_tiny
-from dsm5_hpo.hpo.isolation import KILLED_ATTR
 from dsm5_hpo.hpo.study import StudyRunner
+from dsm5_hpo.hpo.trial_failures import KILLED_ATTR
 from dsm5_hpo.hpo.workers import retry_history
 from dsm5_hpo.tracking.tracker import NullTracker
 from integration_helpers import run_study
@@ -187,3 +187,26 @@ def test_two_cpu_slots_are_two_workers_of_a_shared_study(tmp_path: Path, model_c
     workers = {str(t.user_attrs["worker"]).rsplit("/", 1)[-1] for t in study.trials}
     assert workers == {"cpu:0", "cpu:1"}
     assert (finished.study_dir / "evaluation_report.json").is_file()
+
+
+def test_a_ddp_study_trains_each_trial_in_two_gloo_ranks_on_two_cpu_slots(
+    tmp_path: Path, model_cache: Path
+) -> None:
+    """The study's wiring of train.distributed=ddp; that 2 ranks reach the metrics of 1 process with the
+    same global batch (and resume after SIGKILL) is tests/integration/test_ddp_training.py's."""
+    finished = run_study(
+        tmp_path / "ddp",
+        model_cache,
+        "hpo.n_trials=2",
+        "train.max_epochs=2",
+        "train.distributed=ddp",
+        "hpo.devices=cpu:2",
+    )
+    trials = _study(finished.study_dir).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert {_trial_json(t)["device"] for t in trials} == {"cpu:0,1"}
+    assert {_trial_json(t)["process"]["ranks"] for t in trials} == {2}
+    history = json.loads(
+        (Path(str(trials[0].user_attrs["trial_dir"])) / "validation_report.json").read_text()
+    )
+    assert len(history["history"]) == 2  # rank 0 validated every epoch

@@ -20,14 +20,53 @@ class DeviceSlot:
     cuda_visible: str | None = None
     """CUDA_VISIBLE_DEVICES for the trial's process: '2' (one GPU), '' (none), None (leave as is)."""
     threads: int | None = None
-    """torch threads of the trial (its share of the cores), or None for torch's default."""
+    """torch threads of the trial (its share of the cores), or None for torch's default; per process
+    of a DDP trial."""
+    ranks: int = 1
+    """Processes of the trial (train.distributed=ddp: train.ddp_processes, one per GPU of the slot)."""
 
 
 def resolve_devices(
     config: StudyConfig, *, cuda_count: int, cpu_count: int, visible: str | None = None
 ) -> list[DeviceSlot]:
     """The slots for ``config``'s hpo.devices on this host: ``cuda_count`` GPUs seen by torch, ``cpu_count``
-    cores, ``visible``: this process's CUDA_VISIBLE_DEVICES (a slot pins a physical id from it)."""
+    cores, ``visible``: this process's CUDA_VISIBLE_DEVICES (a slot pins a physical id from it). With
+    train.distributed=ddp, consecutive devices are grouped into slots of train.ddp_processes (8 GPUs:
+    4 trials of 2 GPUs each)."""
+    devices = _devices(config, cuda_count=cuda_count, cpu_count=cpu_count, visible=visible)
+    if config.train.distributed != "ddp":
+        return devices
+    size = config.train.ddp_processes
+    if len(devices) == 1 and devices[0].cuda_visible is None and devices[0].name == "cpu":
+        # One CPU slot (hpo.devices=auto without a GPU): the trial's processes split the cores.
+        return [DeviceSlot("cpu", cuda_visible="", threads=max(1, cpu_count // size), ranks=size)]
+    if len(devices) % size or devices[0].cuda_visible is None:
+        raise ConfigError(
+            f"train.distributed=ddp with train.ddp_processes={size} needs hpo.devices to give a multiple of "
+            f"{size} devices, got {len(devices)} ({', '.join(d.name for d in devices)}); e.g. hpo.devices=cpu:{size}"
+            f" or {size} GPUs"
+        )
+    groups = [devices[i : i + size] for i in range(0, len(devices), size)]
+    return [
+        DeviceSlot(
+            _group_name(group),
+            cuda_visible=",".join(str(d.cuda_visible) for d in group if d.cuda_visible) or "",
+            threads=group[0].threads,
+            ranks=size,
+        )
+        for group in groups
+    ]
+
+
+def _group_name(group: list[DeviceSlot]) -> str:
+    """'cuda:0,1' / 'cpu:0,1' for the devices of one DDP trial."""
+    kind = group[0].name.split(":", 1)[0]
+    return f"{kind}:{','.join(d.name.split(':', 1)[1] for d in group)}"
+
+
+def _devices(
+    config: StudyConfig, *, cuda_count: int, cpu_count: int, visible: str | None
+) -> list[DeviceSlot]:
     spec, device = config.hpo.devices, config.train.device
     if spec.startswith("cpu:"):
         count = int(spec.removeprefix("cpu:"))
@@ -85,6 +124,13 @@ def in_process(config: StudyConfig, slots: list[DeviceSlot], *, cuda: bool) -> b
     on CUDA (where a crash or an out-of-memory is common and GPU memory must come back) and in-process
     on the CPU (where start-up time matters more); more than one device needs processes."""
     isolation = config.hpo.trial_isolation
+    if any(slot.ranks > 1 for slot in slots):
+        if isolation == "none":
+            raise ConfigError(
+                "hpo.trial_isolation=none runs a trial in this process, but train.distributed=ddp trains it in "
+                f"{slots[0].ranks} processes; use hpo.trial_isolation=process or auto"
+            )
+        return False
     if len(slots) > 1:
         if isolation == "none":
             raise ConfigError(

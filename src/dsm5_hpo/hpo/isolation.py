@@ -18,17 +18,17 @@ CUDA context go with its process; the study process records its own memory befor
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
 import resource
 import signal
+import socket
 import threading
 import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.context import BaseContext
@@ -37,17 +37,15 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.config import StudyConfig
 from dsm5_hpo.errors import Interrupted, StoppedInTrialProcess, TrialProcessFailed, TrialTakenOver
 from dsm5_hpo.hpo.devices import DeviceSlot
 from dsm5_hpo.hpo.records import read_trial_record, write_trial_record
 from dsm5_hpo.hpo.search_space import suggest_params
+from dsm5_hpo.hpo.trial_failures import KILLED_ATTR, describe_exit, last_log_error
 from dsm5_hpo.hpo.trial_folders import trial_dir_of
 from dsm5_hpo.hpo.trial_process import TrialOutcome, TrialTask, trial_main
-from dsm5_hpo.hpo.workers import retry_history
 from dsm5_hpo.layout import TrialPaths
 from dsm5_hpo.tracking.tracker import RunSpec, Tracker
 
@@ -55,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 WARM_STUDY_ENV = "DSM5_HPO_WARM_STUDY"
 """The study folder whose windows the forkserver reads once (hpo/trial_preload.py reads it)."""
-KILLED_ATTR = "process_killed"
-"""Trial user attr: why the trial's process died (set for the retry callback; None once retried)."""
 DEVICE_ATTR = "device"
 """Trial user attr: the device the trial (its last attempt) ran on."""
 POLL_S = 0.2
@@ -64,6 +60,13 @@ STOP_WAIT_S = 120.0
 """After passing SIGTERM on: how long the trial process may take to stop before it is killed."""
 EXIT_WAIT_S = 30.0
 """After its outcome: how long the trial process may take to exit (CUDA teardown) before it is killed."""
+
+
+def free_port() -> int:
+    """A TCP port free on this host now, for a DDP trial's rendezvous (its rank 0 binds it next)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def current_rss() -> int:
@@ -78,40 +81,6 @@ def current_rss() -> int:
 def cuda_allocated() -> int | None:
     """CUDA memory this process holds (None where it never used CUDA: asking would create a context)."""
     return torch.cuda.memory_allocated() if torch.cuda.is_initialized() else None
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """'killed by SIGSEGV' / 'exited with code 3' for a process's exit status."""
-    if exitcode is None:
-        return "did not exit"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = {
-            "SIGKILL": " (the kernel's OOM killer, or kill -9)",
-            "SIGSEGV": " (a crash in native code: a driver, a kernel, a library)",
-            "SIGABRT": " (an abort in native code, often CUDA)",
-        }.get(name, "")
-        return f"killed by {name}{hint}"
-    return f"exited with code {exitcode}"
-
-
-def last_log_error(trial_dir: Path | None) -> str | None:
-    """The last ERROR line of the trial's JSON log: what a dead trial process said last."""
-    if trial_dir is None:
-        return None
-    try:
-        lines = TrialPaths(trial_dir).log.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        with contextlib.suppress(ValueError):
-            entry = json.loads(line)
-            if isinstance(entry, dict) and entry.get("level") in ("ERROR", "CRITICAL"):
-                return str(entry.get("message", ""))[:500]
-    return None
 
 
 def trial_context(method: str, study_dir: Path | None = None) -> BaseContext:
@@ -183,26 +152,50 @@ class IsolatedObjective:
         )
         before = {"study_rss_bytes_before": current_rss(), "study_cuda_bytes_before": cuda_allocated()}
         receiver, sender = self.context.Pipe(duplex=False)
+        if self.slot.ranks > 1:  # a DDP trial: rank 0 (this pipe) and its peers meet on a free port
+            task = dataclasses.replace(task, master_port=free_port())
         process = self.context.Process(  # type: ignore[attr-defined]
             target=trial_main, args=(task, sender), name=f"dsm5-trial-{trial.number}", daemon=False
         )
+        peers = [
+            self.context.Process(  # type: ignore[attr-defined]
+                target=trial_main,
+                args=(dataclasses.replace(task, rank=rank), None),
+                name=f"dsm5-trial-{trial.number}-rank{rank}",
+                daemon=False,
+            )
+            for rank in range(1, self.slot.ranks)
+        ]
         started = time.monotonic()
         process.start()
         sender.close()  # ours: the trial's end of the pipe lives in its process now
-        logger.info("trial %d runs in process %d on %s", trial.number, process.pid, self.slot.name)
+        for peer in peers:
+            peer.start()
+        logger.info(
+            "trial %d runs in process %d%s on %s",
+            trial.number,
+            process.pid,
+            f" and {', '.join(str(p.pid) for p in peers)}" if peers else "",
+            self.slot.name,
+        )
         try:
-            outcome, interrupted = self._wait(process, receiver)
+            outcome, interrupted = self._wait(process, receiver, peers)
         finally:
             receiver.close()
-        process.join(EXIT_WAIT_S)
-        if process.is_alive():
-            logger.warning(
-                "trial %d: process %d did not exit after its outcome; killing it", trial.number, process.pid
-            )
-            process.kill()
-            process.join()
+        for each in (process, *peers):
+            each.join(EXIT_WAIT_S)
+            if each.is_alive():
+                logger.warning(
+                    "trial %d: process %d did not exit after its outcome; killing it", trial.number, each.pid
+                )
+                each.kill()
+                each.join()
+        dead_peer = next((p for p in peers if p.exitcode not in (0, 130)), None)
+        if outcome is None and dead_peer is not None and process.exitcode in (0, 130, None, -signal.SIGKILL):
+            process = dead_peer  # the rank that died first is the trial's reason
         facts = {
             "pid": process.pid,
+            "ranks": self.slot.ranks,
             "exit": describe_exit(process.exitcode),
             "seconds": round(time.monotonic() - started, 3),
             **before,
@@ -219,12 +212,28 @@ class IsolatedObjective:
         return self._verdict(trial, outcome, process.exitcode, facts)
 
     def _wait(
-        self, process: multiprocessing.process.BaseProcess, receiver: Any
+        self,
+        process: multiprocessing.process.BaseProcess,
+        receiver: Any,
+        peers: Sequence[multiprocessing.process.BaseProcess] = (),
     ) -> tuple[TrialOutcome | None, str | None]:
-        """The trial's outcome (None: it died without one) and, when the study is stopping, the signal."""
+        """The trial's outcome (None: it died without one) and, when the study is stopping, the signal.
+        A DDP peer that dies takes the trial with it: the other ranks are killed (they would wait for it
+        in their next collective)."""
         interrupted: str | None = None
         deadline: float | None = None
         while True:
+            dead = next((p for p in peers if p.exitcode is not None and p.exitcode not in (0, 130)), None)
+            if dead is not None and interrupted is None:
+                logger.error(
+                    "trial process %d (a DDP rank) %s: stopping its trial",
+                    dead.pid,
+                    describe_exit(dead.exitcode),
+                )
+                for each in (process, *peers):
+                    if each.is_alive():
+                        each.kill()
+                return None, interrupted
             try:
                 if receiver.poll(POLL_S):
                     try:
@@ -238,25 +247,29 @@ class IsolatedObjective:
                     return (receiver.recv() if receiver.poll(0) else None), interrupted
                 if self.stop.is_set() and interrupted is None:
                     interrupted = "stopped with the study"
-                    deadline = self._pass_on(process)
+                    deadline = self._pass_on(process, *peers)
                 if deadline is not None and time.monotonic() > deadline:
                     logger.error(
                         "trial process %d did not stop in %.0f s; killing it", process.pid, STOP_WAIT_S
                     )
-                    process.kill()
+                    for each in (process, *peers):
+                        each.kill()
                     deadline = None
             except Interrupted as signal_name:  # this process got SIGINT/SIGTERM (the main thread)
                 self.stop.set()  # no further trial starts, whichever way this one ends
                 if interrupted is None:
                     interrupted = str(signal_name)
-                    deadline = self._pass_on(process)
+                    deadline = self._pass_on(process, *peers)
 
     @staticmethod
-    def _pass_on(process: multiprocessing.process.BaseProcess) -> float:
-        logger.warning("stopping trial process %d where it is (resumable)", process.pid)
-        if process.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)
+    def _pass_on(*processes: multiprocessing.process.BaseProcess) -> float:
+        logger.warning(
+            "stopping trial process %s where it is (resumable)", ", ".join(str(p.pid) for p in processes)
+        )
+        for process in processes:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
         return time.monotonic() + STOP_WAIT_S
 
     def _verdict(
@@ -323,41 +336,3 @@ class IsolatedObjective:
                 run = self.tracker.resume_run(str(run_id), RunSpec(f"trial-{trial.number}"))
                 run.set_tags({"error": reason[:5000], "optuna_state": "FAILED"})
                 run.finish("FAILED")
-
-
-class RetryKilledTrial:
-    """After a trial whose process died: Optuna's own retry (same params and user attrs, so the same
-    folder and MLflow run, and its reported epochs), at most ``max_retry`` times; a trial that kills
-    its process every time (it runs out of memory, it crashes a driver) then fails for good."""
-
-    def __init__(self, max_retry: int) -> None:
-        with warnings.catch_warnings():  # "experimental" since Optuna 2.8, and the documented way to retry
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # Optuna 5's name for its retry (RetryFailedTrialCallback is deprecated): the same copy of a trial
-            self._retry = RetryHeartbeatStaleTrialCallback(
-                max_retry=max_retry, inherit_intermediate_values=True
-            )
-        self.max_retry = max_retry
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state != TrialState.FAIL or not trial.user_attrs.get(KILLED_ATTR):
-            return
-        attempts = len(retry_history(trial)) + 1
-        if attempts > self.max_retry:
-            logger.error(
-                "trial %d's process died, the %d%s time for this trial: it fails for good "
-                "(hpo.max_trial_retries=%d)",
-                trial.number,
-                attempts,
-                {1: "st", 2: "nd", 3: "rd"}.get(attempts, "th"),
-                self.max_retry,
-            )
-            return
-        self._retry(study, trial)
-        logger.warning(
-            "trial %d's process died: queued again (retry %d of at most %d), to continue from its last "
-            "checkpoint",
-            trial.number,
-            attempts,
-            self.max_retry,
-        )

@@ -35,6 +35,7 @@ from dsm5_hpo.models.multi_task import DualHeadModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.tracker import RunSpec, RunTracker, Tracker
+from dsm5_hpo.training.distributed import DistributedContext
 from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.logging import json_log_file, log_context
 from dsm5_hpo.utils.mappings import flatten
@@ -102,6 +103,25 @@ def _earlier_attempts(trial_dir: Path) -> list[dict[str, Any]] | None:
     return [*(previous.attempts or []), previous.as_attempt()]
 
 
+def seeded_model(inputs: TrialInputs, config: StudyConfig) -> DualHeadModel:
+    """The trial's model, built after seeding: every rank of a DDP trial starts from the same weights."""
+    seed_everything(config.train.seed)
+    return build_model(inputs.model_path, config)
+
+
+def training_data(
+    inputs: TrialInputs, config: StudyConfig
+) -> tuple[WindowFeatures | list[WindowFeatures], EvaluationData]:
+    """What Trainer.fit takes: the training windows (one set per epoch with augmentation) and the
+    validation split; the same on every rank of a DDP trial (each trains on its shard of them)."""
+    data = inputs.data
+    validation, train = data.splits["validation"], data.splits["train"]
+    windows: WindowFeatures | list[WindowFeatures] = train.features
+    if config.train.augment_probability > 0:
+        windows = augmented_epochs(train.examples, data.tokenizer, config.data, config.train)
+    return windows, EvaluationData(validation.examples, validation.features)
+
+
 def settle_checkpoints(manager: CheckpointManager) -> None:
     """An ended trial keeps only its best weights; never let this hide the trial's own outcome."""
     try:
@@ -127,6 +147,9 @@ class Objective:
     """Host memory for asynchronous checkpoints, reused from trial to trial (trials run one at a time)."""
     device: str | None = None
     """Where the trials run (hpo.devices: cuda:N, cpu:N), for trial.json and the trial's Optuna attrs."""
+    distributed: DistributedContext | None = None
+    """This process's rank when the trial trains in several (train.distributed=ddp): rank 0 runs the
+    objective, the other ranks only train (hpo/trial_process.py)."""
     epoch_hook: Callable[[int, int], None] | None = None
     """Called with (trial number, epoch) after each epoch's report and checkpoint: fault injection for
     tests (a crash mid-trial, after a checkpoint, is what a retry or a resume must continue from)."""
@@ -253,8 +276,7 @@ class Objective:
     ) -> float:
         inputs = self.inputs.for_config(config)
         data = inputs.data
-        seed_everything(config.train.seed)
-        model = build_model(inputs.model_path, config)
+        model = seeded_model(inputs, config)
 
         def report(epoch: int, metrics: dict[str, float | None]) -> None:
             value = metrics[self.config.hpo.metric]
@@ -299,14 +321,10 @@ class Objective:
             epoch_callback=report,
             checkpoints=checkpoints,
             progress=self.progress,
+            distributed=self.distributed,
         )
-        validation = data.splits["validation"]
-        train = data.splits["train"]
-        windows: WindowFeatures | list[WindowFeatures] = train.features
-        if config.train.augment_probability > 0:
-            windows = augmented_epochs(train.examples, data.tokenizer, config.data, config.train)
         try:
-            result = trainer.fit(windows, EvaluationData(validation.examples, validation.features))
+            result = trainer.fit(*training_data(inputs, config))
         except Exception:  # pruned or failed: the trial has ended (a signal leaves it resumable instead)
             if checkpoints is not None:
                 fence()

@@ -34,7 +34,7 @@ from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop
 from dsm5_hpo.hpo.database import opened_storage, storage_lock
 from dsm5_hpo.hpo.devices import in_process
 from dsm5_hpo.hpo.final_evaluation import StudyOutcome, finish_study, outcome_without_evaluation
-from dsm5_hpo.hpo.isolation import IsolatedObjective, RetryKilledTrial
+from dsm5_hpo.hpo.isolation import IsolatedObjective
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.model_choices import available_model_choices
 from dsm5_hpo.hpo.objective import Objective
@@ -47,6 +47,7 @@ from dsm5_hpo.hpo.summary_plots import (
     render_study_plots_quietly,
 )
 from dsm5_hpo.hpo.trial_callbacks import ProgressReport, retention_after_trial, summary_after_trial
+from dsm5_hpo.hpo.trial_failures import RetryKilledTrial
 from dsm5_hpo.hpo.trial_folders import trial_folders
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
 from dsm5_hpo.hpo.trial_loops import drive_trials, host_slots, isolated_objectives

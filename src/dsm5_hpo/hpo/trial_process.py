@@ -37,7 +37,7 @@ from dsm5_hpo.config import StudyConfig, study_config_from_mapping
 from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, TrialTakenOver
 from dsm5_hpo.hpo.database import opened_storage
 from dsm5_hpo.hpo.devices import DeviceSlot
-from dsm5_hpo.hpo.objective import Objective
+from dsm5_hpo.hpo.objective import Objective, seeded_model, training_data
 from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_folders import trial_folders
@@ -47,6 +47,13 @@ from dsm5_hpo.storage.monitor import StorageMonitor
 from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.factory import build_tracker
 from dsm5_hpo.tracking.tracker import RunSpec
+from dsm5_hpo.training.distributed import (
+    SINGLE_PROCESS,
+    DistributedContext,
+    distributed_process,
+    rank_environment,
+)
+from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.logging import log_context, setup_logging
 
 logger = logging.getLogger(__name__)
@@ -82,6 +89,10 @@ class TrialTask:
     concurrent: int = 1
     """Trials of this study writing at once (hpo.devices), for the disk guard's reserve."""
     log_level: str = "INFO"
+    rank: int = 0
+    """This process's rank in a DDP trial (train.distributed=ddp); rank 0 runs the objective."""
+    master_port: int = 0
+    """A DDP trial's rendezvous port on this host (the study process picked a free one)."""
     epoch_hook: Callable[[int, int], None] | None = None
     """Objective.epoch_hook in the trial process (fault injection for tests: a segfault, a memory limit);
     a module-level function, pickled by reference."""
@@ -172,23 +183,69 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def trial_main(task: TrialTask, conn: Connection) -> None:
-    """The trial process's entry: run the trial, send its outcome, exit (130 when interrupted)."""
+def trial_main(task: TrialTask, conn: Connection | None) -> None:
+    """The trial process's entry: run the trial, send its outcome (rank 0), exit (130 when interrupted)."""
     setup_logging(task.log_level)
+    if task.slot.ranks > 1:
+        os.environ.update(rank_environment(task.rank, task.slot.ranks, task.master_port))
     try:
         pin(task.slot)
     except ConfigError as error:
-        conn.send(TrialOutcome("failed", message=str(error)))
-        conn.close()
+        if conn is not None:
+            conn.send(TrialOutcome("failed", message=str(error)))
+            conn.close()
         return
     threading.Thread(
         target=watch_parent, args=(task.parent_pid,), name="dsm5-parent-watch", daemon=True
     ).start()
     with interrupts_raise():
-        outcome = run_task(task)
-        conn.send(outcome)
-        conn.close()
+        outcome = run_task(task) if task.rank == 0 else run_peer(task)
+        if conn is not None:
+            conn.send(outcome)
+            conn.close()
     sys.exit(130 if outcome.stop.get("type") == "Interrupted" else 0)
+
+
+def _process_group(
+    task: TrialTask, config: StudyConfig
+) -> contextlib.AbstractContextManager[DistributedContext]:
+    """The trial's process group (DDP), joined by every rank; a single process has none."""
+    if task.slot.ranks == 1:
+        return contextlib.nullcontext(SINGLE_PROCESS)
+    return distributed_process(config.train.device)
+
+
+def run_peer(task: TrialTask) -> TrialOutcome:
+    """A rank other than 0 of a DDP trial: train its shard, with rank 0's decisions (validation,
+    pruning, checkpoints, tracking are rank 0's). Its outcome is rank 0's, which the study reads."""
+    config = study_config_from_mapping(task.config)
+    try:
+        with (
+            log_context(study=task.study_id, trial=task.trial_number),
+            opened_storage(task.storage)
+            if not config.hpo.shared
+            else contextlib.nullcontext(make_storage(config.hpo)) as storage,
+            _process_group(task, config) as context,
+        ):
+            study = optuna.load_study(study_name=task.study_name, storage=storage)
+            trial = optuna.trial.Trial(study, task.trial_id)
+            trial_config = config.with_params(suggest_params(trial, config.hpo.search_space))
+            inputs = _trial_inputs(config, trial).study
+            trainer = Trainer(
+                seeded_model(inputs, trial_config),
+                trial_config.train,
+                criteria=inputs.data.criteria,
+                metric=config.hpo.metric,
+                max_answer_tokens=trial_config.data.max_answer_tokens,
+                progress=False,
+                distributed=context,
+            )
+            trainer.fit(*training_data(inputs, trial_config))
+            return TrialOutcome("value")
+    except ResumableStop as stop:
+        return TrialOutcome("stop", message=str(stop), stop={"type": type(stop).__name__})
+    except (Exception, optuna.TrialPruned) as error:  # noqa: BLE001 - rank 0 says how the trial ended
+        return TrialOutcome("failed", message=f"{type(error).__name__}: {error}")
 
 
 def run_task(task: TrialTask) -> TrialOutcome:
@@ -216,7 +273,7 @@ def _run(task: TrialTask, config: StudyConfig, tracker: Any) -> TrialOutcome:
     shared = config.hpo.shared
     storage_cm = contextlib.nullcontext(make_storage(config.hpo)) if shared else opened_storage(task.storage)
     try:
-        with storage_cm as storage:
+        with storage_cm as storage, _process_group(task, config) as context:
             study = optuna.load_study(
                 study_name=task.study_name,
                 storage=storage,
@@ -250,6 +307,7 @@ def _run(task: TrialTask, config: StudyConfig, tracker: Any) -> TrialOutcome:
                 checkpointing=task.checkpointing,
                 space=space,
                 device=task.slot.name,
+                distributed=context,
                 epoch_hook=task.epoch_hook,
             )
             fence = TrialLease(storage, trial).check if shared else None

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from dsm5_hpo.errors import Interrupted
-from dsm5_hpo.hpo.isolation import KILLED_ATTR, RetryKilledTrial, describe_exit, last_log_error
+from dsm5_hpo.hpo.trial_failures import KILLED_ATTR, RetryKilledTrial, describe_exit, last_log_error
 from dsm5_hpo.hpo.trial_loops import started_count
 from dsm5_hpo.hpo.trial_process import interrupts_raise, watch_parent
 from dsm5_hpo.hpo.workers import retry_history
