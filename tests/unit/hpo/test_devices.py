@@ -79,3 +79,23 @@ def test_isolation_auto_is_a_process_on_cuda_in_process_on_the_cpu_and_more_slot
 def test_a_list_of_gpus_on_the_command_line_is_the_same_as_the_quoted_string(tmp_path: Path) -> None:
     assert _config(tmp_path, "hpo.devices=[0,1]").hpo.devices == "0,1"
     assert _config(tmp_path, "hpo.devices='0,1'").hpo.devices == "0,1"
+
+
+def test_ddp_groups_consecutive_devices_into_trials_of_ddp_processes(tmp_path: Path) -> None:
+    eight = resolve_devices(_config(tmp_path, "train.distributed=ddp"), cuda_count=8, cpu_count=16)
+    assert [(s.name, s.cuda_visible, s.ranks) for s in eight] == [
+        (f"cuda:{i},{i + 1}", f"{i},{i + 1}", 2) for i in range(0, 8, 2)
+    ]
+    cpu = resolve_devices(
+        _config(tmp_path, "train.distributed=ddp", "hpo.devices=cpu:2"), cuda_count=0, cpu_count=2
+    )
+    assert cpu == [DeviceSlot("cpu:0,1", cuda_visible="", threads=1, ranks=2)]
+    alone = resolve_devices(_config(tmp_path, "train.distributed=ddp"), cuda_count=0, cpu_count=4)
+    assert alone == [DeviceSlot("cpu", cuda_visible="", threads=2, ranks=2)]
+    with pytest.raises(ConfigError, match="multiple of 2"):
+        resolve_devices(
+            _config(tmp_path, "train.distributed=ddp", "hpo.devices='0,1,2'"), cuda_count=3, cpu_count=8
+        )
+    with pytest.raises(ConfigError, match=r"trains it in 2 processes"):
+        in_process(_config(tmp_path, "train.distributed=ddp", "hpo.trial_isolation=none"), alone, cuda=False)
+    assert not in_process(_config(tmp_path, "train.distributed=ddp"), alone, cuda=False)
