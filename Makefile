@@ -102,7 +102,7 @@ dashboard: $(STAMP) ## optuna-dashboard on a study (STUDY=ID, default the newest
 CORE_COVERAGE := */dsm5_hpo/training/*,*/dsm5_hpo/models/*,*/dsm5_hpo/data/*,*/dsm5_hpo/hpo/*
 
 test: $(STAMP) ## Run the whole suite with coverage, as CI does (fails when no test runs or core coverage < 80 %)
-	$(PY) -m pytest --cov=dsm5_hpo --cov-report=term-missing --cov-report=xml $(ARGS)
+	$(PY) -m pytest --cov=dsm5_hpo --cov-report=term-missing --cov-report=xml --durations=25 $(ARGS)
 	@echo ">>> coverage of training, models, data and hpo (must be >= 80 %):"
 	$(PY) -m coverage report --include='$(CORE_COVERAGE)' --fail-under=80 | grep -E '^TOTAL'
 
