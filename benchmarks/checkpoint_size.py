@@ -199,6 +199,7 @@ def run_study(
     from dsm5_hpo.hpo.trial_callbacks import retention_after_trial
     from dsm5_hpo.hpo.trial_folders import TRIAL_DIR_ATTR
     from dsm5_hpo.models.multi_task import build_model
+    from dsm5_hpo.training.distributed import Shard
     from dsm5_hpo.training.optimization import build_optimizer, build_schedule
     from dsm5_hpo.training.trainer import FitResult, Trainer
     from dsm5_hpo.utils.seeding import seed_everything
@@ -248,7 +249,9 @@ def run_study(
             step = 0
             for epoch in range(args.epochs):
                 indices = batches.sample(range(len(train)), min(args.windows, len(train)))
-                _loss, step = trainer._train_epoch(train, [indices], epoch, optimizer, scheduler, step)
+                _loss, step = trainer._train_epoch(
+                    trainer.model, train, Shard([indices]), epoch, optimizer, scheduler, step
+                )
                 value = round(scores.uniform(0.1, 0.9), 6)
                 metrics: dict[str, float | None] = {config.hpo.metric: value}
                 result.history.append(metrics)
