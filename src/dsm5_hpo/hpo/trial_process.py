@@ -55,6 +55,7 @@ from dsm5_hpo.training.distributed import (
 )
 from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.logging import log_context, setup_logging
+from dsm5_hpo.utils.processes import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def watch_parent(
 ) -> None:
     """Until the study process dies; then stop this trial resumably (SIGTERM to itself), and kill it
     if it has not stopped ``grace_s`` later. Runs on a daemon thread; its collaborators are injected."""
-    alive = alive or _pid_alive
+    alive = alive or pid_alive
     stop = stop or (lambda: os.kill(os.getpid(), signal.SIGTERM))
     kill = kill or (lambda: os.kill(os.getpid(), signal.SIGKILL))
     while alive(parent_pid):
@@ -171,16 +172,6 @@ def watch_parent(
         sleep(PARENT_POLL_S)
         waited += PARENT_POLL_S
     kill()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's (a recycled pid): not our parent, but say alive
-        return True
-    return True
 
 
 def trial_main(task: TrialTask, conn: Connection | None) -> None:
@@ -215,6 +206,14 @@ def _process_group(
     return distributed_process(config.train.device)
 
 
+def _storage(task: TrialTask, config: StudyConfig) -> contextlib.AbstractContextManager[Any]:
+    """The study's Optuna storage for this process: the shared database (retried, as a worker's), or
+    the study's own SQLite file, closed when the trial ends."""
+    if config.hpo.shared:
+        return contextlib.nullcontext(make_storage(config.hpo))
+    return opened_storage(task.storage)
+
+
 def run_peer(task: TrialTask) -> TrialOutcome:
     """A rank other than 0 of a DDP trial: train its shard, with rank 0's decisions (validation,
     pruning, checkpoints, tracking are rank 0's). Its outcome is rank 0's, which the study reads."""
@@ -222,9 +221,7 @@ def run_peer(task: TrialTask) -> TrialOutcome:
     try:
         with (
             log_context(study=task.study_id, trial=task.trial_number),
-            opened_storage(task.storage)
-            if not config.hpo.shared
-            else contextlib.nullcontext(make_storage(config.hpo)) as storage,
+            _storage(task, config) as storage,
             _process_group(task, config) as context,
         ):
             study = optuna.load_study(study_name=task.study_name, storage=storage)
@@ -244,7 +241,7 @@ def run_peer(task: TrialTask) -> TrialOutcome:
             return TrialOutcome("value")
     except ResumableStop as stop:
         return TrialOutcome("stop", message=str(stop), stop={"type": type(stop).__name__})
-    except (Exception, optuna.TrialPruned) as error:  # noqa: BLE001 - rank 0 says how the trial ended
+    except Exception as error:  # noqa: BLE001 - rank 0 says how the trial ended (a prune included)
         return TrialOutcome("failed", message=f"{type(error).__name__}: {error}")
 
 
@@ -271,9 +268,8 @@ def _measured(outcome: TrialOutcome) -> TrialOutcome:
 
 def _run(task: TrialTask, config: StudyConfig, tracker: Any) -> TrialOutcome:
     shared = config.hpo.shared
-    storage_cm = contextlib.nullcontext(make_storage(config.hpo)) if shared else opened_storage(task.storage)
     try:
-        with storage_cm as storage, _process_group(task, config) as context:
+        with _storage(task, config) as storage, _process_group(task, config) as context:
             study = optuna.load_study(
                 study_name=task.study_name,
                 storage=storage,

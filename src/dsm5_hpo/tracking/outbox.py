@@ -38,6 +38,7 @@ from filelock import FileLock
 
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.utils.logging import redact
+from dsm5_hpo.utils.processes import pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -280,13 +281,7 @@ def _owner_alive(path: Path) -> bool:
     pid = int(parts[-2])
     if pid == os.getpid():
         return False  # an earlier outbox of this very process (a closed tracker): adoptable
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def _unacknowledged(text: str, path: Path) -> list[dict[str, Any]]:
