@@ -23,7 +23,11 @@ Finetuning = Literal["full", "lora"]
 FINETUNINGS: tuple[str, ...] = get_args(Finetuning)
 Distributed = Literal["none", "ddp"]
 DISTRIBUTED_MODES: tuple[str, ...] = get_args(Distributed)
-NOT_SEARCHABLE = frozenset({"distributed", "ddp_processes"})
+Compile = Literal[False, True, "auto"]
+COMPILE_MODES: tuple[object, ...] = get_args(Compile)
+NOT_SEARCHABLE = frozenset(
+    {"distributed", "ddp_processes", "fast_dropout", "compile", "gradient_checkpointing"}
+)
 """How a trial runs, not what it learns: the same for every trial of a study (config/hpo.py SEARCHABLE)."""
 
 
@@ -134,6 +138,19 @@ class TrainConfig:
     are averaged, so the global batch is batch_size x gradient_accumulation_steps x ddp_processes)."""
     ddp_processes: int = 2
     """train.distributed=ddp: processes per trial (one per GPU on CUDA; gloo processes on CPU)."""
+    fast_dropout: bool = True
+    """On a CPU, draw training dropout masks (nn.Dropout's and the attention's) from 64-bit words cut
+    into four 16-bit lanes instead of torch's per-element bernoulli: the same dropout probability (to
+    1/65536), about a third of a MiniLM step saved (models/fast_dropout.py). No effect on CUDA, on
+    evaluation, or with train.compile on (compiled kernels draw their own)."""
+    compile: Compile = False
+    """torch.compile the model for training: false; true; 'auto' = time a few steps compiled and not
+    on this device (once per device, torch version, encoder, precision and batch size, remembered in
+    <paths.cache_dir>/compile_probe.json) and compile where it wins. One graph with a dynamic sequence
+    length (windows padded to a multiple of 8), cached on disk across trials and resumes."""
+    gradient_checkpointing: bool = False
+    """Recompute the encoder's activations in backward instead of keeping them (the encoder's own
+    gradient checkpointing): less memory for big encoders and long windows, about a third more time."""
 
     def __post_init__(self) -> None:
         positive_ints = (
@@ -197,6 +214,11 @@ class TrainConfig:
             0.0 < self.layer_lr_decay <= 1.0,
             "train.layer_lr_decay",
             f"must be in (0, 1], got {self.layer_lr_decay}",
+        )
+        require(
+            isinstance(self.compile, bool) or self.compile == "auto",
+            "train.compile",
+            f"must be false, true or auto, got {self.compile!r}",
         )
         require(self.freeze_layers >= 0, "train.freeze_layers", f"must be >= 0, got {self.freeze_layers}")
         self._check_lora()

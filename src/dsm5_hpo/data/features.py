@@ -319,9 +319,11 @@ def _answer_tokens(example: PairExample, offsets: list[tuple[int, int] | None]) 
     return 0, 0
 
 
-def collate(features: WindowFeatures, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-    """Pad the windows at ``indices`` to their longest one (dynamic padding)."""
-    width = max(len(features.input_ids[i]) for i in indices)
+def collate(features: WindowFeatures, indices: Sequence[int], multiple: int = 1) -> dict[str, torch.Tensor]:
+    """Pad the windows at ``indices`` to their longest one (dynamic padding), rounded up to a
+    ``multiple`` (a compiled model's kernels want aligned lengths; the extra positions are masked)."""
+    longest = max(len(features.input_ids[i]) for i in indices)
+    width = -(-longest // multiple) * multiple
     size = len(indices)
     input_ids = torch.full((size, width), features.pad_token_id, dtype=torch.long)
     token_type_ids = torch.zeros((size, width), dtype=torch.long)

@@ -322,6 +322,7 @@ class Objective:
             checkpoints=checkpoints,
             progress=self.progress,
             distributed=self.distributed,
+            compile_cache=config.paths.cache / "compile",
         )
         try:
             result = trainer.fit(*training_data(inputs, config))

@@ -15,9 +15,10 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -34,13 +35,16 @@ from dsm5_hpo.config import TrainConfig
 from dsm5_hpo.data.features import WindowFeatures, collate
 from dsm5_hpo.errors import TrainingError
 from dsm5_hpo.evaluation.prediction import EvaluationData, evaluate_model
-from dsm5_hpo.models.multi_task import DualHeadModel, forward_batch, joint_loss
+from dsm5_hpo.models.multi_task import DualHeadModel, DualOutput, LossParts, forward_batch, joint_loss
 from dsm5_hpo.models.precision import autocast, resolve_device, resolve_precision
 from dsm5_hpo.tracking.tracker import NullRunTracker, RunTracker
 from dsm5_hpo.training import distributed as ddp
+from dsm5_hpo.training import memory
+from dsm5_hpo.training.acceleration import COMPILED_LENGTH_MULTIPLE, StepPlan, prepare_forward
 from dsm5_hpo.training.distributed import SINGLE_PROCESS, DistributedContext, Shard, on_main_rank
 from dsm5_hpo.training.epochs import epoch_batches, loss_settings, optimizer_steps
 from dsm5_hpo.training.optimization import build_optimizer, build_schedule, freeze_lowest_layers
+from dsm5_hpo.training.steps import optimizer_step, progress
 from dsm5_hpo.utils.logging import set_log_context
 
 logger = logging.getLogger(__name__)
@@ -73,8 +77,11 @@ class Trainer:
         checkpoints: CheckpointStore | None = None,
         progress: bool | None = None,
         distributed: DistributedContext | None = None,
+        compile_cache: Path | None = None,
     ) -> None:
+        """``compile_cache``: where train.compile keeps inductor's cache and the auto probe's answers."""
         self.config = config
+        self.compile_cache = compile_cache
         self.distributed = distributed or SINGLE_PROCESS
         self.device = self.distributed.device or resolve_device(config.device)
         autocast(self.device, config.precision)  # refuses fp16 without CUDA before any work is done
@@ -101,6 +108,7 @@ class Trainer:
             )
         self.loss = loss_settings(config)
         self._stepped = False
+        self.plan = StepPlan(compiled=False, fast_dropout=False, gradient_checkpointing=False)
 
     def fit(self, train: WindowFeatures | Sequence[WindowFeatures], validation: EvaluationData) -> FitResult:
         """Train from the latest valid checkpoint (or from scratch) to ``max_epochs``.
@@ -122,7 +130,7 @@ class Trainer:
         self.loss = loss_settings(config, per_epoch[0].pair_labels())
         # What train.precision=auto became on this machine: part of what the metrics depend on.
         tags = {"precision": self.precision, "device": str(self.device)}
-        self.tracker.set_tags(tags | ({"ddp_processes": str(context.world_size)} if context.enabled else {}))
+        rss_scope = "trial" if memory.reset_peaks(self.device) else "process"
         # Optimizer steps of one rank (each steps once per accumulation group of its shard).
         total_steps = optimizer_steps([len(shard.batches) for shard in shards], config)
         optimizer = build_optimizer(self.model, config)
@@ -135,6 +143,11 @@ class Trainer:
             estimate_checkpoint_bytes(self.model, optimizer, on_disk=self.checkpoints.on_disk)
         )
         forward = ddp.wrap_model(context, self.model)  # self.model stays the plain module: eval, state dicts
+        forward = self._plan(
+            forward, per_epoch[start_epoch if start_epoch < config.max_epochs else 0], shards
+        )
+        tags |= self.plan.tags() | {"rss_peak_scope": rss_scope}
+        self.tracker.set_tags(tags | ({"ddp_processes": str(context.world_size)} if context.enabled else {}))
         try:
             for epoch in range(start_epoch, config.max_epochs):
                 set_log_context(epoch=epoch)
@@ -164,6 +177,33 @@ class Trainer:
         set_log_context(epoch=None, step=None)
         return result
 
+    def _plan(self, forward: torch.nn.Module, train: WindowFeatures, shards: list[Shard]) -> torch.nn.Module:
+        """Gradient checkpointing, train.compile and fast dropout (training/acceleration.py), decided before
+        the first step; returns the module the steps call (``forward``, or its compiled version)."""
+        self.plan, forward = prepare_forward(
+            self.model,
+            forward,
+            self.config,
+            self.device,
+            self.precision,
+            batches=shards[0].batches[:3],
+            probe_step=partial(self._probe_step, train),
+            single_process=not self.distributed.enabled,
+            cache=self.compile_cache,
+        )
+        return forward
+
+    def _probe_step(self, train: WindowFeatures, module: torch.nn.Module, indices: list[int]) -> None:
+        """Forward, loss and backward of one batch, as a step runs them (CompileProbe times it)."""
+        eager = module is self.model and self.config.fast_dropout and self.device.type == "cpu"
+        batch = {k: v.to(self.device) for k, v in collate(train, indices, COMPILED_LENGTH_MULTIPLE).items()}
+        with autocast(self.device, self.precision), StepPlan(False, eager, False).forward_context():
+            output = forward_batch(module, batch)
+        self._loss(output, batch).total.backward()
+
+    def _batch(self, train: WindowFeatures, indices: list[int]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in collate(train, indices, self.plan.length_multiple).items()}
+
     def _end_epoch(
         self,
         validation: EvaluationData,
@@ -192,6 +232,7 @@ class Trainer:
             raise TrainingError(f"validation metric {self.metric!r} is undefined after epoch {epoch}")
         logged: dict[str, float | None] = {f"val_{k}": v for k, v in metrics.items()}
         logged.update({"train_loss_epoch": epoch_loss, "epoch_seconds": train_seconds, "epoch": float(epoch)})
+        logged.update(memory.peak_memory(self.device))  # since the trial started (memory.reset_peaks)
         self.tracker.log_metrics(logged, step=epoch)
         self.tracker.flush()  # the epoch's metrics survive a crash from here on (outbox fsync)
         result.history.append(metrics)
@@ -301,23 +342,16 @@ class Trainer:
         }
         steps_in_window = 0
         optimizer.zero_grad(set_to_none=True)
-        iterator = self._progress(batches, epoch)
+        iterator = progress(batches, epoch, config.max_epochs, enabled=self.progress)
         for batch_number, indices in enumerate(iterator):
             last = batch_number == len(batches) - 1
             step_now = (batch_number + 1) % accumulation == 0 or last
             filler = batch_number >= len(batches) - shard.padding
-            batch = {k: v.to(self.device) for k, v in collate(train, indices).items()}
+            batch = self._batch(train, indices)
             with ddp.gradient_sync(model, step_now):  # DDP all-reduces once per optimizer step
-                with autocast(self.device, self.precision):
+                with autocast(self.device, self.precision), self.plan.forward_context():
                     output = forward_batch(model, batch)
-                loss = joint_loss(
-                    output,
-                    batch["labels"],
-                    batch["start_positions"],
-                    batch["end_positions"],
-                    settings=self.loss,
-                    sentence_targets=batch.get("sentence_targets"),
-                )
+                loss = self._loss(output, batch)
                 scaled = loss.total / accumulation
                 if filler:  # still a backward pass (every rank's all-reduce must happen), with zero gradient
                     scaled = scaled * 0.0
@@ -332,7 +366,7 @@ class Trainer:
                 steps_in_window += 1
             if not step_now:
                 continue
-            self._optimizer_step(optimizer)
+            optimizer_step(self.model, optimizer, self.scaler, config.max_grad_norm)
             scheduler.step()
             global_step += 1
             if not self._stepped:  # the end of a trial's start-up (benchmarks/devices.py reads this line)
@@ -369,23 +403,12 @@ class Trainer:
                 steps_in_window = 0
         return total_loss / max(1, n_batches), global_step
 
-    def _optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler is not None:
-            self.scaler.unscale_(optimizer)
-        if self.config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(optimizer)
-            self.scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    def _progress(self, batches: list[list[int]], epoch: int) -> Iterator[list[int]]:
-        if not self.progress:
-            return iter(batches)
-        from tqdm import tqdm
-
-        # One bar per epoch: "epoch 2/5" with its steps; the study's log line says which trial of how many.
-        desc = f"epoch {epoch + 1}/{self.config.max_epochs}"
-        return iter(tqdm(batches, desc=desc, unit="batch", leave=False, dynamic_ncols=True))
+    def _loss(self, output: DualOutput, batch: dict[str, torch.Tensor]) -> LossParts:
+        return joint_loss(
+            output,
+            batch["labels"],
+            batch["start_positions"],
+            batch["end_positions"],
+            settings=self.loss,
+            sentence_targets=batch.get("sentence_targets"),
+        )

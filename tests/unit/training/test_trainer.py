@@ -557,3 +557,42 @@ def test_negative_sampling_prior_is_undone_at_evaluation(setup: Setup) -> None:
     for before, after in zip(full, shifted, strict=True):
         odds_before, odds_after = before.prob / (1 - before.prob), after.prob / (1 - after.prob)
         assert odds_after == pytest.approx(odds_before * 0.25, rel=1e-4)
+
+
+# --- how the steps run: fast dropout, gradient checkpointing, compile; peak memory -----------------
+
+
+def test_fit_tags_how_its_steps_ran_and_logs_peak_memory(fitted: Fitted) -> None:
+    tags = fitted.tracker.tags
+    assert (tags["fast_dropout"], tags["compiled"], tags["gradient_checkpointing"]) == (
+        "true",
+        "false",
+        "false",
+    )
+    assert tags["rss_peak_scope"] in ("trial", "process")
+    peaks = fitted.metrics_by_key["peak_rss_bytes"]
+    assert [step for step, _ in peaks] == [0, 1] and all(v > 50e6 for _, v in peaks)
+    assert "peak_cuda_allocated_bytes" not in fitted.metrics_by_key  # CPU
+
+
+def _losses(setup: Setup, config: StudyConfig) -> tuple[list[float], dict[str, str]]:
+    tracker = NullRunTracker()
+    setup.trainer(setup.model(), config, tracker=tracker).fit(setup.train, setup.validation)
+    return [v for _, v in _by_key(tracker)["train_loss"]], tracker.tags
+
+
+def test_gradient_checkpointing_trains_exactly_as_without_it(setup: Setup) -> None:
+    plain = setup.config.with_train(max_epochs=1, fast_dropout=False)
+    losses, tags = _losses(setup, plain)
+    checkpointed, tags_on = _losses(setup, plain.with_train(gradient_checkpointing=True))
+    assert (tags["gradient_checkpointing"], tags_on["gradient_checkpointing"]) == ("false", "true")
+    # Recomputed activations, the same dropout masks (the RNG state is replayed): the same steps.
+    assert checkpointed == pytest.approx(losses, rel=1e-5)
+
+
+def test_fast_dropout_is_off_when_asked_and_under_gradient_checkpointing(setup: Setup) -> None:
+    _, tags = _losses(setup, setup.config.with_train(max_epochs=1, fast_dropout=False))
+    assert tags["fast_dropout"] == "false"
+    _, tags = _losses(setup, setup.config.with_train(max_epochs=1, gradient_checkpointing=True))
+    # A checkpointed layer is recomputed in backward, outside the forward's mode: torch's dropout there.
+    assert (tags["fast_dropout"], tags["gradient_checkpointing"]) == ("false", "true")
