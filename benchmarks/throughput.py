@@ -1,28 +1,32 @@
-"""Training throughput of our trainer against transformers.Trainer on the same work.
+"""Training throughput of our trainer against transformers.Trainer at its defaults and at its best.
 
     python benchmarks/throughput.py              # MiniLM on the bundled sample (the default study's data)
     python benchmarks/throughput.py --quick      # the tiny random BERT: a smoke test for CI
+    python benchmarks/throughput.py --compile    # also both trainers compiled (torch.compile)
     python benchmarks/throughput.py --profile    # also: where one epoch of our trainer spends its time
 
 Both trainers train the same dual-head model (same initial weights) for one epoch over the same
 training windows (``--steps`` x batch_size windows drawn, seeded, from the training split of
 configs/hpo_study.yaml's data), with the same batch size, the same AdamW and linear schedule
 objects (built by our trainer's code and handed to transformers.Trainer through ``optimizers=``),
-the same gradient clipping, logging cadence and precision (``--precision``; 'auto' is what a
-study uses: bf16 where the device runs it natively). Timed: the epoch itself (our trainer's
+the same gradient clipping, logging cadence and precision. Timed: the epoch itself (our trainer's
 ``epoch_seconds`` metric, transformers' on_epoch_begin -> on_epoch_end), not model loading or
-setup, never evaluation.
+setup, never evaluation. Compiled runs train 2 epochs and time the second (steady state: the
+compile itself, paid once per trial and cached on disk across trials, is printed apart).
 
-What differs is only what each does by default: transformers.Trainer visits the windows in
-random batches (train_sampling_strategy='random'), each padded by the collator to its longest
-window (our collator: the baseline pads no more than dynamic padding needs); our trainer groups
-windows of similar length into batches (train.group_by_length). Runs alternate (ours, theirs,
-...) ``--repeats`` times; the figures are medians. When the precision is bf16, our trainer
-and transformers.Trainer also run in fp32 each repeat (transformers' default precision): the
-same-precision ratio in fp32, the bf16 speed-up that precision=auto takes, and the ratio of each
-trainer at its own default precision.
+The baselines, as a user of transformers.Trainer would run it:
+- ``hf_default``: its defaults (random batches, each padded to its longest window);
+- ``hf_best``: length-grouped batches through its own sampler (``train_sampling_strategy=
+  "group_by_length"``, lengths read from the dataset's ``input_ids``) at the precision our
+  ``precision=auto`` picks on this device (bf16 where the device runs it natively);
+- ``hf_best_compiled`` (``--compile``): the same with ``torch_compile=True``.
+Ours: ``ours`` (what a study runs: length-grouped batches, fast CPU dropout, fused AdamW) and
+``ours_compiled`` (``--compile``: train.compile=true). Each runs at the precision ``auto`` picks and,
+when that is bf16, at fp32 too. Runs alternate (every configuration once per repeat, ``--repeats``
+times); the figures are medians of samples/s. The ratios printed: ours / hf_best (the goal: >= 1.5)
+and ours / hf_default, per precision, and compiled against not.
 
-The last line printed is a JSON object of every figure.
+Prints the CPU flags that decide the precision; the last line printed is a JSON object of every figure.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from checkpoint_size import machine_line  # benchmarks/ is sys.path[0] when run as a script
 from dsm5_hpo.cli.common import compose_config
 from dsm5_hpo.config import StudyConfig, TrainConfig
 from dsm5_hpo.data.features import WindowFeatures, collate
@@ -98,15 +103,18 @@ class WithLoss(nn.Module):
         return {"loss": loss.total}
 
 
-class Indices(torch.utils.data.Dataset[int]):
-    def __init__(self, n: int) -> None:
-        self.n = n
+class Windows(torch.utils.data.Dataset[dict[str, Any]]):
+    """The windows as transformers.Trainer sees them: items with their ``input_ids`` (what its
+    LengthGroupedSampler measures) and their index (what the shared collate pads)."""
+
+    def __init__(self, features: WindowFeatures) -> None:
+        self.features = features
 
     def __len__(self) -> int:
-        return self.n
+        return len(self.features)
 
-    def __getitem__(self, index: int) -> int:
-        return index
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"input_ids": self.features.input_ids[index], "index": index}
 
 
 def small_validation(split: SplitData, pairs: int = 9) -> EvaluationData:
@@ -118,9 +126,9 @@ def small_validation(split: SplitData, pairs: int = 9) -> EvaluationData:
 
 
 def run_ours(
-    model: DualHeadModel, train: WindowFeatures, validation: EvaluationData, config: TrainConfig
+    model: DualHeadModel, train: WindowFeatures, validation: EvaluationData, config: TrainConfig, work: Path
 ) -> tuple[float, int]:
-    """Seconds of one epoch of our Trainer.fit (its own epoch_seconds metric) and optimizer steps."""
+    """Seconds of the last epoch of our Trainer.fit (its own epoch_seconds metric) and optimizer steps."""
     tracker = NullRunTracker()
     trainer = ours.Trainer(
         model,
@@ -130,35 +138,44 @@ def run_ours(
         max_answer_tokens=32,
         tracker=tracker,
         progress=False,
+        compile_cache=work / "compile",
     )
     trainer.fit(train, validation)
-    (seconds,) = [v for k, v, _ in tracker.metrics if k == "epoch_seconds"]
+    seconds = [v for k, v, _ in tracker.metrics if k == "epoch_seconds"]
     steps = ours.optimizer_steps([len(ours.epoch_batches(train, config, epoch=0))], config)
-    return seconds, steps
+    return seconds[-1], steps
 
 
 def run_transformers(
-    model: DualHeadModel, train: WindowFeatures, config: TrainConfig, precision: str, work: Path
+    model: DualHeadModel,
+    train: WindowFeatures,
+    config: TrainConfig,
+    precision: str,
+    work: Path,
+    *,
+    strategy: str,
+    compiled: bool = False,
 ) -> tuple[float, int]:
-    """Seconds of one epoch of transformers.Trainer.train() and its optimizer steps."""
+    """Seconds of the last epoch of transformers.Trainer.train() and its optimizer steps per epoch."""
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     class EpochClock(TrainerCallback):
         def __init__(self) -> None:
-            self.started = self.seconds = 0.0
+            self.started = 0.0
+            self.seconds: list[float] = []
 
         def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.started = time.perf_counter()
 
         def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.seconds = time.perf_counter() - self.started
+            self.seconds.append(time.perf_counter() - self.started)
 
     steps = math.ceil(len(train) / config.batch_size)
     optimizer = build_optimizer(model, config)
-    scheduler = build_schedule(optimizer, config, steps)
+    scheduler = build_schedule(optimizer, config, steps * config.max_epochs)
     args = TrainingArguments(
         output_dir=str(work),
-        num_train_epochs=1,
+        num_train_epochs=config.max_epochs,
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         max_grad_norm=config.max_grad_norm,
@@ -173,13 +190,15 @@ def run_transformers(
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        train_sampling_strategy=strategy,
+        torch_compile=compiled,
     )
     clock = EpochClock()
     trainer = Trainer(
         model=WithLoss(model, ours.loss_settings(config, train.labels)),
         args=args,
-        train_dataset=Indices(len(train)),
-        data_collator=lambda indices: collate(train, indices),
+        train_dataset=Windows(train),
+        data_collator=lambda items: collate(train, [item["index"] for item in items]),
         optimizers=(optimizer, scheduler),
         callbacks=[clock],
     )
@@ -187,7 +206,7 @@ def run_transformers(
         PrinterCallback
     )  # its logs are still computed (same cadence as ours), not printed
     trainer.train()
-    return clock.seconds, int(trainer.state.global_step)
+    return clock.seconds[-1], int(trainer.state.global_step) // config.max_epochs
 
 
 def profile_epoch(
@@ -198,7 +217,7 @@ def profile_epoch(
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with profile(activities=activities) as prof:
-        run_ours(model, train, validation, config)
+        run_ours(model, train, validation, config, Path(tempfile.mkdtemp(prefix="profile-")))
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
     return str(prof.key_averages().table(sort_by=sort, row_limit=15, max_name_column_width=55))
 
@@ -210,6 +229,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps of the epoch (default 20)")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="also both trainers compiled (slow: compiles)")
     parser.add_argument("overrides", nargs="*", help="config overrides, as for make train")
     args = parser.parse_args()
     repeats = 1 if args.quick else args.repeats
@@ -248,27 +268,37 @@ def main() -> None:
         torch.manual_seed(config.train.seed)
         initial = build_model(resolved.path, config)
         lengths = [len(ids) for ids in train.input_ids]
+        print(machine_line(), flush=True)
         print(
-            f"{config.model.name} on {device} ({torch.get_num_threads()} threads), precision {precision}: "
+            f"{config.model.name} on {device} ({torch.get_num_threads()} threads), precision auto -> {precision}: "
             f"{len(train)} windows (mean {statistics.mean(lengths):.0f}, max {max(lengths)} tokens), "
             f"batch {train_config.batch_size}, {repeats} repeats",
             flush=True,
         )
-        # Each trainer at the precision under test; with bf16, also both in fp32 (transformers.Trainer's
-        # default), which gives the same-precision ratio in fp32 and the bf16 speed-up of precision=auto.
-        runs = [("ours", precision), ("transformers", precision)]
-        if precision == "bf16":
-            runs += [("ours", "fp32"), ("transformers", "fp32")]
+        precisions = [precision] + (["fp32"] if precision == "bf16" else [])
+        runs: list[tuple[str, str]] = [("hf_default", precision)]
+        for p in precisions:
+            runs += [("ours", p), ("hf_best", p)]
+            if args.compile:
+                runs += [("ours_compiled", p), ("hf_best_compiled", p)]
         seconds: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
         steps: dict[tuple[str, str], int] = {}
         for repeat in range(repeats):
             for who, run_precision in runs:
-                run_config = dataclasses.replace(train_config, precision=run_precision)
+                compiled = who.endswith("_compiled")
+                # Compiled runs: 2 epochs, the second timed (the compile is the first one's first step).
+                run_config = dataclasses.replace(
+                    train_config, precision=run_precision, compile=compiled, max_epochs=2 if compiled else 1
+                )
                 model = copy.deepcopy(initial)
-                if who == "ours":
-                    s, n = run_ours(model, train, validation, run_config)
+                folder = work / f"{who}-{run_precision}-{repeat}"
+                if who.startswith("ours"):
+                    s, n = run_ours(model, train, validation, run_config, work)
                 else:
-                    s, n = run_transformers(model, train, run_config, run_precision, work / f"hf-{repeat}")
+                    strategy = "random" if who == "hf_default" else "group_by_length"
+                    s, n = run_transformers(
+                        model, train, run_config, run_precision, folder, strategy=strategy, compiled=compiled
+                    )
                 seconds[(who, run_precision)].append(s)
                 steps[(who, run_precision)] = n
             print(
@@ -282,28 +312,32 @@ def main() -> None:
         figures: dict[str, Any] = {
             "model": config.model.name,
             "device": str(device),
-            "precision": precision,
+            "cpu_flags": machine_line().split("flags: ")[-1].split(")")[0],
+            "precision_auto": precision,
             "windows": len(train),
             "mean_window_tokens": round(statistics.mean(lengths), 1),
             "optimizer_steps": steps[runs[0]],
             "repeats": repeats,
             "samples_per_s": {f"{who}_{p}": round(r, 2) for (who, p), r in rate.items()},
-            "ratio": round(rate[("ours", precision)] / rate[("transformers", precision)], 3),
         }
-        print(
-            f"same precision ({precision}): ours {rate[('ours', precision)]:.2f} samples/s, "
-            f"transformers.Trainer {rate[('transformers', precision)]:.2f} samples/s: ratio {figures['ratio']:.3f} "
-            "(goal >= 1.3)"
-        )
-        if precision == "bf16":
-            figures["ratio_fp32"] = round(rate[("ours", "fp32")] / rate[("transformers", "fp32")], 3)
-            figures["bf16_speedup"] = round(rate[("ours", "bf16")] / rate[("ours", "fp32")], 3)
-            figures["ratio_defaults"] = round(rate[("ours", "bf16")] / rate[("transformers", "fp32")], 3)
+
+        def ratio(name: str, a: tuple[str, str], b: tuple[str, str]) -> None:
+            figures[name] = round(rate[a] / rate[b], 3)
             print(
-                f"same precision (fp32): ratio {figures['ratio_fp32']:.3f}; bf16 speed-up of our trainer "
-                f"{figures['bf16_speedup']:.3f}; each at its default precision (ours auto = bf16, "
-                f"transformers.Trainer fp32): ratio {figures['ratio_defaults']:.3f}"
+                f"{name}: {a[0]} {a[1]} {rate[a]:.2f} / {b[0]} {b[1]} {rate[b]:.2f} samples/s = {figures[name]:.3f}"
             )
+
+        for p in precisions:
+            ratio(f"ratio_vs_best_{p}", ("ours", p), ("hf_best", p))
+            if args.compile:
+                ratio(f"ratio_compiled_vs_best_compiled_{p}", ("ours_compiled", p), ("hf_best_compiled", p))
+                ratio(f"ratio_compiled_vs_best_{p}", ("ours_compiled", p), ("hf_best", p))
+                ratio(f"compile_speedup_ours_{p}", ("ours_compiled", p), ("ours", p))
+        ratio(f"ratio_vs_default_{precision}", ("ours", precision), ("hf_default", precision))
+        ratio("hf_best_vs_default", ("hf_best", precision), ("hf_default", precision))
+        if precision == "bf16":
+            ratio("bf16_speedup_ours", ("ours", "bf16"), ("ours", "fp32"))
+        print("goal: ours / hf_best >= 1.5 at each precision")
         if args.profile:
             print(profile_epoch(copy.deepcopy(initial), train, validation, train_config))
         print(json.dumps(figures))

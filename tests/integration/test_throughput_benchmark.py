@@ -26,9 +26,12 @@ def test_quick_throughput_benchmark_prints_like_for_like_figures() -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    assert figures["model"] == "tiny" and figures["precision"] == "fp32"
+    assert figures["model"] == "tiny" and figures["precision_auto"] == "fp32"
     assert figures["optimizer_steps"] == 20 and figures["windows"] == 320
-    assert set(figures["samples_per_s"]) == {"ours_fp32", "transformers_fp32"}
+    # Against transformers.Trainer at its defaults (random batches) and at its best (length-grouped).
+    assert set(figures["samples_per_s"]) == {"ours_fp32", "hf_best_fp32", "hf_default_fp32"}
     assert all(rate > 0 for rate in figures["samples_per_s"].values())
-    expected = figures["samples_per_s"]["ours_fp32"] / figures["samples_per_s"]["transformers_fp32"]
-    assert abs(figures["ratio"] - expected) < 0.01
+    rates = figures["samples_per_s"]
+    assert abs(figures["ratio_vs_best_fp32"] - rates["ours_fp32"] / rates["hf_best_fp32"]) < 0.01
+    assert abs(figures["ratio_vs_default_fp32"] - rates["ours_fp32"] / rates["hf_default_fp32"]) < 0.01
+    assert "cpu_flags" in figures and "flags:" in done.stdout  # what decides the precision is printed

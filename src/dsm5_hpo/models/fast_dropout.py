@@ -135,5 +135,10 @@ def attention(
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + mask
-    probs = fast_dropout(torch.softmax(scores, dim=-1), p)
-    return torch.matmul(probs.to(value.dtype), value)
+    probs = torch.softmax(scores, dim=-1)
+    if p >= 1.0:
+        return torch.zeros_like(torch.matmul(probs.to(value.dtype), value))
+    kept = torch.where(keep_mask(probs.shape, p, probs.device), probs, 0.0)
+    # Dropout's 1 / (1 - p) applied to the output (batch x heads x q x dim) instead of the probabilities
+    # (batch x heads x q x k, 6-8x larger for MiniLM's windows): the same product, fewer multiplications.
+    return torch.matmul(kept.to(value.dtype), value) * (1.0 / (1.0 - p))
