@@ -30,7 +30,8 @@ BENCHMARKS = {
     "storage": ("storage.py", [], ["--quick"]),
     # MiniLM: 4 studies of 12 trials x 3 one-step epochs, about 4 minutes and 11 GB of free disk.
     "checkpoint_size": ("checkpoint_size.py", [], ["--quick"]),
-    "throughput": ("throughput.py", [], ["--quick"]),
+    # Both trainers at the precision auto picks and fp32, compiled and not, 3 repeats: ~25 min on one core.
+    "throughput": ("throughput.py", ["--compile", "--steps", "12"], ["--quick"]),
     "tracking_overhead": ("tracking_overhead.py", ["--repeats", "15"], ["--quick"]),
     "shared_workers": ("shared_workers.py", [], ["--quick"]),
     # hpo.devices=cpu:1 vs cpu:2 (tiny), and the start-up of a trial in its own process (MiniLM): ~6 min.
