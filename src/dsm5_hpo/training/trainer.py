@@ -1,7 +1,7 @@
 """The training loop of one trial: epochs of AdamW steps, validation after each epoch.
 
-Collaborators are injected: the run tracker (metrics), an epoch callback (Optuna's
-report/should_prune), and the best-weights sink. The data order of epoch ``e`` depends only
+Collaborators are injected: the run tracker (metrics), the reports (Optuna's report/should_prune,
+training/reporting.py), and the best-weights sink. The data order of epoch ``e`` depends only
 on (seed, e), so the same config and seed give the same metrics run after run on CPU.
 
 With a DistributedContext of several ranks (train.distributed=ddp) each rank trains on its shard of
@@ -41,6 +41,7 @@ from dsm5_hpo.training import distributed as ddp
 from dsm5_hpo.training.distributed import SINGLE_PROCESS, DistributedContext, Shard, on_main_rank
 from dsm5_hpo.training.epochs import epoch_batches, loss_settings, optimizer_steps
 from dsm5_hpo.training.optimization import build_optimizer, build_schedule, freeze_lowest_layers
+from dsm5_hpo.training.reporting import Reports
 from dsm5_hpo.utils.logging import set_log_context
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Trainer:
         checkpoints: CheckpointStore | None = None,
         progress: bool | None = None,
         distributed: DistributedContext | None = None,
+        reports: Reports | None = None,
     ) -> None:
         self.config = config
         self.distributed = distributed or SINGLE_PROCESS
@@ -88,6 +90,7 @@ class Trainer:
         main = self.distributed.is_main
         self.tracker: RunTracker = (tracker if main else None) or NullRunTracker()
         self.epoch_callback = epoch_callback if main else None
+        self.reports = reports or Reports()  # on every rank: the validations inside an epoch are collective
         self.checkpoints: CheckpointStore = (checkpoints if main else None) or NullCheckpointManager()
         self.resumed_from: CheckpointInfo | None = None
         self.progress = main and (sys.stdout.isatty() if progress is None else progress)
@@ -214,12 +217,13 @@ class Trainer:
                 # The others pass this epoch only once its checkpoint is committed (async or not), so a
                 # kill of any rank from here on resumes after it, and a failed save stops every rank now.
                 self.checkpoints.wait()
-        self._call_back(epoch, metrics)  # may raise optuna.TrialPruned
+        self._call_back(epoch, metrics, global_step)  # may raise optuna.TrialPruned
         return result
 
-    def _call_back(self, epoch: int, metrics: dict[str, float | None]) -> None:
+    def _call_back(self, epoch: int, metrics: dict[str, float | None], step: int) -> None:
         if self.epoch_callback is not None:
             self.epoch_callback(epoch, metrics)
+        self.reports.end_of_epoch(self, epoch, step, metrics)
 
     def _state(
         self,
@@ -275,8 +279,8 @@ class Trainer:
         self.resumed_from = loaded.info
         logger.info("resuming from %s: epoch %d done, step %d", loaded.info.path, state.epoch, state.step)
         # The process may have died between this checkpoint and reporting its epoch: report again
-        # (the callback ignores epochs it already reported) so pruning decisions stay the same.
-        on_main_rank(self.distributed, partial(self._call_back, state.epoch, dict(state.metrics)))
+        # (the objective ignores steps it already reported) so pruning decisions stay the same.
+        on_main_rank(self.distributed, partial(self._call_back, state.epoch, dict(state.metrics), state.step))
         return state.epoch + 1, state.step
 
     def _train_epoch(
@@ -367,6 +371,8 @@ class Trainer:
                 parts["criteria"].zero_()
                 parts["evidence"].zero_()
                 steps_in_window = 0
+            if self.reports.due(global_step, last):  # hpo.report_every_n_steps: validate inside the epoch
+                self.reports.inside_epoch(self, model, epoch, global_step)
         return total_loss / max(1, n_batches), global_step
 
     def _optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
