@@ -35,6 +35,8 @@ BENCHMARKS = {
     "shared_workers": ("shared_workers.py", [], ["--quick"]),
     # hpo.devices=cpu:1 vs cpu:2 (tiny), and the start-up of a trial in its own process (MiniLM): ~6 min.
     "devices": ("devices.py", [], ["--quick"]),
+    # The same tiny study under each pruner, 150 s of trials each (hpo.timeout_s): ~12 minutes.
+    "pruners": ("pruners.py", [], ["--quick"]),
     # Runs `make train` (about 10 minutes here) and compares its best model with TF-IDF baselines.
     "quality": ("quality.py", [], ["--quick"]),
 }
