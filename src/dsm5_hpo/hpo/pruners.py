@@ -112,6 +112,7 @@ class HyperbandPruner(_Recorded, optuna.pruners.HyperbandPruner):
             min_resource=min_resource, max_resource=max_resource, reduction_factor=reduction_factor
         )
         self._seed = seed
+        self._warned = False
 
     def _try_initialization(self, study: Study) -> None:
         if self._max_resource == "auto":
@@ -121,7 +122,7 @@ class HyperbandPruner(_Recorded, optuna.pruners.HyperbandPruner):
                 return
             self._max_resource = min(steps)[1] + 1  # the first to complete, as Optuna's 'auto' sees it
         super()._try_initialization(study)
-        if not self._pruners and not getattr(self, "_warned", False):
+        if not self._pruners and not self._warned:
             self._warned = True
             logger.warning(
                 "hyperband has no bracket (hpo.pruner_min_resource %d >= max_resource %s): no trial is pruned",
