@@ -10,7 +10,8 @@ config's own settings for it), run through `make train`'s entry point (``python 
 cache folder shared by all, filled by a warm-up study first), with ``hpo.n_trials`` far more than fit
 and ``hpo.timeout_s`` = the budget: the study stops starting trials once the budget is spent (the
 running one finishes). Per pruner: trials finished (complete + pruned), pruned, epochs trained in all,
-the best validation score (``hpo.metric``, complete trials), the wall time; the winner is the best
+the best validation score (``hpo.metric``, complete trials), the wall and CPU time (the CPU seconds
+show what share of the core the study had, on a machine shared with other jobs); the winner is the best
 score (ties: more trials finished). One run each: the scores of a few dozen trials are noisy.
 ``--quick`` runs hyperband and none only, through the same entry point called in this process
 (``dsm5_hpo.cli.train.main``: no interpreter start-up per study), without checkpoints.
@@ -28,6 +29,7 @@ import argparse
 import contextlib
 import io
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -65,11 +67,13 @@ QUICK = (
 )
 
 
-def train(experiments: Path, cache: Path, *overrides: str, in_process: bool = False) -> float:
-    """Wall seconds of one study through the train CLI (its own interpreter, or ``main`` called here)."""
+def train(experiments: Path, cache: Path, *overrides: str, in_process: bool = False) -> tuple[float, float]:
+    """Wall and CPU seconds of one study through the train CLI (its own interpreter, or ``main`` called
+    here). The CPU seconds say how much of the machine the study had: the budget is wall time, and
+    another job on the same core takes its share of it."""
     args = ["--config", str(ROOT / "configs" / "hpo_study.yaml"), *overrides]
     args += [f"paths.experiments_dir={experiments}", f"paths.cache_dir={cache}"]
-    started = time.monotonic()
+    started, cpu = time.monotonic(), _cpu_seconds()
     if in_process:
         from dsm5_hpo.cli import train as cli
 
@@ -77,15 +81,21 @@ def train(experiments: Path, cache: Path, *overrides: str, in_process: bool = Fa
             code = cli.main(args)
         if code != 0:
             raise SystemExit(f"study failed ({code}): {out.getvalue()[-2000:]}")
-        return time.monotonic() - started
+        return time.monotonic() - started, _cpu_seconds() - cpu
     command = [sys.executable, "-m", "dsm5_hpo.cli.train", *args]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"study failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return time.monotonic() - started
+    return time.monotonic() - started, _cpu_seconds() - cpu
 
 
-def figures_of(experiments: Path, wall_s: float) -> dict[str, Any]:
+def _cpu_seconds() -> float:
+    """User + system seconds of this process and its finished children."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def figures_of(experiments: Path, wall_s: float, cpu_s: float) -> dict[str, Any]:
     import optuna
 
     (study_dir,) = experiments.glob("study_*")
@@ -103,6 +113,7 @@ def figures_of(experiments: Path, wall_s: float) -> dict[str, Any]:
         "best_value": round(best.value, 4) if best is not None and best.value is not None else None,
         "best_trial": best.number if best is not None else None,
         "wall_s": round(wall_s, 1),
+        "cpu_s": round(cpu_s, 1),
     }
 
 
@@ -128,12 +139,14 @@ def main() -> None:
             train(root / "warmup", cache, *STUDY, "hpo.n_trials=1", "train.max_epochs=1", "hpo.pruner=none")
         for pruner in QUICK_PRUNERS if args.quick else PRUNERS:
             experiments = root / pruner
-            wall = train(experiments, cache, *base, *budget, f"hpo.pruner={pruner}", in_process=args.quick)
-            results[pruner] = figures_of(experiments, wall)
+            wall, cpu = train(
+                experiments, cache, *base, *budget, f"hpo.pruner={pruner}", in_process=args.quick
+            )
+            results[pruner] = figures_of(experiments, wall, cpu)
             r = results[pruner]
             print(
                 f"  {pruner:>18}: {r['trials_finished']} trials ({r['pruned']} pruned), {r['epochs_trained']} "
-                f"epochs, best {r['best_value']} (trial {r['best_trial']}), {r['wall_s']} s",
+                f"epochs, best {r['best_value']} (trial {r['best_trial']}), {r['wall_s']} s ({r['cpu_s']} s CPU)",
                 flush=True,
             )
     best = winner(results)
@@ -141,7 +154,7 @@ def main() -> None:
     figures: dict[str, Any] = {
         "model": "tiny",
         "budget_s": None if args.quick else args.budget_s,
-        "study": [*base, *budget],
+        "study": [o.replace(f"{ROOT}/", "") for o in (*base, *budget)],  # paths as in the repository
         "pruners": results,
         "winner": best,
     }

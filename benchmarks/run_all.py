@@ -1,6 +1,6 @@
 """Run every benchmark and write their figures to benchmarks/results.json (`make bench`).
 
-    python benchmarks/run_all.py            # full runs (about 30 minutes on 2 CPU cores)
+    python benchmarks/run_all.py            # full runs (about 45 minutes on 2 CPU cores)
     python benchmarks/run_all.py --quick    # smoke runs of each (about 2 minutes)
     python benchmarks/run_all.py --only tracking_overhead   # re-run one, keep the others' figures
 
