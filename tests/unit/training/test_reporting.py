@@ -65,7 +65,9 @@ class Run:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Setup:
-    config = compose_tiny(tmp_path_factory.mktemp("experiments"), model_cache, "train.device=cpu")
+    config = compose_tiny(
+        tmp_path_factory.mktemp("experiments"), model_cache, "train.device=cpu", "data.max_posts=12"
+    )
     path = resolve_model(config.model, cache_dir=model_cache).path
     return Setup(config, path, prepare_data(config.data, load_tokenizer(path), seed=config.train.seed))
 
