@@ -1,6 +1,6 @@
 """Run every benchmark and write their figures to benchmarks/results.json (`make bench`).
 
-    python benchmarks/run_all.py            # full runs (about 30 minutes on 2 CPU cores)
+    python benchmarks/run_all.py            # full runs (about 45 minutes on 2 CPU cores)
     python benchmarks/run_all.py --quick    # smoke runs of each (about 2 minutes)
     python benchmarks/run_all.py --only tracking_overhead   # re-run one, keep the others' figures
 
@@ -36,6 +36,8 @@ BENCHMARKS = {
     "shared_workers": ("shared_workers.py", [], ["--quick"]),
     # hpo.devices=cpu:1 vs cpu:2 (tiny), and the start-up of a trial in its own process (MiniLM): ~6 min.
     "devices": ("devices.py", [], ["--quick"]),
+    # The same tiny study under each pruner, 150 s of trials each (hpo.timeout_s): ~12 minutes.
+    "pruners": ("pruners.py", [], ["--quick"]),
     # Runs `make train` (about 10 minutes here) and compares its best model with TF-IDF baselines.
     "quality": ("quality.py", [], ["--quick"]),
 }

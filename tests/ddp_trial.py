@@ -1,11 +1,12 @@
 """One rank of a DDP trial on the tiny model (tests/integration/test_ddp_training.py starts it).
 
     python tests/ddp_trial.py --out DIR --experiments DIR --cache DIR [--checkpoints] [--no-dropout]
-        [--pause-after-epoch N] [override ...]
+        [--pause-after-epoch N] [--report-every N] [--prune-at-step S] [override ...]
 
 With RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set it joins their process group
 (training/distributed.py), without them it trains alone. It writes DIR/rank<r>.json: the FitResult,
-the metrics rank 0 logged, the epoch it resumed after, and its shard sizes per epoch.
+the metrics rank 0 logged, the epoch it resumed after, its shard sizes per epoch, rank 0's reports
+(hpo.report_every_n_steps) and, when rank 0 pruned the trial, what every rank was told.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from torch import nn
 
@@ -30,6 +32,7 @@ from dsm5_hpo.models.loading import load_tokenizer, resolve_model
 from dsm5_hpo.models.multi_task import build_model
 from dsm5_hpo.training import distributed as ddp
 from dsm5_hpo.training.epochs import epoch_batches
+from dsm5_hpo.training.reporting import ReportPoint, Reports
 from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.logging import setup_logging
 from dsm5_hpo.utils.seeding import seed_everything
@@ -66,6 +69,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--pause-after-epoch", type=int, default=-1, help="rank 0 sleeps after it (to be killed)"
     )
+    parser.add_argument("--report-every", type=int, default=0, help="validate every N steps in an epoch")
+    parser.add_argument("--prune-at-step", type=int, default=-1, help="rank 0 prunes at this report step")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -96,7 +101,16 @@ def main(argv: list[str]) -> int:
             if epoch == args.pause_after_epoch:
                 time.sleep(600)  # the test SIGKILLs every rank meanwhile
 
+        reported: list[tuple[int, int, bool]] = []
+
+        def report(point: ReportPoint, metrics: dict[str, float | None]) -> None:
+            reported.append((point.epoch, point.step, point.end_of_epoch))
+            if point.step == args.prune_at_step:
+                raise optuna.TrialPruned(f"pruned at step {point.step}")
+
         tracker = RecordingTracker()
+        train, validation = data.splits["train"].features, data.splits["validation"]
+        evaluation = EvaluationData(validation.examples, validation.features)
         trainer = Trainer(
             model,
             config.train,
@@ -108,9 +122,13 @@ def main(argv: list[str]) -> int:
             checkpoints=checkpoints,
             progress=False,
             distributed=context,
+            reports=Reports(args.report_every, report, evaluation),
         )
-        train, validation = data.splits["train"].features, data.splits["validation"]
-        result = trainer.fit(train, EvaluationData(validation.examples, validation.features))
+        pruned = None
+        try:
+            result = trainer.fit(train, evaluation)
+        except optuna.TrialPruned as stop:  # every rank: rank 0's decision
+            pruned, result = str(stop), None
         shards = [
             len(
                 ddp.shard_batches(
@@ -122,7 +140,9 @@ def main(argv: list[str]) -> int:
         report: dict[str, Any] = {
             "rank": context.rank,
             "world_size": context.world_size,
-            "result": dataclasses.asdict(result),
+            "result": dataclasses.asdict(result) if result is not None else None,
+            "pruned": pruned,
+            "reported": reported,
             "logged": tracker.logged,
             "tags": tracker.tags,
             "resumed_after": trainer.resumed_from.epoch if trainer.resumed_from is not None else None,

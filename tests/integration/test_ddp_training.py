@@ -32,8 +32,9 @@ pytestmark = pytest.mark.integration
 TRIAL = REPO_ROOT / "tests" / "ddp_trial.py"
 # No dropout: one process and two ranks draw different masks, and the comparison is of the arithmetic.
 # bf16 autocast where the CPU has it, as in a real trial (train.precision=auto). 12 posts in batches of
-# 16: epochs of 9 and 8 batches (an odd one pads), a few seconds each.
-COMMON = ("--no-dropout", "--checkpoints", "data.max_posts=12", "train.batch_size=16")
+# 16: epochs of 9 and 8 batches (an odd one pads), a few seconds each; a validation inside each epoch
+# too (hpo.report_every_n_steps, rank 0's, between the ranks' steps).
+COMMON = ("--no-dropout", "--checkpoints", "--report-every", "3", "data.max_posts=12", "train.batch_size=16")
 LOSS_RELATIVE = 1e-5
 """Train losses, 1 process vs 2 ranks. gloo averages the two ranks' gradients (g0 + g1) / 2 where one
 process accumulates g0 / 2 + g1 / 2, and the logged sums are added in another order: float32 rounding
@@ -133,6 +134,9 @@ def test_two_ranks_train_to_the_metrics_of_one_process_with_the_same_global_batc
         for name, value in one.items():
             assert two[name] == pytest.approx(value, abs=METRIC_ABSOLUTE), (epoch, name)
     assert main["result"]["best_epoch"] == single["result"]["best_epoch"]
+    # The same global steps: rank 0 validated inside the epochs where one process did.
+    assert main["reported"] == single["reported"]
+    assert [end for _, _, end in main["reported"]] == [False, True, False, True]
 
 
 def test_every_rank_ends_with_the_same_result_and_only_rank_0_reports(pair: list[dict[str, Any]]) -> None:
@@ -141,6 +145,17 @@ def test_every_rank_ends_with_the_same_result_and_only_rank_0_reports(pair: list
     assert other["result"] == main["result"]
     assert other["shard_batches"] == main["shard_batches"]
     assert main["logged"] and not other["logged"] and not other["tags"]
+    assert main["reported"] and not other["reported"]  # rank 0 validates and reports, inside epochs too
+
+
+def test_a_prune_inside_an_epoch_stops_every_rank_at_that_step(
+    tmp_path: Path, cache: Path, pair: list[dict[str, Any]]
+) -> None:
+    inside = next(step for _, step, end in pair[0]["reported"] if not end)  # in the first epoch
+    reports = _run(tmp_path, cache, 2, *COMMON, "--prune-at-step", str(inside))
+    assert [report["pruned"] for report in reports] == [f"pruned at step {inside}"] * 2
+    assert reports[0]["reported"] == [[0, inside, False]] and not reports[1]["reported"]
+    assert not (tmp_path / "experiments" / "trial" / "checkpoints" / "epoch_0000").exists()
 
 
 def test_a_killed_pair_resumes_on_both_ranks_to_the_uninterrupted_result(

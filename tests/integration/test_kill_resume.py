@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import random
@@ -167,6 +168,92 @@ def test_random_sigkills_then_resume_equal_an_uninterrupted_run(
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             assert len(steps) == len(set(steps)), f"duplicate steps in {key} of run {run.info.run_name}"
     print(f"{kills} kills; {text.count('resuming from')} resumes from a checkpoint")
+
+
+# The kill test once per pruner, cheap (the full one above runs the median): 3 trials of 3 epochs, two
+# kills aimed where a pruner keeps state: just after a trial was told to stop (before Optuna marks it
+# PRUNED, successive halving has moved it up a rung), then after a checkpoint or inside an epoch. The
+# uninterrupted run and the last resume run in-process (an interpreter start-up less each). The metric
+# varies on the tiny model (joint_f1 is 0 there, and nothing would be pruned).
+PRUNER_OVERRIDES = (
+    *TINY_OVERRIDES,
+    "hpo.n_trials=3",
+    "train.max_epochs=3",
+    "hpo.metric=criteria_auroc",
+    "hpo.pruner_warmup_epochs=0",
+)
+PRUNERS = {
+    # Rungs at 10, 30, 90 optimizer steps (~31 a epoch): trials are stopped inside an epoch.
+    "successive_halving": ("hpo.pruner=successive_halving", "hpo.report_every_n_steps=10"),
+    "hyperband": ("hpo.pruner=hyperband",),  # brackets of first rungs at epoch index 1 and 3
+}
+
+
+def _pruner_command(experiments: Path, cache: Path, pruner: str, *, resume: bool) -> list[str]:
+    if resume:
+        return [
+            sys.executable,
+            "-m",
+            "dsm5_hpo.cli.train",
+            "--resume",
+            f"paths.experiments_dir={experiments}",
+        ]
+    overrides = [*PRUNER_OVERRIDES, *PRUNERS[pruner], f"paths.experiments_dir={experiments}"]
+    return [
+        sys.executable,
+        "-m",
+        "dsm5_hpo.cli.train",
+        "--config",
+        str(CONFIG_FILE),
+        *overrides,
+        f"paths.cache_dir={cache}",
+    ]
+
+
+@pytest.mark.parametrize("pruner", list(PRUNERS))
+def test_two_sigkills_with_each_pruner_resume_to_the_uninterrupted_decisions(
+    tmp_path: Path, model_cache: Path, pruner: str
+) -> None:
+    reference = tmp_path / "reference"
+    with contextlib.redirect_stdout(io.StringIO()):  # in-process: an interpreter start-up less
+        assert train.main(_pruner_command(reference, model_cache, pruner, resume=False)[3:]) == 0
+    expected = _summary(reference)
+    states = [t["state"] for t in expected["trials"]]
+    assert "PRUNED" in states and states.count("COMPLETE") + states.count("PRUNED") == 3, states
+    if pruner == "successive_halving":  # reports inside the epochs, and a trial stopped half-way through one
+        assert any(len(t["intermediate"]) > 3 for t in expected["trials"])
+        logs = " ".join(p.read_text() for p in reference.glob("trial_*/logs/trial.jsonl"))
+        assert "pruned at step" in logs
+
+    interrupted, log = tmp_path / "interrupted", tmp_path / "interrupted.log"
+    rng = random.Random(20261206)
+    for markers, delay in (
+        (("pruned at step", "pruned after epoch"), 0.0),  # between the decision and Optuna's PRUNED
+        (
+            ("saved checkpoint", "step 20 (epoch"),
+            rng.uniform(0.0, 0.5),
+        ),  # after a checkpoint, or inside an epoch
+    ):
+        seen = log.stat().st_size if log.exists() else 0
+        resume = any(interrupted.glob("study_*/study.json"))
+        process = _start(_pruner_command(interrupted, model_cache, pruner, resume=resume), log)
+        _wait_for(log, seen, markers, process)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            code = process.wait(timeout=delay) if delay else process.poll()
+            if code is not None:
+                pytest.fail(f"the study ended (exit {code}) before its kill:\n{log.read_text()[-3000:]}")
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert "Traceback" not in log.read_text(), log.read_text()[-3000:]
+    with contextlib.redirect_stdout(io.StringIO()):  # the last resume in-process too
+        assert train.main(["--resume", f"paths.experiments_dir={interrupted}"]) == 0
+
+    actual = _summary(interrupted)
+    assert actual["best"] == expected["best"]
+    for got, want in zip(actual["trials"], expected["trials"], strict=True):
+        _assert_close(got, want, f"trial {want['number']}")
+    _assert_close(actual["report"]["test_metrics"], expected["report"]["test_metrics"], "test_metrics")
+    assert actual["record"]["state"] == "COMPLETE"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

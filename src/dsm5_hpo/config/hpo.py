@@ -17,7 +17,7 @@ from dsm5_hpo.vocabulary import METRIC_NAMES
 ParamType = Literal["float", "int", "categorical"]
 SamplerName = Literal["tpe", "random"]
 SAMPLERS: tuple[str, ...] = get_args(SamplerName)
-PrunerName = Literal["median", "none"]
+PrunerName = Literal["median", "hyperband", "successive_halving", "none"]
 PRUNERS: tuple[str, ...] = get_args(PrunerName)
 TrialIsolation = Literal["auto", "process", "none"]
 TRIAL_ISOLATIONS: tuple[str, ...] = get_args(TrialIsolation)
@@ -110,7 +110,29 @@ class HPOConfig:
     sampler: SamplerName = "tpe"
     """Optuna sampler; seeded with train.seed."""
     pruner: PrunerName = "median"
-    """Optuna pruner, asked after every epoch."""
+    """Optuna pruner, asked at every report (each epoch, or every hpo.report_every_n_steps steps):
+    median (a trial below the median of the finished trials at the same step), successive_halving
+    (rungs at min_resource x reduction_factor^k: a trial continues past a rung only when it is in the
+    top 1/reduction_factor of the trials that reached it), hyperband (successive halving in brackets
+    of different first rungs, each trial in one bracket) or none."""
+    report_every_n_steps: int = 0
+    """0 = validate and report once per epoch (the Optuna step is the epoch index). N > 0 = also
+    validate every N optimizer steps inside an epoch and report it, so that a long epoch can be pruned
+    half-way; the Optuna step is then the trial's global optimizer step (the end of an epoch is
+    reported at its last step). Checkpoints stay per epoch."""
+    pruner_min_resource: int = 0
+    """successive_halving, hyperband: the step of the first rung, in the unit of the reports (the
+    epoch index, or optimizer steps with hpo.report_every_n_steps); rung k is at min_resource x
+    reduction_factor^k. 0 = auto: 1 (the second epoch's report), or hpo.report_every_n_steps (the
+    first report)."""
+    pruner_max_resource: int = 0
+    """hyperband: the steps a whole trial runs, which sets the number of brackets
+    (floor(log_reduction_factor(max / min)) + 1). 0 = auto: train.max_epochs, or, with
+    hpo.report_every_n_steps, the last step of the first trial to complete (no trial is pruned before
+    one has)."""
+    pruner_reduction_factor: int = 3
+    """successive_halving, hyperband: about 1 in reduction_factor trials passes each rung (Optuna's
+    Hyperband default; >= 2)."""
     sampler_startup_trials: int = 0
     """Random trials before TPE models the results (0 = a third of n_trials, between 1 and 10:
     Optuna's 10 would leave a 10-trial study all random)."""
@@ -118,9 +140,11 @@ class HPOConfig:
     """The first trial runs the config's own values of the searched settings (the recipe the config
     file states); the sampler explores from the second on."""
     pruner_startup_trials: int = 2
-    """Trials that always complete before the median pruner may stop one."""
+    """median: trials that always complete before the pruner may stop one (successive halving and
+    hyperband promote the first trials to reach a rung when they are the best there)."""
     pruner_warmup_epochs: int = 1
-    """Epochs of each trial before it may be pruned."""
+    """Epochs of each trial before it may be pruned, whatever the pruner and the report cadence: the
+    pruner is not asked about reports made during the first pruner_warmup_epochs epochs."""
     timeout_s: float = 0.0
     """Stop starting new trials after this many seconds (0 = no limit)."""
     search_space: dict[str, ParamSpec] = field(default_factory=dict)
@@ -163,6 +187,11 @@ class HPOConfig:
     def startup_trials(self) -> int:
         """hpo.sampler_startup_trials, with 0 resolved."""
         return self.sampler_startup_trials or min(10, max(1, self.n_trials // 3))
+
+    @property
+    def min_resource(self) -> int:
+        """hpo.pruner_min_resource, with 0 resolved (in report steps)."""
+        return self.pruner_min_resource or self.report_every_n_steps or 1
 
     @property
     def shared(self) -> bool:
@@ -217,6 +246,24 @@ class HPOConfig:
         require(self.pruner_startup_trials >= 0, "hpo.pruner_startup_trials", "must be >= 0")
         require(self.sampler_startup_trials >= 0, "hpo.sampler_startup_trials", "must be >= 0 (0 = auto)")
         require(self.pruner_warmup_epochs >= 0, "hpo.pruner_warmup_epochs", "must be >= 0")
+        require(
+            self.report_every_n_steps >= 0,
+            "hpo.report_every_n_steps",
+            "must be >= 0 (0 = report once per epoch, N = also every N optimizer steps)",
+        )
+        require(self.pruner_min_resource >= 0, "hpo.pruner_min_resource", "must be >= 0 (0 = auto)")
+        require(self.pruner_max_resource >= 0, "hpo.pruner_max_resource", "must be >= 0 (0 = auto)")
+        require(
+            self.pruner_reduction_factor >= 2,
+            "hpo.pruner_reduction_factor",
+            f"must be >= 2 (about 1 in N trials passes each rung), got {self.pruner_reduction_factor}",
+        )
+        if self.pruner == "hyperband" and self.pruner_max_resource:
+            require(
+                self.pruner_max_resource > self.min_resource,
+                "hpo.pruner_max_resource",
+                f"must be > the first rung's step ({self.min_resource}, hpo.pruner_min_resource)",
+            )
         require(self.timeout_s >= 0, "hpo.timeout_s", "must be >= 0 (0 = no limit)")
         require(
             self.metric in METRIC_NAMES,

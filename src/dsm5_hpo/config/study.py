@@ -1,6 +1,6 @@
 """StudyConfig: every section together, the checks that span sections (the checkpoint cadence
-against the retention floor, every search-space value against its section), and the copies a
-trial runs with."""
+against the retention floor, the pruner's first rung against train.max_epochs, every search-space
+value against its section), and the copies a trial runs with."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ class StudyConfig:
             # A multi_label window holds every criterion of its post: there are no negative pairs to
             # leave out. Set here, so the resolved config (reports, MLflow) shows what was trained.
             object.__setattr__(self, "train", dataclasses.replace(self.train, negative_sampling=1.0))
+        if self.hpo.pruner in ("successive_halving", "hyperband") and not self.hpo.report_every_n_steps:
+            # Reported per epoch, the last step is max_epochs - 1: a first rung past it never prunes.
+            require(
+                self.hpo.min_resource < self.train.max_epochs,
+                "hpo.pruner_min_resource",
+                f"the first rung is at epoch index {self.hpo.min_resource}, but a trial's last report is at "
+                f"{self.train.max_epochs - 1} (train.max_epochs={self.train.max_epochs}): the pruner "
+                "could never stop a trial; lower it, raise train.max_epochs or use hpo.pruner=none",
+            )
         self._check_search_space()
 
     def _check_search_space(self) -> None:

@@ -36,6 +36,7 @@ from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
 from dsm5_hpo.storage.space_guard import SpaceGuard
 from dsm5_hpo.tracking.tracker import RunSpec, RunTracker, Tracker
 from dsm5_hpo.training.distributed import DistributedContext
+from dsm5_hpo.training.reporting import ReportPoint, Reports
 from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.logging import json_log_file, log_context
 from dsm5_hpo.utils.mappings import flatten
@@ -159,7 +160,8 @@ class Objective:
     ) -> float:
         """Run ``trial``; a trial re-attached after a crash (its folder exists) continues in place.
 
-        ``reported`` are the epochs Optuna already holds intermediate values for (re-attached trials).
+        ``reported`` are the steps Optuna already holds intermediate values for (re-attached trials): epochs,
+        or global optimizer steps with hpo.report_every_n_steps.
         ``fence`` (a shared study's worker) raises TrialTakenOver once the trial is no longer this
         worker's; it is called before every write into the trial's folder, run and Optuna trial after
         the start, and the trial then stops without writing anything more.
@@ -278,24 +280,30 @@ class Objective:
         data = inputs.data
         model = seeded_model(inputs, config)
 
-        def report(epoch: int, metrics: dict[str, float | None]) -> None:
-            value = metrics[self.config.hpo.metric]
+        hpo = self.config.hpo
+
+        def report(point: ReportPoint, metrics: dict[str, float | None]) -> None:
+            value = metrics[hpo.metric]
             assert value is not None and math.isfinite(value)
             fence()  # still this worker's trial (no checkpoint may have been written to tell, e.g. --no-checkpoint)
-            if epoch not in reported:  # Optuna keeps the first value of a step; don't report it twice
-                trial.report(value, epoch)
-                reported.add(epoch)
-            if trial.should_prune():
-                logger.info(
-                    "trial %d pruned after epoch %d (%s=%.4f)",
-                    trial.number,
-                    epoch,
-                    self.config.hpo.metric,
-                    value,
+            if point.step not in reported:  # Optuna keeps the first value of a step; don't report it twice
+                trial.report(value, point.step)
+                reported.add(point.step)
+            if hpo.report_every_n_steps:  # the summary's epochs trained (the reports outnumber them)
+                done = point.epoch + 1 if point.end_of_epoch else point.epoch
+                if trial.user_attrs.get("epochs") != done:
+                    trial.set_user_attr("epochs", done)
+            # Warm-up in epochs whatever the report unit: the pruner is not asked during the first epochs.
+            if point.epoch >= hpo.pruner_warmup_epochs and trial.should_prune():
+                where = (
+                    f"after epoch {point.epoch}"
+                    if point.end_of_epoch
+                    else f"at step {point.step} (epoch {point.epoch})"
                 )
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-            if self.epoch_hook is not None:
-                self.epoch_hook(trial.number, epoch)
+                logger.info("trial %d pruned %s (%s=%.4f)", trial.number, where, hpo.metric, value)
+                raise optuna.TrialPruned(f"pruned {where}")
+            if point.end_of_epoch and self.epoch_hook is not None:
+                self.epoch_hook(trial.number, point.epoch)
 
         checkpoints = (
             checkpoint_manager(
@@ -311,21 +319,22 @@ class Objective:
             if self.checkpointing
             else None
         )
+        windows, validation = training_data(inputs, config)
         trainer = Trainer(
             model,
             config.train,
             criteria=data.criteria,
-            metric=self.config.hpo.metric,
+            metric=hpo.metric,
             max_answer_tokens=config.data.max_answer_tokens,
             tracker=run,
-            epoch_callback=report,
             checkpoints=checkpoints,
             progress=self.progress,
             distributed=self.distributed,
             compile_cache=config.paths.cache / "compile",
+            reports=Reports(hpo.report_every_n_steps, report, validation),
         )
         try:
-            result = trainer.fit(*training_data(inputs, config))
+            result = trainer.fit(windows, validation)
         except Exception:  # pruned or failed: the trial has ended (a signal leaves it resumable instead)
             if checkpoints is not None:
                 fence()
@@ -342,7 +351,7 @@ class Objective:
                 "trial_id": trial.user_attrs["trial_uuid"],
                 "split": "validation",
                 "best_epoch": result.best_epoch,
-                "metric": self.config.hpo.metric,
+                "metric": hpo.metric,
                 "value": result.best_value,
                 "metrics": result.best_metrics,
                 "history": result.history,

@@ -1,10 +1,15 @@
-"""Samplers and pruners of the study, made resume-exact.
+"""Samplers of the study, made resume-exact (the pruners: hpo/pruners.py).
 
 Optuna's samplers keep one random generator for the whole study, so a study resumed in a new
 process would draw different parameters than the same study never interrupted. Here each trial
 gets a sampler seeded from (seed, trial number), and each independently sampled parameter its own
 generator seeded from (seed, trial number, name): the parameters of trial n depend only on the seed
 and the trials before it, whatever process runs it and wherever the previous process was killed.
+
+Under hpo.pruner=hyperband, Optuna hands a sampler a view of the study holding only the trial's bracket
+(``optuna.pruners._filter_study``); the wrapper passes that view on to its inner sampler unchanged.
+(Optuna 5.0's TPESampler reads ``study._get_trials``, which that view does not filter: TPE models every
+trial, in whichever bracket; see tests/unit/hpo/test_pruners.py.)
 """
 
 from __future__ import annotations
@@ -76,14 +81,6 @@ def make_sampler(config: StudyConfig) -> BaseSampler:
     startup = config.hpo.startup_trials
     return PerTrialSeededSampler(
         lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup), config.train.seed
-    )
-
-
-def make_pruner(config: StudyConfig) -> optuna.pruners.BasePruner:
-    if config.hpo.pruner == "none":
-        return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=config.hpo.pruner_startup_trials, n_warmup_steps=config.hpo.pruner_warmup_epochs
     )
 
 

@@ -38,8 +38,9 @@ from dsm5_hpo.hpo.isolation import IsolatedObjective
 from dsm5_hpo.hpo.lock import study_lock
 from dsm5_hpo.hpo.model_choices import available_model_choices
 from dsm5_hpo.hpo.objective import Objective
+from dsm5_hpo.hpo.pruners import make_pruner
 from dsm5_hpo.hpo.records import StudyRecord, read_study_record, refuse_another_config, write_study_record
-from dsm5_hpo.hpo.sampling import enqueue_config_trial, make_pruner, make_sampler
+from dsm5_hpo.hpo.sampling import enqueue_config_trial, make_sampler
 from dsm5_hpo.hpo.summary_plots import (
     mlflow_loss_reader,
     no_losses,

@@ -82,7 +82,8 @@ def trial_row(trial: FrozenTrial, storage: TrialStorage | None, now: datetime) -
         "trial_id": str(trial.user_attrs.get("trial_uuid", "")) or None,
         "state": trial.state.name,
         "value": trial.value,
-        "epochs": len(trial.intermediate_values),
+        # One report per epoch, or (hpo.report_every_n_steps) the objective counts the epochs itself.
+        "epochs": trial.user_attrs.get("epochs", len(trial.intermediate_values)),
         "best_epoch": trial.user_attrs.get("best_epoch"),
         "params": dict(trial.params),
         "duration_s": _duration(trial, now),

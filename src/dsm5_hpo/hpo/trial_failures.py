@@ -59,7 +59,7 @@ def last_log_error(trial_dir: Path | None) -> str | None:
 
 class RetryKilledTrial:
     """After a trial whose process died: Optuna's own retry (same params and user attrs, so the same
-    folder and MLflow run, and its reported epochs), at most ``max_retry`` times; a trial that kills
+    folder and MLflow run, and its reported steps), at most ``max_retry`` times; a trial that kills
     its process every time (it runs out of memory, it crashes a driver) then fails for good."""
 
     def __init__(self, max_retry: int) -> None:

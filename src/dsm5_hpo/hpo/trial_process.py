@@ -38,7 +38,8 @@ from dsm5_hpo.errors import ConfigError, Interrupted, ResumableStop, TrialTakenO
 from dsm5_hpo.hpo.database import opened_storage
 from dsm5_hpo.hpo.devices import DeviceSlot
 from dsm5_hpo.hpo.objective import Objective, seeded_model, training_data
-from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
+from dsm5_hpo.hpo.pruners import make_pruner
+from dsm5_hpo.hpo.sampling import make_sampler
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_folders import trial_folders
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, ModelUnavailable, TrialInputs, prepare_inputs
@@ -53,6 +54,7 @@ from dsm5_hpo.training.distributed import (
     distributed_process,
     rank_environment,
 )
+from dsm5_hpo.training.reporting import Reports
 from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.logging import log_context, setup_logging
 from dsm5_hpo.utils.processes import pid_alive
@@ -82,7 +84,7 @@ class TrialTask:
     trial_id: int
     trial_number: int
     reported: tuple[int, ...]
-    """Epochs Optuna already holds values for (a re-attached trial)."""
+    """Steps Optuna already holds values for (a re-attached trial)."""
     slot: DeviceSlot
     parent_pid: int
     checkpointing: bool = True
@@ -236,6 +238,8 @@ def run_peer(task: TrialTask) -> TrialOutcome:
                 max_answer_tokens=trial_config.data.max_answer_tokens,
                 progress=False,
                 distributed=context,
+                # Validates with rank 0 inside each epoch (a collective): the same steps, no callback.
+                reports=Reports(config.hpo.report_every_n_steps),
             )
             trainer.fit(*training_data(inputs, trial_config))
             return TrialOutcome("value")

@@ -70,7 +70,7 @@ def run_trial(
     callbacks: Sequence[AfterTrial] = (),
 ) -> FrozenTrial | None:
     """Run ``trial`` and tell Optuna how it ended (table above); the ended trial, or None when it was
-    taken over by another worker. ``reported``: epochs Optuna holds values for (a re-attached trial);
+    taken over by another worker. ``reported``: steps Optuna holds values for (a re-attached trial);
     ``fence`` raises TrialTakenOver when the trial is no longer this worker's, and is checked before
     telling Optuna too."""
 

@@ -80,7 +80,7 @@ def retried_from(trial: FrozenTrial) -> int | None:
 
 class RequeueStaleTrial(RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a trial whose worker died (same params, user attrs, so the same folder and
-    MLflow run, and its reported epochs), at most ``max_retry`` times, saying which it did."""
+    MLflow run, and its reported steps), at most ``max_retry`` times, saying which it did."""
 
     def __init__(self, max_retry: int) -> None:
         with warnings.catch_warnings():  # "experimental" since Optuna 2.8, and the documented way to retry

@@ -1,7 +1,7 @@
 """The training loop of one trial: epochs of AdamW steps, validation after each epoch.
 
-Collaborators are injected: the run tracker (metrics), an epoch callback (Optuna's
-report/should_prune), and the best-weights sink. The data order of epoch ``e`` depends only
+Collaborators are injected: the run tracker (metrics), the reports (Optuna's report/should_prune,
+training/reporting.py), and the best-weights sink. The data order of epoch ``e`` depends only
 on (seed, e), so the same config and seed give the same metrics run after run on CPU.
 
 With a DistributedContext of several ranks (train.distributed=ddp) each rank trains on its shard of
@@ -25,8 +25,6 @@ import torch
 from dsm5_hpo.checkpointing.manager import (
     CheckpointInfo,
     CheckpointManager,
-    TrainingState,
-    capture_rng_state,
     restore_rng_state,
 )
 from dsm5_hpo.checkpointing.null import NullCheckpointManager
@@ -44,7 +42,8 @@ from dsm5_hpo.training.acceleration import COMPILED_LENGTH_MULTIPLE, StepPlan, p
 from dsm5_hpo.training.distributed import SINGLE_PROCESS, DistributedContext, Shard, on_main_rank
 from dsm5_hpo.training.epochs import epoch_batches, loss_settings, optimizer_steps
 from dsm5_hpo.training.optimization import build_optimizer, build_schedule, freeze_lowest_layers
-from dsm5_hpo.training.steps import optimizer_step, progress
+from dsm5_hpo.training.reporting import Reports
+from dsm5_hpo.training.steps import optimizer_step, progress, training_state
 from dsm5_hpo.utils.logging import set_log_context
 
 logger = logging.getLogger(__name__)
@@ -78,6 +77,7 @@ class Trainer:
         progress: bool | None = None,
         distributed: DistributedContext | None = None,
         compile_cache: Path | None = None,
+        reports: Reports | None = None,
     ) -> None:
         """``compile_cache``: where train.compile keeps inductor's cache and the auto probe's answers."""
         self.config = config
@@ -95,6 +95,7 @@ class Trainer:
         main = self.distributed.is_main
         self.tracker: RunTracker = (tracker if main else None) or NullRunTracker()
         self.epoch_callback = epoch_callback if main else None
+        self.reports = reports or Reports()  # on every rank: the validations inside an epoch are collective
         self.checkpoints: CheckpointStore = (checkpoints if main else None) or NullCheckpointManager()
         self.resumed_from: CheckpointInfo | None = None
         self.progress = main and (sys.stdout.isatty() if progress is None else progress)
@@ -249,46 +250,27 @@ class Trainer:
             result.best_value, result.best_epoch, result.best_metrics = value, epoch, metrics
         if self.checkpoints.should_save(epoch) or epoch == config.max_epochs - 1:
             self.checkpoints.save(
-                self._state(epoch, global_step, optimizer, scheduler, result, metrics, value)
+                training_state(
+                    self.model,
+                    epoch,
+                    global_step,
+                    optimizer,
+                    scheduler,
+                    best=(result.best_value, result.best_epoch, result.history),
+                    metrics=(self.metric, value, metrics),
+                )
             )
             if self.distributed.enabled:
                 # The others pass this epoch only once its checkpoint is committed (async or not), so a
                 # kill of any rank from here on resumes after it, and a failed save stops every rank now.
                 self.checkpoints.wait()
-        self._call_back(epoch, metrics)  # may raise optuna.TrialPruned
+        self._call_back(epoch, metrics, global_step)  # may raise optuna.TrialPruned
         return result
 
-    def _call_back(self, epoch: int, metrics: dict[str, float | None]) -> None:
+    def _call_back(self, epoch: int, metrics: dict[str, float | None], step: int) -> None:
         if self.epoch_callback is not None:
             self.epoch_callback(epoch, metrics)
-
-    def _state(
-        self,
-        epoch: int,
-        step: int,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LambdaLR,
-        result: FitResult,
-        metrics: dict[str, float | None],
-        value: float,
-    ) -> TrainingState:
-        return TrainingState(
-            epoch=epoch,
-            step=step,
-            # Left where they are: the writer (or the asynchronous snapshot) copies each tensor to
-            # host memory once; copying here too would copy a CUDA model's weights twice.
-            model_state={k: v.detach() for k, v in self.model.state_dict().items()},
-            frozen=frozenset(name for name, p in self.model.named_parameters() if not p.requires_grad),
-            optimizer_state=optimizer.state_dict(),
-            scheduler_state=scheduler.state_dict(),
-            rng_state=capture_rng_state(),
-            best_value=result.best_value,
-            best_epoch=result.best_epoch,
-            history=list(result.history),
-            metrics=metrics,
-            metric_name=self.metric,
-            metric_value=value,
-        )
+        self.reports.end_of_epoch(self, epoch, step, metrics)
 
     def _resume(
         self,
@@ -316,8 +298,8 @@ class Trainer:
         self.resumed_from = loaded.info
         logger.info("resuming from %s: epoch %d done, step %d", loaded.info.path, state.epoch, state.step)
         # The process may have died between this checkpoint and reporting its epoch: report again
-        # (the callback ignores epochs it already reported) so pruning decisions stay the same.
-        on_main_rank(self.distributed, partial(self._call_back, state.epoch, dict(state.metrics)))
+        # (the objective ignores steps it already reported) so pruning decisions stay the same.
+        on_main_rank(self.distributed, partial(self._call_back, state.epoch, dict(state.metrics), state.step))
         return state.epoch + 1, state.step
 
     def _train_epoch(
@@ -401,6 +383,8 @@ class Trainer:
                 parts["criteria"].zero_()
                 parts["evidence"].zero_()
                 steps_in_window = 0
+            if self.reports.due(global_step, last):  # hpo.report_every_n_steps: validate inside the epoch
+                self.reports.inside_epoch(self, model, epoch, global_step)
         return total_loss / max(1, n_batches), global_step
 
     def _loss(self, output: DualOutput, batch: dict[str, torch.Tensor]) -> LossParts:

@@ -8,7 +8,8 @@ import optuna
 
 from conftest import compose_tiny
 from dsm5_hpo.config import StudyConfig
-from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
+from dsm5_hpo.hpo.pruners import make_pruner
+from dsm5_hpo.hpo.sampling import make_sampler
 from dsm5_hpo.hpo.search_space import suggest_params
 
 

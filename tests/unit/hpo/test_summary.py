@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from dsm5_hpo.hpo.summary import (
     TrialStorage,
     build_summary,
+    trial_row,
     trial_storage,
     validate_summary,
 )
@@ -85,6 +86,13 @@ def test_counts_best_and_top_trials_in_score_order() -> None:
     assert summary["time"]["trials_time_s"] == 5 * 300.0 + 600.0
     assert summary["n_trials_target"] == 6 and summary["metric"] == "joint_score"
     assert summary["test_value"] is None
+
+
+def test_epochs_are_the_objectives_count_when_reports_are_per_step() -> None:
+    stepped = trial(0, TrialState.PRUNED, None, epochs=7)  # 7 reports (hpo.report_every_n_steps) ...
+    stepped.user_attrs["epochs"] = 2  # ... in 2 epochs and a part
+    assert trial_row(stepped, None, START)["epochs"] == 2
+    assert trial_row(trial(1, TrialState.PRUNED, None, epochs=3), None, START)["epochs"] == 3  # per epoch
 
 
 def test_a_finished_study_counts_its_wall_time_up_to_its_end_and_reads_its_test_value(tmp_path: Path) -> None:
