@@ -59,7 +59,14 @@ class Run:
     values: list[float] = field(default_factory=list)
     tracker: NullRunTracker = field(default_factory=NullRunTracker)
 
-    def logged(self, without: tuple[str, ...] = ("epoch_seconds", STEP_METRIC.format(metric=METRIC))) -> list:
+    def logged(
+        self,
+        without: tuple[str, ...] = (
+            "epoch_seconds",
+            "peak_rss_bytes",  # the process's memory, not the training
+            STEP_METRIC.format(metric=METRIC),
+        ),
+    ) -> list:
         return [(k, v, s) for k, v, s in self.tracker.metrics if k not in without]
 
 
