@@ -201,6 +201,7 @@ def run_study(
     from dsm5_hpo.models.multi_task import build_model
     from dsm5_hpo.training.distributed import Shard
     from dsm5_hpo.training.optimization import build_optimizer, build_schedule
+    from dsm5_hpo.training.steps import training_state
     from dsm5_hpo.training.trainer import FitResult, Trainer
     from dsm5_hpo.utils.seeding import seed_everything
 
@@ -258,7 +259,15 @@ def run_study(
                 result.epochs_run = epoch + 1
                 if value > result.best_value:
                     result.best_value, result.best_epoch, result.best_metrics = value, epoch, metrics
-                state = trainer._state(epoch, step, optimizer, scheduler, result, metrics, value)
+                state = training_state(
+                    trainer.model,
+                    epoch,
+                    step,
+                    optimizer,
+                    scheduler,
+                    best=(result.best_value, result.best_epoch, result.history),
+                    metrics=(config.hpo.metric, value, metrics),
+                )
                 before = walk(experiments)
                 probe.at_commit = None
                 info = manager.save(state)

@@ -32,6 +32,7 @@ from dsm5_hpo.models.loading import load_tokenizer, resolve_model
 from dsm5_hpo.models.multi_task import build_model
 from dsm5_hpo.training import distributed as ddp
 from dsm5_hpo.training.epochs import epoch_batches
+from dsm5_hpo.training.memory import MEMORY_METRICS
 from dsm5_hpo.training.reporting import ReportPoint, Reports
 from dsm5_hpo.training.trainer import Trainer
 from dsm5_hpo.utils.logging import setup_logging
@@ -51,7 +52,11 @@ class RecordingTracker:
         self.tags.update(tags)
 
     def log_metrics(self, metrics: dict[str, float | None], step: int) -> None:
-        self.logged.append((step, {k: v for k, v in metrics.items() if k != "epoch_seconds"}))
+        skipped = (
+            "epoch_seconds",
+            *MEMORY_METRICS,
+        )  # timings and memory differ between runs that train alike
+        self.logged.append((step, {k: v for k, v in metrics.items() if k not in skipped}))
 
     def flush(self) -> None:
         return None

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 
 PROC = Path("/proc/self")
+MEMORY_METRICS = ("peak_rss_bytes", "peak_cuda_allocated_bytes", "peak_cuda_reserved_bytes")
+"""What the process holds, not what it trains: runs that train alike may differ in these."""
 
 
 def reset_peaks(device: torch.device, proc: Path = PROC) -> bool:

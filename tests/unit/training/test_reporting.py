@@ -18,6 +18,7 @@ from dsm5_hpo.evaluation.prediction import EvaluationData
 from dsm5_hpo.models.loading import load_encoder, load_tokenizer, resolve_model
 from dsm5_hpo.models.multi_task import DualHeadModel
 from dsm5_hpo.tracking.tracker import NullRunTracker
+from dsm5_hpo.training.memory import MEMORY_METRICS
 from dsm5_hpo.training.reporting import STEP_METRIC, ReportPoint, Reports
 from dsm5_hpo.training.trainer import FitResult, Trainer
 from dsm5_hpo.utils.seeding import seed_everything
@@ -63,7 +64,7 @@ class Run:
         self,
         without: tuple[str, ...] = (
             "epoch_seconds",
-            "peak_rss_bytes",  # the process's memory, not the training
+            *MEMORY_METRICS,  # the process's memory, not the training
             STEP_METRIC.format(metric=METRIC),
         ),
     ) -> list:
