@@ -41,6 +41,7 @@ from dsm5_hpo.hpo.objective import Objective
 from dsm5_hpo.hpo.records import StudyRecord, read_study_record, refuse_another_config, write_study_record
 from dsm5_hpo.hpo.sampling import enqueue_config_trial, make_pruner, make_sampler
 from dsm5_hpo.hpo.summary_plots import (
+    log_study_times,
     mlflow_loss_reader,
     no_losses,
     refresh_summary_quietly,
@@ -250,12 +251,16 @@ class StudyRunner:
         record.mlflow_run_id = study_run.run_id  # MLflow's id, once the outbox has created the run
         record.best_trial_id, record.best_value = outcome.best_trial_id, outcome.best_value
         record.report = str(outcome.report_path) if outcome.report_path else None
+        if outcome.test_evaluation_s is not None:  # else kept: evaluated before a stop, or not here
+            record.test_evaluation_s = round(outcome.test_evaluation_s, 3)
         if outcome.report_path is None and config.hpo.shared:  # another worker's report, in a shared folder
-            record.report = read_study_record(study_dir).report
+            evaluated = read_study_record(study_dir)
+            record.report, record.test_evaluation_s = evaluated.report, evaluated.test_evaluation_s
         record.error = None
         write_study_record(study_dir, record)  # the report is kept, should a kill come now
         if not config.hpo.shared or outcome.report_path is not None:  # one worker draws a shared study
             self._publish_plots(study_dir, record, study_run)
+            log_study_times(study_run, record.to_dict())
         study_run.finish("FINISHED")
         # COMPLETE only once nothing is left to do: a study killed before this line is still unfinished,
         # and --resume draws its plots and closes its MLflow run (its test evaluation is kept: finish_study).

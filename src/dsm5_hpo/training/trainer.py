@@ -101,6 +101,8 @@ class Trainer:
             )
         self.loss = loss_settings(config)
         self._stepped = False
+        self.first_step_at: float | None = None
+        """time.perf_counter() when this trainer's first optimizer step was done: where a trial's start-up ends."""
 
     def fit(self, train: WindowFeatures | Sequence[WindowFeatures], validation: EvaluationData) -> FitResult:
         """Train from the latest valid checkpoint (or from scratch) to ``max_epochs``.
@@ -177,6 +179,7 @@ class Trainer:
     ) -> FitResult:
         """Rank 0's end of an epoch: validate, log, checkpoint, call back; returns the updated result."""
         config = self.config
+        started = time.perf_counter()
         evaluation = evaluate_model(
             self.model,
             validation,
@@ -186,12 +189,20 @@ class Trainer:
             max_answer_tokens=self.max_answer_tokens,
             tune_for=self.metric,
         )
+        val_seconds = time.perf_counter() - started
         metrics = dict(evaluation.metrics)
         value = metrics.get(self.metric)
         if value is None or not math.isfinite(value):
             raise TrainingError(f"validation metric {self.metric!r} is undefined after epoch {epoch}")
         logged: dict[str, float | None] = {f"val_{k}": v for k, v in metrics.items()}
-        logged.update({"train_loss_epoch": epoch_loss, "epoch_seconds": train_seconds, "epoch": float(epoch)})
+        logged.update(
+            {
+                "train_loss_epoch": epoch_loss,
+                "epoch_seconds": train_seconds,
+                "val_seconds": val_seconds,
+                "epoch": float(epoch),
+            }
+        )
         self.tracker.log_metrics(logged, step=epoch)
         self.tracker.flush()  # the epoch's metrics survive a crash from here on (outbox fsync)
         result.history.append(metrics)
@@ -337,6 +348,7 @@ class Trainer:
             global_step += 1
             if not self._stepped:  # the end of a trial's start-up (benchmarks/devices.py reads this line)
                 self._stepped = True
+                self.first_step_at = time.perf_counter()
                 logger.info("first optimizer step done (step %d)", global_step)
             if global_step % config.log_every_n_steps == 0 or last:
                 # Summed over the ranks: every rank sees the same loss, so a non-finite one stops them all.
