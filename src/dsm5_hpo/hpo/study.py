@@ -52,7 +52,7 @@ from dsm5_hpo.hpo.trial_failures import RetryKilledTrial
 from dsm5_hpo.hpo.trial_folders import trial_folders
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
 from dsm5_hpo.hpo.trial_loops import drive_trials, host_slots, isolated_objectives
-from dsm5_hpo.hpo.trial_runner import AfterTrial
+from dsm5_hpo.hpo.trial_runner import AfterTrial, long_lived_heap_frozen
 from dsm5_hpo.hpo.workers import (
     make_storage,
     shared_study_id,
@@ -367,18 +367,19 @@ class StudyRunner:
         deadline = started + config.hpo.timeout_s if config.hpo.timeout_s else None
         experiments = config.paths.experiments
 
-        evaluator = drive_trials(
-            study,
-            config.hpo,
-            objective if not isolated else None,
-            objectives if isolated else [],
-            callbacks,
-            shared_storage=shared_storage,
-            deadline=deadline,
-            lock=lock,
-            stop=stop,
-            sleep=self.sleep,
-        )
+        with long_lived_heap_frozen():
+            evaluator = drive_trials(
+                study,
+                config.hpo,
+                objective if not isolated else None,
+                objectives if isolated else [],
+                callbacks,
+                shared_storage=shared_storage,
+                deadline=deadline,
+                lock=lock,
+                stop=stop,
+                sleep=self.sleep,
+            )
         if evaluator is not None and not evaluator.claim_final_evaluation(self.checkpointing):
             return outcome_without_evaluation(study, study_id, study_dir, experiments)
         with evaluator.evaluating() if evaluator is not None else contextlib.nullcontext():
