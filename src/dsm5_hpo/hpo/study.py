@@ -47,7 +47,7 @@ from dsm5_hpo.hpo.summary_plots import (
     refresh_summary_quietly,
     render_study_plots_quietly,
 )
-from dsm5_hpo.hpo.trial_callbacks import ProgressReport, retention_after_trial, summary_after_trial
+from dsm5_hpo.hpo.trial_callbacks import ProgressReport, SummaryAfterTrial, retention_after_trial
 from dsm5_hpo.hpo.trial_failures import RetryKilledTrial
 from dsm5_hpo.hpo.trial_folders import trial_folders
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
@@ -363,11 +363,12 @@ class StudyRunner:
             )
         if self.checkpointing:  # the trial has ended: keep the study under max_total_size
             callbacks.append(retention_after_trial(policy))
-        callbacks.append(summary_after_trial(study_dir, record))
+        summary = SummaryAfterTrial(study_dir, record)
+        callbacks.append(summary)
         deadline = started + config.hpo.timeout_s if config.hpo.timeout_s else None
         experiments = config.paths.experiments
 
-        with long_lived_heap_frozen():
+        with long_lived_heap_frozen(), contextlib.closing(summary):  # the last trial's summary is written
             evaluator = drive_trials(
                 study,
                 config.hpo,

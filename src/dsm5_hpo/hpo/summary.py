@@ -11,6 +11,7 @@ while the study runs. Validated against ``contracts/summary_report.schema.json``
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from collections.abc import Mapping, Sequence
@@ -292,12 +293,23 @@ def collect_summary(
     )
 
 
-def validate_summary(summary: Mapping[str, Any], schema_path: Path = SUMMARY_SCHEMA) -> None:
+@functools.cache
+def _validator(schema_path: Path) -> jsonschema.protocols.Validator:
+    """The schema read and checked once per process (the summary is validated after every trial)."""
     try:
         schema = json.loads(schema_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot read the summary schema {schema_path}: {error}") from error
-    jsonschema.validate(dict(summary), schema)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def validate_summary(summary: Mapping[str, Any], schema_path: Path = SUMMARY_SCHEMA) -> None:
+    """jsonschema.ValidationError (its best match, as jsonschema.validate raises) when it breaks the contract."""
+    error = jsonschema.exceptions.best_match(_validator(schema_path).iter_errors(dict(summary)))
+    if error is not None:
+        raise error
 
 
 def write_summary(study_dir: Path, summary: Mapping[str, Any]) -> Path:
