@@ -16,7 +16,8 @@ pass) and teardown (the end of its last epoch to its end). Where the overhead si
 trial, between trials, after the last one (from the records' timestamps).
 
 ``--before REF`` runs the same study on another commit too (a temporary git worktree of REF, which must
-have the measurement: adc54cc or later), alternating with this one, for a before/after comparison.
+have the measurement: adc54cc, where it was added before the cuts, or later), alternating with this
+one, for a before/after comparison (run_all.py's full run does, with adc54cc).
 
 Prints the machine and, last, one JSON line of the figures (benchmarks/run_all.py collects it).
 Goals (issue 20): overhead_fraction <= 5 % for the default study; a trial's start-up <= 1 s (MiniLM, CPU).
@@ -190,6 +191,13 @@ def _line(name: str, figures: dict[str, Any]) -> str:
     )
 
 
+def known_commit(ref: str) -> bool:
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=ROOT, capture_output=True
+    )
+    return found.returncode == 0
+
+
 def worktree(ref: str, folder: Path) -> Path:
     subprocess.run(
         ["git", "worktree", "add", "--detach", str(folder), ref], cwd=ROOT, check=True, capture_output=True
@@ -206,6 +214,9 @@ def main() -> None:
     args = parser.parse_args()
     overrides = [*(QUICK if args.quick else ()), *args.overrides]
     print(machine_line(), flush=True)
+    if args.before and not known_commit(args.before):  # e.g. a history squashed since: the rest still runs
+        print(f"  --before {args.before}: no such commit here; running this checkout only", flush=True)
+        args.before = None
     with tempfile.TemporaryDirectory(prefix="dsm5-overhead-") as tmp:
         root = Path(tmp)
         cache = root / "cache"
