@@ -13,7 +13,9 @@ seconds spent training (the epochs' training parts) and evaluating (validation a
 test evaluation), and ``overhead_fraction``, the rest of the wall time as a share of it. Per trial: its
 start-up (its start to its first optimizer step, which includes that step's own forward and backward
 pass) and teardown (the end of its last epoch to its end). Where the overhead sits: before the first
-trial, between trials, after the last one (from the records' timestamps).
+trial, within the trials, between them, after the last one (from the records' timestamps). Then what the
+end of a trial costs late in a long study: benchmarks/after_trial_costs.py on a copy of the study with
+``--long-study-trials`` (1000) ended trials.
 
 ``--before REF`` runs the same study on another commit too (a temporary git worktree of REF, which must
 have the measurement: adc54cc, where it was added before the cuts, or later), alternating with this
@@ -51,6 +53,7 @@ QUICK = (
     "train.eval_batch_size=128",
     "train.max_epochs=1",
     "hpo.pruner=none",
+    "tracking=none",  # a smoke run (its test must stay under 20 s); the full run keeps MLflow on, as make train
 )
 GOAL_OVERHEAD_FRACTION = 0.05
 GOAL_STARTUP_S = 1.0
@@ -191,6 +194,29 @@ def _line(name: str, figures: dict[str, Any]) -> str:
     )
 
 
+def after_trial_costs(code: Path, experiments: Path, trials: int) -> dict[str, float]:
+    """benchmarks/after_trial_costs.py on ``code``'s checkout: the end of a trial late in a long study."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "after_trial_costs.py"),
+            str(experiments),
+            "--trials",
+            str(trials),
+        ],
+        cwd=code,
+        env=_environment(code / "src"),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    # What the study's main thread spends between the trial's end and the next trial's start.
+    main = ("ended_trial_copy_ms", "progress_ms", "retention_ms", "summary_main_thread_ms")
+    figures["main_thread_ms"] = round(sum(figures[key] for key in main), 1)
+    return figures
+
+
 def known_commit(ref: str) -> bool:
     found = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=ROOT, capture_output=True
@@ -210,6 +236,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny model, 2 trials of 1 epoch")
     parser.add_argument("--before", metavar="REF", help="also run the study on this commit (git worktree)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (the medians are reported)")
+    parser.add_argument(
+        "--long-study-trials",
+        type=int,
+        default=1000,
+        help="after-trial costs with this many ended trials (benchmarks/after_trial_costs.py; 0: skip)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the default study")
     args = parser.parse_args()
     overrides = [*(QUICK if args.quick else ()), *args.overrides]
@@ -240,6 +272,14 @@ def main() -> None:
                     process_s = run_study(code, experiments, cache, overrides)
                     runs[name].append(figures_of(experiments, process_s))
                     print(_line(name, runs[name][-1]), flush=True)
+            trials = 0 if args.quick else args.long_study_trials
+            late = (
+                {name: after_trial_costs(code, root / f"{name}_0", trials) for name in codes}
+                if trials
+                else {}
+            )
+            for name, costs in late.items():
+                print(f"  {name}, the end of a trial after {trials} others: {costs}", flush=True)
         finally:
             if args.before:
                 subprocess.run(
@@ -258,6 +298,8 @@ def main() -> None:
     for name, results in runs.items():
         chosen = sorted(results, key=lambda r: r["overhead_fraction"])[len(results) // 2]  # the median run
         figures[name] = {**chosen, **({"ref": args.before} if name == "before" else {})}
+        if name in late:
+            figures[name]["after_trial_late"] = late[name]
         if len(results) > 1:
             figures[name]["overhead_fractions"] = [r["overhead_fraction"] for r in results]
     after = figures["after"]
