@@ -40,6 +40,9 @@ BENCHMARKS = {
     "pruners": ("pruners.py", [], ["--quick"]),
     # Runs `make train` (about 10 minutes here) and compares its best model with TF-IDF baselines.
     "quality": ("quality.py", [], ["--quick"]),
+    # The default study's overhead_fraction, start-up and teardown per trial (make train, about 15
+    # minutes on one core), and the same study on adc54cc (the measurement, before the cuts of issue 20).
+    "study_overhead": ("study_overhead.py", ["--before", "adc54cc"], ["--quick"]),
 }
 
 

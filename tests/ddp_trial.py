@@ -42,7 +42,7 @@ METRIC = "joint_score"
 
 
 class RecordingTracker:
-    """The tracker calls the Trainer makes, kept for the JSON (epoch_seconds dropped: wall time)."""
+    """The tracker calls the Trainer makes, kept for the JSON (epoch_seconds, val_seconds dropped: wall time)."""
 
     def __init__(self) -> None:
         self.logged: list[tuple[int, dict[str, float | None]]] = []
@@ -52,10 +52,8 @@ class RecordingTracker:
         self.tags.update(tags)
 
     def log_metrics(self, metrics: dict[str, float | None], step: int) -> None:
-        skipped = (
-            "epoch_seconds",
-            *MEMORY_METRICS,
-        )  # timings and memory differ between runs that train alike
+        # Timings and memory differ between runs that train alike.
+        skipped = ("epoch_seconds", "val_seconds", *MEMORY_METRICS)
         self.logged.append((step, {k: v for k, v in metrics.items() if k not in skipped}))
 
     def flush(self) -> None:

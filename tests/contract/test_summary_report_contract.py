@@ -32,6 +32,15 @@ def test_the_study_wrote_a_summary_that_meets_the_contract(finished_study: Finis
     assert summary["test_value"] == pytest.approx(finished_study.report["optimization_metric"]["test_value"])
     assert summary["storage"]["retained_checkpoint_bytes"] > 0
     assert summary["storage"]["total_bytes"] > summary["storage"]["retained_checkpoint_bytes"]
+    # Where the time went: the trials' epochs and validations and the test evaluation, the rest overhead.
+    time = summary["time"]
+    assert time["training_s"] > 0 and time["evaluation_s"] > finished_study.study["test_evaluation_s"] > 0
+    assert time["training_s"] + time["evaluation_s"] + time["overhead_s"] == pytest.approx(
+        time["wall_time_s"], abs=0.01
+    )
+    assert 0 < time["overhead_fraction"] < 1
+    assert time["trial_startup_s"]["trials"] == time["trial_teardown_s"]["trials"] == 2
+    assert summary["best_trial"]["startup_s"] > 0 and summary["best_trial"]["teardown_s"] > 0
 
 
 @pytest.mark.parametrize(

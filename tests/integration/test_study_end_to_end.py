@@ -51,7 +51,9 @@ def test_directory_layout(finished: FinishedStudy) -> None:
             assert json.loads((checkpoint / "metadata.json").read_text())["resume_capable"] is False
         resolved = yaml.safe_load((trial_dir / "config.yaml").read_text())
         assert resolved["model"]["local_path"] == "tiny"
-        assert json.loads((trial_dir / "trial.json").read_text())["state"] == "COMPLETE"
+        record = json.loads((trial_dir / "trial.json").read_text())
+        assert record["state"] == "COMPLETE"
+        assert record["timing"]["training_s"] > 0 and record["timing"]["startup_s"] > 0
     assert finished.study["state"] == "COMPLETE"
 
 
@@ -92,6 +94,8 @@ def test_mlflow_holds_the_study_and_trial_runs(finished: FinishedStudy) -> None:
     assert not list((finished.experiments / "tracking_outbox").glob("outbox-*.jsonl"))
     assert {"test_joint_score", "test_joint_f1", "test_evidence_span_f1"} <= set(parent.data.metrics)
     assert "best_joint_f1" in parent.data.metrics  # the study's metric, as it improved
+    # summary_report.json's time figures, logged at the end of the study
+    assert 0 < parent.data.metrics["overhead_fraction"] < 1 and parent.data.metrics["training_s"] > 0
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"

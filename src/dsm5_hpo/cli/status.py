@@ -108,6 +108,8 @@ def trials_table(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) 
 def study_header(record: Mapping[str, Any], summary: Mapping[str, Any], owner: str | None) -> str:
     counts, best, storage = summary["trial_counts"], summary["best_trial"], summary["storage"]
     best_text = f"{_number(best['value'])} (trial {best['number']})" if best else "-"
+    fraction = summary["time"].get("overhead_fraction")  # neither training nor evaluation
+    overhead = f" ({100 * fraction:.1f} % overhead)" if fraction is not None else ""
     return (
         f"study {record['study_id']}  {state_of(record, owner)}\n"
         f"trials {sum(counts.values())}/{summary['n_trials_target']}: {counts['COMPLETE']} complete, "
@@ -115,7 +117,7 @@ def study_header(record: Mapping[str, Any], summary: Mapping[str, Any], owner: s
         f"best {best_text}; test {_number(summary['test_value'])}\n"
         f"disk {format_bytes(storage['total_bytes'])}, retained checkpoints "
         f"{format_bytes(storage['retained_checkpoint_bytes'])} ({storage['retained_checkpoints']}); "
-        f"wall time {_duration(summary['time']['wall_time_s'])}\n"
+        f"wall time {_duration(summary['time']['wall_time_s'])}{overhead}\n"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ class StudyOutcome:
     n_complete: int
     n_pruned: int
     n_failed: int
+    test_evaluation_s: float | None = None
+    """Seconds the test evaluation took in this run (None: none was run, or it was kept from before a stop)."""
 
 
 def study_outcome(
@@ -121,9 +124,11 @@ def finish_study(
     # The best trial's own encoder and windows (it may have drawn another encoder or input format).
     best_inputs = inputs.for_config(trial_config)
     data = best_inputs.data
+    started = time.perf_counter()
     evaluation = evaluate_trial_on_test(
         trial_config, data, best_inputs.model_path, started_trial_dir(best), outcome.best_trial_id
     )
+    outcome.test_evaluation_s = time.perf_counter() - started
     result = evaluation.result
     report = build_report(
         config=evaluation.config,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from dsm5_hpo.hpo.records import TrialRecord, TrialState, read_trial_record, wri
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_folders import TRIAL_DIR_ATTR, started_trial_dir
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, TrialInputs
+from dsm5_hpo.hpo.trial_timing import TIMING_ATTR, AttemptClock, TimedRun, TrialTiming
 from dsm5_hpo.layout import TrialPaths
 from dsm5_hpo.models.multi_task import DualHeadModel, build_model
 from dsm5_hpo.storage.atomic import atomic_write_json, atomic_write_text
@@ -166,6 +168,8 @@ class Objective:
         worker's; it is called before every write into the trial's folder, run and Optuna trial after
         the start, and the trial then stops without writing anything more.
         """
+        # The trial's start (its start-up runs from here to its first optimizer step).
+        started = time.perf_counter()
         fence = fence or _no_fence
         params = suggest_params(trial, self.config.hpo.search_space)
         config = self.config.with_params(params)
@@ -183,6 +187,8 @@ class Objective:
         if not TrialPaths(trial_dir).config.is_file():
             atomic_write_text(TrialPaths(trial_dir).config, yaml.safe_dump(config.to_dict(), sort_keys=False))
         earlier = _earlier_attempts(trial_dir) if resumed else None
+        # A resumed or retried trial adds this attempt's time to what its earlier ones stored.
+        clock = AttemptClock(started, TrialTiming.from_dict(trial.user_attrs.get(TIMING_ATTR)))
         record = TrialRecord(
             trial_id=trial_uuid,
             study_id=self.study_id,
@@ -218,18 +224,18 @@ class Objective:
                     params,
                 )
             try:
-                value = self._train(trial, config, trial_dir, run, set(reported or ()), fence)
+                value = self._train(trial, config, trial_dir, run, set(reported or ()), fence, clock)
                 fence()
             except TrialTakenOver:  # the folder and the run are another worker's now: leave them as they are
                 raise
             except optuna.TrialPruned:
                 fence()
-                self._finish(trial_dir, record, run, "PRUNED", "KILLED")
+                self._finish(trial, trial_dir, record, run, "PRUNED", "KILLED", clock)
                 _note_run_id(trial, run)
                 raise
             except ResumableStop as stop:  # a signal or a full disk: Optuna keeps the trial RUNNING
                 fence()
-                self._finish(trial_dir, record, run, stop.state, "KILLED")
+                self._finish(trial, trial_dir, record, run, stop.state, "KILLED", clock)
                 raise
             except BaseException as error:
                 fence()
@@ -238,10 +244,10 @@ class Objective:
                 trial.set_user_attr("error", record.error[:2000])
                 run.set_tags({"error": record.error[:5000]})
                 logger.error("trial %d failed: %s", trial.number, record.error)
-                self._finish(trial_dir, record, run, "FAILED", "FAILED")
+                self._finish(trial, trial_dir, record, run, "FAILED", "FAILED", clock)
                 _note_run_id(trial, run)
                 raise
-            self._finish(trial_dir, record, run, "COMPLETE", "FINISHED")
+            self._finish(trial, trial_dir, record, run, "COMPLETE", "FINISHED", clock)
             _note_run_id(trial, run)
             return value
 
@@ -275,6 +281,7 @@ class Objective:
         run: RunTracker,
         reported: set[int],
         fence: Callable[[], None],
+        clock: AttemptClock,
     ) -> float:
         inputs = self.inputs.for_config(config)
         data = inputs.data
@@ -283,6 +290,9 @@ class Objective:
         hpo = self.config.hpo
 
         def report(point: ReportPoint, metrics: dict[str, float | None]) -> None:
+            clock.epoch_end(
+                time.perf_counter()
+            )  # the trial's last validation so far: its teardown starts here
             value = metrics[hpo.metric]
             assert value is not None and math.isfinite(value)
             fence()  # still this worker's trial (no checkpoint may have been written to tell, e.g. --no-checkpoint)
@@ -326,7 +336,7 @@ class Objective:
             criteria=data.criteria,
             metric=hpo.metric,
             max_answer_tokens=config.data.max_answer_tokens,
-            tracker=run,
+            tracker=TimedRun(run, clock.timing),  # the epochs' timings reach the study through it
             checkpoints=checkpoints,
             progress=self.progress,
             distributed=self.distributed,
@@ -340,6 +350,8 @@ class Objective:
                 fence()
                 settle_checkpoints(checkpoints)
             raise
+        finally:
+            clock.first_step(trainer.first_step_at)
         fence()
         if checkpoints is not None:
             settle_checkpoints(checkpoints)
@@ -361,10 +373,23 @@ class Objective:
         return result.best_value
 
     def _finish(
-        self, trial_dir: Path, record: TrialRecord, run: RunTracker, state: TrialState, run_status: str
+        self,
+        trial: optuna.Trial,
+        trial_dir: Path,
+        record: TrialRecord,
+        run: RunTracker,
+        state: TrialState,
+        run_status: str,
+        clock: AttemptClock,
     ) -> None:
+        timing = clock.end(time.perf_counter(), after_epoch=state in ("COMPLETE", "PRUNED"))
         record.state, record.finished_at = state, datetime.now(UTC).isoformat()
         record.mlflow_run_id = run.run_id
+        record.timing = timing.as_dict()
         write_trial_record(trial_dir, record)
+        try:  # what the summary's overhead figures read (the study never reads MLflow back)
+            trial.set_user_attr(TIMING_ATTR, timing.as_dict())
+        except Exception as error:  # noqa: BLE001 - e.g. the database is away: the trial's outcome matters more
+            logger.warning("cannot record the timing of trial %d: %s", trial.number, error)
         run.set_tags({"optuna_state": state})
         run.finish(run_status)

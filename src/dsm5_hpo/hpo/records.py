@@ -57,6 +57,8 @@ class StudyRecord:
     best_trial_id: str | None = None
     best_value: float | None = None
     report: str | None = None
+    test_evaluation_s: float | None = None
+    """Seconds the test evaluation of the best trial took (the summary counts it as evaluation time)."""
     error: str | None = None
     finished_at: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +89,8 @@ class TrialRecord:
     process: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] | None = None
     """Earlier attempts of this trial (a resume, a retry after its process died), oldest first."""
+    timing: dict[str, float | None] | None = None
+    """Seconds of training, validation, start-up and teardown (hpo/trial_timing.py), set at its end."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_attempt(self) -> dict[str, Any]:

@@ -42,17 +42,18 @@ from dsm5_hpo.hpo.pruners import make_pruner
 from dsm5_hpo.hpo.records import StudyRecord, read_study_record, refuse_another_config, write_study_record
 from dsm5_hpo.hpo.sampling import enqueue_config_trial, make_sampler
 from dsm5_hpo.hpo.summary_plots import (
+    log_study_times,
     mlflow_loss_reader,
     no_losses,
     refresh_summary_quietly,
     render_study_plots_quietly,
 )
-from dsm5_hpo.hpo.trial_callbacks import ProgressReport, retention_after_trial, summary_after_trial
+from dsm5_hpo.hpo.trial_callbacks import ProgressReport, SummaryAfterTrial, retention_after_trial
 from dsm5_hpo.hpo.trial_failures import RetryKilledTrial
 from dsm5_hpo.hpo.trial_folders import trial_folders
 from dsm5_hpo.hpo.trial_inputs import InputsByModel, prepare_inputs
 from dsm5_hpo.hpo.trial_loops import drive_trials, host_slots, isolated_objectives
-from dsm5_hpo.hpo.trial_runner import AfterTrial
+from dsm5_hpo.hpo.trial_runner import AfterTrial, long_lived_heap_frozen
 from dsm5_hpo.hpo.workers import (
     make_storage,
     shared_study_id,
@@ -251,12 +252,16 @@ class StudyRunner:
         record.mlflow_run_id = study_run.run_id  # MLflow's id, once the outbox has created the run
         record.best_trial_id, record.best_value = outcome.best_trial_id, outcome.best_value
         record.report = str(outcome.report_path) if outcome.report_path else None
+        if outcome.test_evaluation_s is not None:  # else kept: evaluated before a stop, or not here
+            record.test_evaluation_s = round(outcome.test_evaluation_s, 3)
         if outcome.report_path is None and config.hpo.shared:  # another worker's report, in a shared folder
-            record.report = read_study_record(study_dir).report
+            evaluated = read_study_record(study_dir)
+            record.report, record.test_evaluation_s = evaluated.report, evaluated.test_evaluation_s
         record.error = None
         write_study_record(study_dir, record)  # the report is kept, should a kill come now
         if not config.hpo.shared or outcome.report_path is not None:  # one worker draws a shared study
             self._publish_plots(study_dir, record, study_run)
+            log_study_times(study_run, record.to_dict())
         study_run.finish("FINISHED")
         # COMPLETE only once nothing is left to do: a study killed before this line is still unfinished,
         # and --resume draws its plots and closes its MLflow run (its test evaluation is kept: finish_study).
@@ -359,22 +364,24 @@ class StudyRunner:
             )
         if self.checkpointing:  # the trial has ended: keep the study under max_total_size
             callbacks.append(retention_after_trial(policy))
-        callbacks.append(summary_after_trial(study_dir, record))
+        summary = SummaryAfterTrial(study_dir, record)
+        callbacks.append(summary)
         deadline = started + config.hpo.timeout_s if config.hpo.timeout_s else None
         experiments = config.paths.experiments
 
-        evaluator = drive_trials(
-            study,
-            config.hpo,
-            objective if not isolated else None,
-            objectives if isolated else [],
-            callbacks,
-            shared_storage=shared_storage,
-            deadline=deadline,
-            lock=lock,
-            stop=stop,
-            sleep=self.sleep,
-        )
+        with long_lived_heap_frozen(), contextlib.closing(summary):  # the last trial's summary is written
+            evaluator = drive_trials(
+                study,
+                config.hpo,
+                objective if not isolated else None,
+                objectives if isolated else [],
+                callbacks,
+                shared_storage=shared_storage,
+                deadline=deadline,
+                lock=lock,
+                stop=stop,
+                sleep=self.sleep,
+            )
         if evaluator is not None and not evaluator.claim_final_evaluation(self.checkpointing):
             return outcome_without_evaluation(study, study_id, study_dir, experiments)
         with evaluator.evaluating() if evaluator is not None else contextlib.nullcontext():

@@ -2,14 +2,18 @@
 ``python -m dsm5_hpo.cli.status`` prints.
 
 Trial counts by state, the best trial, the top trials with their params and scores, what the
-study keeps on disk (total and in retained checkpoints) and how long it has run. Built from
+study keeps on disk (total and in retained checkpoints) and how long it has run, and how much of that
+was neither training nor evaluation (``time.overhead_fraction``, from the trials' timings:
+hpo/trial_timing.py). Built from
 Optuna's storage and the trial folders only (never MLflow), so it works while MLflow is down and
 while the study runs. Validated against ``contracts/summary_report.schema.json`` before writing.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +29,7 @@ from dsm5_hpo.checkpointing.pruning import checkpoint_directories
 from dsm5_hpo.errors import ConfigError, StorageError
 from dsm5_hpo.hpo.database import opened_storage
 from dsm5_hpo.hpo.trial_folders import trial_dir_of
+from dsm5_hpo.hpo.trial_timing import TIMING_ATTR, TrialTiming
 from dsm5_hpo.layout import StudyPaths, TrialPaths
 from dsm5_hpo.storage.atomic import atomic_write_json
 from dsm5_hpo.storage.exhaustion import tree_size
@@ -33,6 +38,15 @@ SUMMARY_SCHEMA = Path(__file__).resolve().parents[3] / "contracts" / "summary_re
 SCHEMA_VERSION = "1.0"
 TOP_K = 5
 STATES: tuple[str, ...] = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+TIME_FIGURES: tuple[str, ...] = (
+    "training_s",
+    "evaluation_s",
+    "overhead_s",
+    "overhead_fraction",
+    "trial_startup_s",
+    "trial_teardown_s",
+)
+"""What :func:`time_figures` adds to the summary's ``time`` (the study run's metrics take the first four)."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +89,15 @@ def _duration(trial: FrozenTrial, now: datetime) -> float | None:
     return max(0.0, (end - start).total_seconds())
 
 
+def trial_timing(trial: FrozenTrial) -> TrialTiming | None:
+    """What the trial stored about its time (None: it stored nothing, e.g. still running, or older)."""
+    stored = trial.user_attrs.get(TIMING_ATTR)
+    return TrialTiming.from_dict(stored) if stored is not None else None
+
+
 def trial_row(trial: FrozenTrial, storage: TrialStorage | None, now: datetime) -> dict[str, Any]:
     """One trial as the summary and the status table show it."""
+    timing = trial_timing(trial)
     return {
         "number": trial.number,
         "trial_id": str(trial.user_attrs.get("trial_uuid", "")) or None,
@@ -87,9 +108,52 @@ def trial_row(trial: FrozenTrial, storage: TrialStorage | None, now: datetime) -
         "best_epoch": trial.user_attrs.get("best_epoch"),
         "params": dict(trial.params),
         "duration_s": _duration(trial, now),
+        "startup_s": timing.startup_s if timing else None,
+        "teardown_s": timing.teardown_s if timing else None,
         "device": trial.user_attrs.get("device"),
         "retained_checkpoint_bytes": storage.retained_checkpoint_bytes if storage else 0,
         "checkpoints": storage.checkpoints if storage else 0,
+    }
+
+
+def _spread(values: Sequence[float]) -> dict[str, float | int] | None:
+    if not values:
+        return None
+    return {
+        "median": round(statistics.median(values), 3),
+        "max": round(max(values), 3),
+        "trials": len(values),
+    }
+
+
+def time_figures(
+    trials: Sequence[FrozenTrial], wall_time_s: float, test_evaluation_s: float | None
+) -> dict[str, Any]:
+    """Training and evaluation seconds of the study (every trial's epochs and validations, and the test
+    evaluation), the rest of its wall time as overhead, and its trials' start-up and teardown.
+
+    A trial retried in the same folder (a dead worker's, a killed process's) carries its earlier attempts'
+    time along: only the newest trial of a folder counts. With several trials at a time (hpo.devices,
+    workers) they add up past the wall time: the overhead then reads 0."""
+    newest: dict[str, FrozenTrial] = {}
+    for trial in trials:
+        folder = trial_dir_of(trial)
+        key = str(folder) if folder is not None else f"#{trial.number}"
+        if key not in newest or newest[key].number < trial.number:
+            newest[key] = trial
+    timings = [t for t in (trial_timing(trial) for trial in newest.values()) if t is not None]
+    if not timings:  # no trial has ended yet (or they predate timings): nothing to tell, not all overhead
+        return {key: None for key in TIME_FIGURES}
+    training = sum(t.training_s for t in timings)
+    evaluation = sum(t.evaluation_s for t in timings) + (test_evaluation_s or 0.0)
+    overhead = max(0.0, wall_time_s - training - evaluation)
+    return {
+        "training_s": round(training, 3),
+        "evaluation_s": round(evaluation, 3),
+        "overhead_s": round(overhead, 3),
+        "overhead_fraction": round(overhead / wall_time_s, 4) if wall_time_s > 0 else None,
+        "trial_startup_s": _spread([t.startup_s for t in timings if t.startup_s is not None]),
+        "trial_teardown_s": _spread([t.teardown_s for t in timings if t.teardown_s is not None]),
     }
 
 
@@ -114,8 +178,7 @@ def build_summary(
         key=lambda t: (-float(t.value or 0.0), t.number),
     )
     created = datetime.fromisoformat(str(record["created_at"]))
-    finished = record.get("finished_at")
-    end = datetime.fromisoformat(str(finished)) if finished and record.get("state") != "RUNNING" else now
+    wall_time_s = _wall_time(record, now)
     # Unique bytes: a blob that several trials' checkpoints share (a frozen layer, a LoRA base) once.
     blobs: dict[str, int] = {}
     for measured in storage.values():
@@ -145,11 +208,34 @@ def build_summary(
         "time": {
             "created_at": created.isoformat(),
             "updated_at": now.isoformat(),
-            "wall_time_s": max(0.0, (end - created).total_seconds()),
+            "wall_time_s": wall_time_s,
             "trials_time_s": sum(r["duration_s"] or 0.0 for r in rows.values()),
+            **time_figures(trials, wall_time_s, _float_or_none(record.get("test_evaluation_s"))),
         },
         "synthetic_data": bool(record.get("synthetic_data", False)),
     }
+
+
+def _wall_time(record: Mapping[str, Any], now: datetime) -> float:
+    """From the study's creation to its end, or to ``now`` while it runs."""
+    created = datetime.fromisoformat(str(record["created_at"]))
+    finished = record.get("finished_at")
+    end = datetime.fromisoformat(str(finished)) if finished and record.get("state") != "RUNNING" else now
+    return max(0.0, (end - created).total_seconds())
+
+
+def study_time_metrics(
+    record: Mapping[str, Any], trials: Sequence[FrozenTrial], now: datetime
+) -> dict[str, float]:
+    """The summary's wall time and overhead figures as MLflow metrics of the study's run (those known)."""
+    wall_time_s = _wall_time(record, now)
+    figures = time_figures(trials, wall_time_s, _float_or_none(record.get("test_evaluation_s")))
+    metrics = {"wall_time_s": wall_time_s, **{key: figures[key] for key in TIME_FIGURES[:4]}}
+    return {key: float(value) for key, value in metrics.items() if value is not None}
+
+
+def _float_or_none(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _test_value(record: Mapping[str, Any]) -> float | None:
@@ -208,12 +294,23 @@ def collect_summary(
     )
 
 
-def validate_summary(summary: Mapping[str, Any], schema_path: Path = SUMMARY_SCHEMA) -> None:
+@functools.cache
+def _validator(schema_path: Path) -> jsonschema.protocols.Validator:
+    """The schema read and checked once per process (the summary is validated after every trial)."""
     try:
         schema = json.loads(schema_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ConfigError(f"cannot read the summary schema {schema_path}: {error}") from error
-    jsonschema.validate(dict(summary), schema)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def validate_summary(summary: Mapping[str, Any], schema_path: Path = SUMMARY_SCHEMA) -> None:
+    """jsonschema.ValidationError (its best match, as jsonschema.validate raises) when it breaks the contract."""
+    error = jsonschema.exceptions.best_match(_validator(schema_path).iter_errors(dict(summary)))
+    if error is not None:
+        raise error
 
 
 def write_summary(study_dir: Path, summary: Mapping[str, Any]) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from dsm5_hpo.hpo.plots import PlotIndex, TrialCurve, render_plots, top_trials
-from dsm5_hpo.hpo.summary import collect_summary, load_trials, write_summary
+from dsm5_hpo.hpo.summary import collect_summary, load_trials, study_time_metrics, write_summary
 from dsm5_hpo.hpo.trial_folders import trial_dir_of
 from dsm5_hpo.layout import PLOTS_DIR, StudyPaths, TrialPaths
 from dsm5_hpo.storage.atomic import read_json_object
@@ -92,6 +93,26 @@ def refresh_summary_quietly(
         refresh_summary(study_dir, record, trials)
     except Exception as error:  # noqa: BLE001 - a summary must never stop a study or hide why it stopped
         logger.warning("summary_report.json of %s not updated: %s", study_dir.name, error)
+
+
+def log_study_times(run: RunTracker, record: Mapping[str, Any]) -> None:
+    """The study's wall time and overhead figures (summary_report.json's ``time``) as metrics of its MLflow
+    run, at its end (through the outbox: nothing waits for MLflow); a failure is a WARNING."""
+    try:
+        metrics = study_time_metrics(record, load_trials(record), datetime.now(UTC))
+    except Exception as error:  # noqa: BLE001 - figures for people must never stop a study
+        logger.warning("time figures of study %s not logged: %s", record.get("study_id"), error)
+        return
+    run.log_metrics(metrics, step=0)
+    if "overhead_fraction" in metrics:
+        logger.info(
+            "wall time %.1f s: training %.1f s, evaluation %.1f s, overhead %.1f s (%.1f %%)",
+            metrics["wall_time_s"],
+            metrics["training_s"],
+            metrics["evaluation_s"],
+            metrics["overhead_s"],
+            100 * metrics["overhead_fraction"],
+        )
 
 
 def render_study_plots(

@@ -27,9 +27,10 @@ callbacks with Optuna's callback signature, run once the trial has ended.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import optuna
@@ -57,6 +58,22 @@ def no_heartbeat(trial: optuna.Trial) -> contextlib.AbstractContextManager[objec
 
 def _no_fence() -> None:
     return None
+
+
+@contextlib.contextmanager
+def long_lived_heap_frozen() -> Iterator[None]:
+    """While the trials run, what is alive at their start (the imported libraries, the study's data,
+    tokenizer and windows) is out of the cyclic garbage collector's sight (``gc.freeze``): it lives as
+    long as the study, and the full collection after each trial (and the automatic ones during training)
+    then walks only what the trials made (MiniLM, one core: 0.61-0.68 s after each trial before,
+    0.15 s with it). Handed back at the end (``gc.unfreeze``), so that a process running several
+    studies (the tests) still collects what one leaves behind."""
+    gc.collect()  # garbage made so far is freed now, not frozen for the study's lifetime
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def run_trial(
@@ -108,7 +125,9 @@ def run_trial(
         )
         return None
     gc.collect()  # as Optuna's gc_after_trial: a trial's model and optimizer go before the next one
-    ended = study.trials[trial.number]
+    # A copy of this one trial (a callback may change what it is given: Optuna's retry does), not of all
+    # of them (study.trials deep-copies every trial: 0.15 s with 1000 trials).
+    ended = copy.deepcopy(study.get_trials(deepcopy=False)[trial.number])
     for callback in callbacks:
         callback(study, ended)
     return ended

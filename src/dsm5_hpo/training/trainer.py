@@ -22,11 +22,7 @@ from pathlib import Path
 
 import torch
 
-from dsm5_hpo.checkpointing.manager import (
-    CheckpointInfo,
-    CheckpointManager,
-    restore_rng_state,
-)
+from dsm5_hpo.checkpointing.manager import CheckpointInfo, CheckpointManager, restore_rng_state
 from dsm5_hpo.checkpointing.null import NullCheckpointManager
 from dsm5_hpo.checkpointing.size import estimate_checkpoint_bytes
 from dsm5_hpo.config import TrainConfig
@@ -110,6 +106,8 @@ class Trainer:
         self.loss = loss_settings(config)
         self._stepped = False
         self.plan = StepPlan(compiled=False, fast_dropout=False, gradient_checkpointing=False)
+        self.first_step_at: float | None = None
+        """time.perf_counter() when this trainer's first optimizer step was done: where a trial's start-up ends."""
 
     def fit(self, train: WindowFeatures | Sequence[WindowFeatures], validation: EvaluationData) -> FitResult:
         """Train from the latest valid checkpoint (or from scratch) to ``max_epochs``.
@@ -181,7 +179,7 @@ class Trainer:
     def _plan(self, forward: torch.nn.Module, train: WindowFeatures, shards: list[Shard]) -> torch.nn.Module:
         """Gradient checkpointing, train.compile and fast dropout (training/acceleration.py), decided before
         the first step; returns the module the steps call (``forward``, or its compiled version)."""
-        self.plan, forward = prepare_forward(
+        self.plan, step_module = prepare_forward(
             self.model,
             forward,
             self.config,
@@ -192,7 +190,7 @@ class Trainer:
             single_process=not self.distributed.enabled,
             cache=self.compile_cache,
         )
-        return forward
+        return step_module
 
     def _probe_step(self, train: WindowFeatures, module: torch.nn.Module, indices: list[int]) -> None:
         """Forward, loss and backward of one batch, as a step runs them (CompileProbe times it)."""
@@ -201,9 +199,6 @@ class Trainer:
         with autocast(self.device, self.precision), StepPlan(False, eager, False).forward_context():
             output = forward_batch(module, batch)
         self._loss(output, batch).total.backward()
-
-    def _batch(self, train: WindowFeatures, indices: list[int]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) for k, v in collate(train, indices, self.plan.length_multiple).items()}
 
     def _end_epoch(
         self,
@@ -218,6 +213,7 @@ class Trainer:
     ) -> FitResult:
         """Rank 0's end of an epoch: validate, log, checkpoint, call back; returns the updated result."""
         config = self.config
+        started = time.perf_counter()
         evaluation = evaluate_model(
             self.model,
             validation,
@@ -227,12 +223,14 @@ class Trainer:
             max_answer_tokens=self.max_answer_tokens,
             tune_for=self.metric,
         )
+        val_seconds = time.perf_counter() - started
         metrics = dict(evaluation.metrics)
         value = metrics.get(self.metric)
         if value is None or not math.isfinite(value):
             raise TrainingError(f"validation metric {self.metric!r} is undefined after epoch {epoch}")
         logged: dict[str, float | None] = {f"val_{k}": v for k, v in metrics.items()}
-        logged.update({"train_loss_epoch": epoch_loss, "epoch_seconds": train_seconds, "epoch": float(epoch)})
+        logged.update(train_loss_epoch=epoch_loss, epoch_seconds=train_seconds, val_seconds=val_seconds)
+        logged["epoch"] = float(epoch)
         logged.update(memory.peak_memory(self.device))  # since the trial started (memory.reset_peaks)
         self.tracker.log_metrics(logged, step=epoch)
         self.tracker.flush()  # the epoch's metrics survive a crash from here on (outbox fsync)
@@ -329,7 +327,9 @@ class Trainer:
             last = batch_number == len(batches) - 1
             step_now = (batch_number + 1) % accumulation == 0 or last
             filler = batch_number >= len(batches) - shard.padding
-            batch = self._batch(train, indices)
+            batch = {
+                k: v.to(self.device) for k, v in collate(train, indices, self.plan.length_multiple).items()
+            }
             with ddp.gradient_sync(model, step_now):  # DDP all-reduces once per optimizer step
                 with autocast(self.device, self.precision), self.plan.forward_context():
                     output = forward_batch(model, batch)
@@ -353,6 +353,7 @@ class Trainer:
             global_step += 1
             if not self._stepped:  # the end of a trial's start-up (benchmarks/devices.py reads this line)
                 self._stepped = True
+                self.first_step_at = time.perf_counter()
                 logger.info("first optimizer step done (step %d)", global_step)
             if global_step % config.log_every_n_steps == 0 or last:
                 # Summed over the ranks: every rank sees the same loss, so a non-finite one stops them all.

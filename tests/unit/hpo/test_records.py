@@ -64,7 +64,7 @@ def test_the_contracts_list_the_states_the_code_writes() -> None:
 
 
 def test_a_study_record_round_trips_and_leaves_unset_keys_out(tmp_path: Path) -> None:
-    record = study(best_trial_id="t1", best_value=0.5, data={"posts": 3})
+    record = study(best_trial_id="t1", best_value=0.5, data={"posts": 3}, test_evaluation_s=3.25)
     write_study_record(tmp_path, record)
     written = json.loads(StudyPaths(tmp_path).record.read_text())
     assert "finished_at" not in written and "error" not in written and written["best_value"] == 0.5
@@ -91,6 +91,13 @@ def test_a_trial_record_round_trips(tmp_path: Path) -> None:
     write_trial_record(tmp_path, record)
     assert read_trial_record(tmp_path) == record
     assert json.loads(TrialPaths(tmp_path).record.read_text())["error"] == "TrainingError: nan"
+    # Where its time went (hpo/trial_timing.py), as the contract has it.
+    record.timing = {"training_s": 12.5, "evaluation_s": 1.0, "startup_s": 0.8, "teardown_s": None}
+    write_trial_record(tmp_path, record)
+    assert read_trial_record(tmp_path).timing == record.timing
+    record.timing = {**record.timing, "training_s": -1.0}
+    with pytest.raises(StorageError, match=r"key timing.training_s: -1.0 is less than the minimum"):
+        write_trial_record(tmp_path, record)
 
 
 def test_a_record_that_breaks_its_contract_is_not_written(tmp_path: Path) -> None:

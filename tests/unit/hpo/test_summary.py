@@ -109,6 +109,63 @@ def test_a_finished_study_counts_its_wall_time_up_to_its_end_and_reads_its_test_
     assert moved["test_value"] is None and moved["best_trial"] is None and moved["top_trials"] == []
 
 
+def timed(made: optuna.trial.FrozenTrial, folder: str | None = None, **seconds: float | None) -> Any:
+    """``made`` with the timing its objective stores at its end (hpo/trial_timing.py)."""
+    made.set_user_attr("timing", {"training_s": 0.0, "evaluation_s": 0.0, **seconds})
+    if folder is not None:
+        made.set_user_attr("trial_dir", folder)
+    return made
+
+
+def test_the_time_neither_training_nor_evaluating_is_the_overhead() -> None:
+    trials = [
+        timed(
+            trial(0, TrialState.COMPLETE, 0.5),
+            "/e/trial_a",
+            training_s=900.0,
+            evaluation_s=60.0,
+            startup_s=2.0,
+            teardown_s=1.0,
+        ),
+        # died (its process killed) and retried in the same folder: the retry carries the time along
+        timed(trial(1, TrialState.FAIL, None), "/e/trial_b", training_s=300.0, evaluation_s=20.0),
+        timed(
+            trial(2, TrialState.PRUNED, None),
+            "/e/trial_b",
+            training_s=700.0,
+            evaluation_s=40.0,
+            startup_s=0.5,
+            teardown_s=3.0,
+        ),
+        timed(trial(3, TrialState.FAIL, None), training_s=0.0, evaluation_s=0.0),  # never stepped
+        trial(4, TrialState.RUNNING, None),  # stores its timing when it ends
+    ]
+    end = START.astimezone(UTC) + timedelta(hours=1)
+    done = record(state="COMPLETE", finished_at=end.isoformat(), test_evaluation_s=100.0)
+    summary = build_summary(done, trials, {}, study_dir_bytes=0, now=end)
+    validate_summary(summary)
+    time = summary["time"]
+    assert (time["training_s"], time["evaluation_s"]) == (1600.0, 200.0)  # trial 1 counted once, in 2
+    assert time["overhead_s"] == 3600.0 - 1800.0 and time["overhead_fraction"] == 0.5
+    assert time["trial_startup_s"] == {"median": 1.25, "max": 2.0, "trials": 2}
+    assert time["trial_teardown_s"] == {"median": 2.0, "max": 3.0, "trials": 2}
+    best = summary["best_trial"]
+    assert (best["startup_s"], best["teardown_s"]) == (2.0, 1.0)
+
+
+def test_without_timings_the_overhead_is_unknown_and_side_by_side_trials_read_none() -> None:
+    now = START.astimezone(UTC) + timedelta(minutes=10)
+    untimed = build_summary(record(), [trial(0, TrialState.RUNNING, None)], {}, study_dir_bytes=0, now=now)
+    validate_summary(untimed)
+    assert untimed["time"]["overhead_fraction"] is None and untimed["time"]["trial_startup_s"] is None
+    assert untimed["time"]["training_s"] is None
+    # two devices, ten minutes, 19 minutes of training between them: no negative overhead
+    both = [timed(trial(n, TrialState.COMPLETE, 0.5), f"/e/t{n}", training_s=570.0) for n in (0, 1)]
+    parallel = build_summary(record(), both, {}, study_dir_bytes=0, now=now)
+    validate_summary(parallel)
+    assert parallel["time"]["overhead_s"] == 0.0 and parallel["time"]["overhead_fraction"] == 0.0
+
+
 def test_disk_use_counts_files_once_and_never_follows_links(tmp_path: Path) -> None:
     trial_dir = tmp_path / "trial_x"
     (trial_dir / "checkpoints" / "epoch_0000").mkdir(parents=True)

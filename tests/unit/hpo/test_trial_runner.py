@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from dsm5_hpo.errors import Interrupted, TrainingError, TrialTakenOver
-from dsm5_hpo.hpo.trial_runner import run_trial
+from dsm5_hpo.hpo.trial_runner import long_lived_heap_frozen, run_trial
 
 
 def objective_raising(error: BaseException | None, value: float = 0.5) -> Callable[..., float]:
@@ -127,3 +128,32 @@ def test_a_re_attached_trial_gets_its_reported_epochs() -> None:
 
     run_trial(s, s.ask(), objective, reported={0, 1})
     assert seen == [{0, 1}]
+
+
+def test_callbacks_get_their_own_copy_of_the_ended_trial() -> None:
+    s = study()
+
+    def meddle(study: optuna.Study, trial: FrozenTrial) -> None:  # as Optuna's retry does to its trial
+        trial.system_attrs.setdefault("retry_history", []).append(trial.number)
+        trial.user_attrs["seen"] = True
+
+    run_trial(s, s.ask(), objective_raising(None), callbacks=[meddle])
+    stored = s.get_trials(deepcopy=False)[0]
+    assert "retry_history" not in stored.system_attrs and "seen" not in stored.user_attrs
+
+
+def test_the_heap_alive_when_the_trials_start_is_frozen_until_they_end() -> None:
+    import gc
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    freed: list[int] = []
+    garbage = Cycle()
+    weakref.finalize(garbage, freed.append, 1)
+    del garbage  # cyclic garbage from before the trials: collected, not frozen for the study's lifetime
+    before = gc.get_freeze_count()
+    with long_lived_heap_frozen():
+        assert freed == [1] and gc.get_freeze_count() > before
+    assert gc.get_freeze_count() == before

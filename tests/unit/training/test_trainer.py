@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,6 +376,7 @@ def test_fit_logs_validation_metrics_per_epoch(fitted: Fitted) -> None:
     for key in (
         "train_loss_epoch",
         "epoch_seconds",
+        "val_seconds",
         "epoch",
         "val_criteria_f1_macro",
         "val_evidence_token_f1",
@@ -383,6 +385,10 @@ def test_fit_logs_validation_metrics_per_epoch(fitted: Fitted) -> None:
     assert [v for _, v in fitted.metrics_by_key["epoch"]] == [0.0, 1.0]
     losses = [v for _, v in fitted.metrics_by_key["train_loss_epoch"]]
     assert all(math.isfinite(v) and v > 0 for v in losses)
+    # Where the time went (hpo/trial_timing.py reads these): training and validation of each epoch,
+    # and the instant of the first optimizer step (the end of a trial's start-up).
+    assert all(v > 0 for key in ("epoch_seconds", "val_seconds") for _, v in fitted.metrics_by_key[key])
+    assert fitted.trainer.first_step_at is not None and fitted.trainer.first_step_at < time.perf_counter()
 
 
 def test_epoch_callback_is_called_after_each_epoch(fitted: Fitted) -> None:

@@ -1,0 +1,42 @@
+"""benchmarks/study_overhead.py --quick runs end to end: a study through the train CLI, and the time
+figures it measured read back (a smoke test: timings are checked for sense, never for a target)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_study_overhead_benchmark_reads_the_study_own_time_figures() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(
+                REPO_ROOT / "benchmarks" / "study_overhead.py",
+            ),
+            "--quick",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.startswith("machine: ")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    after = figures["after"]
+    assert "model=tiny" in figures["study"] and "before" not in figures
+    assert after["training_s"] > 0 and after["evaluation_s"] > after["test_evaluation_s"] > 0
+    total = after["training_s"] + after["evaluation_s"] + after["overhead_s"]
+    assert total == pytest.approx(after["wall_time_s"], abs=0.05)
+    assert 0 < after["overhead_fraction"] < 1
+    assert len(after["startup_s"]) == len(after["teardown_s"]) == 2 and len(after["between_trials_s"]) == 1
+    assert all(s > 0 for s in after["startup_s"] + after["teardown_s"])
+    assert set(figures["goals"]) == {"overhead_fraction", "overhead_met", "startup_s", "startup_met"}
