@@ -63,7 +63,8 @@ class Run:
     def logged(
         self,
         without: tuple[str, ...] = (
-            "epoch_seconds",
+            "epoch_seconds",  # wall time of each epoch and of its validation
+            "val_seconds",
             *MEMORY_METRICS,  # the process's memory, not the training
             STEP_METRIC.format(metric=METRIC),
         ),
