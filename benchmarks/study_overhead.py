@@ -274,7 +274,7 @@ def main() -> None:
                     print(_line(name, runs[name][-1]), flush=True)
             trials = 0 if args.quick else args.long_study_trials
             late = (
-                {name: after_trial_costs(code, root / f"{name}_0", trials) for name in codes}
+                {name: after_trial_costs(code, root / f"{name}_0", trials) for name, code in codes.items()}
                 if trials
                 else {}
             )
