@@ -11,8 +11,8 @@ experiments folder, with a feature cache filled beforehand (as after a first stu
 study itself measured (summary_report.json ``time``, each trial.json ``timing``): its wall time, the
 seconds spent training (the epochs' training parts) and evaluating (validation after each epoch, the
 test evaluation), and ``overhead_fraction``, the rest of the wall time as a share of it. Per trial: its
-start-up (its start to its first optimizer step, which includes that step's own forward and backward
-pass) and teardown (the end of its last epoch to its end). Where the overhead sits: before the first
+set-up (its start to its first training batch: nothing trains before it), its start-up (its start to its
+first optimizer step done, which adds that step's own forward, backward and update) and teardown (the end of its last epoch to its end). Where the overhead sits: before the first
 trial, within the trials, between them, after the last one (from the records' timestamps). Then what the
 end of a trial costs late in a long study: benchmarks/after_trial_costs.py on a copy of the study with
 ``--long-study-trials`` (1000) ended trials.
@@ -22,7 +22,8 @@ have the measurement: adc54cc, where it was added before the cuts, or later), al
 one, for a before/after comparison (run_all.py's full run does, with adc54cc).
 
 Prints the machine and, last, one JSON line of the figures (benchmarks/run_all.py collects it).
-Goals (issue 20): overhead_fraction <= 5 % for the default study; a trial's start-up <= 1 s (MiniLM, CPU).
+Goals (issue 20): overhead_fraction <= 5 % for the default study; a trial's start-up <= 1 s (MiniLM, CPU;
+judged on the set-up too, since one MiniLM step alone takes about that long on one core).
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ def figures_of(experiments: Path, process_s: float) -> dict[str, Any]:
     )
     time_ = summary["time"]
     startup = [trial["timing"]["startup_s"] for trial in trials]
+    setup = [trial["timing"].get("setup_s") for trial in trials]  # None: a commit from before it was measured
     spent = sum(trial["timing"]["training_s"] + trial["timing"]["evaluation_s"] for trial in trials)
     durations = sum((_at(t["finished_at"]) - _at(t["started_at"])).total_seconds() for t in trials)
     teardown = [trial["timing"]["teardown_s"] for trial in trials]
@@ -164,9 +166,13 @@ def figures_of(experiments: Path, process_s: float) -> dict[str, Any]:
         "test_evaluation_s": record.get("test_evaluation_s"),
         "overhead_s": time_["overhead_s"],
         "overhead_fraction": time_["overhead_fraction"],
+        "setup_s": setup,
         "startup_s": startup,
         "teardown_s": teardown,
         "later_startup_median_s": round(statistics.median(startup[1:]), 3) if len(startup) > 1 else None,
+        "later_setup_median_s": (
+            round(statistics.median(setup[1:]), 3) if len(setup) > 1 and None not in setup else None
+        ),
         "before_first_trial_s": round(
             (_at(trials[0]["started_at"]) - _at(record["created_at"])).total_seconds(), 2
         ),
@@ -187,7 +193,8 @@ def _line(name: str, figures: dict[str, Any]) -> str:
     return (
         f"  {name}: wall {figures['wall_time_s']:.1f} s = training {figures['training_s']:.1f} + evaluation "
         f"{figures['evaluation_s']:.1f} + overhead {figures['overhead_s']:.1f} s "
-        f"({100 * figures['overhead_fraction']:.1f} %); start-up {figures['startup_s']} s, teardown "
+        f"({100 * figures['overhead_fraction']:.1f} %); set-up {figures['setup_s']} s, start-up "
+        f"{figures['startup_s']} s, teardown "
         f"{figures['teardown_s']} s; overhead before the first trial {figures['before_first_trial_s']} s, "
         f"within trials {figures['within_trials_s']} s, between trials {figures['between_trials_s']} s, "
         f"after the last {figures['after_last_trial_s']} s"
@@ -308,6 +315,7 @@ def main() -> None:
         "overhead_met": after["overhead_fraction"] <= GOAL_OVERHEAD_FRACTION,
         "startup_s": GOAL_STARTUP_S,
         "startup_met": (after["later_startup_median_s"] or after["startup_s"][0]) <= GOAL_STARTUP_S,
+        "setup_met": (after["later_setup_median_s"] or after["setup_s"][0]) <= GOAL_STARTUP_S,
     }
     print(json.dumps(figures))
 

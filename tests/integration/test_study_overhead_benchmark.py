@@ -39,4 +39,13 @@ def test_quick_study_overhead_benchmark_reads_the_study_own_time_figures() -> No
     assert 0 < after["overhead_fraction"] < 1
     assert len(after["startup_s"]) == len(after["teardown_s"]) == 2 and len(after["between_trials_s"]) == 1
     assert all(s > 0 for s in after["startup_s"] + after["teardown_s"])
-    assert set(figures["goals"]) == {"overhead_fraction", "overhead_met", "startup_s", "startup_met"}
+    assert all(
+        0 < setup < startup for setup, startup in zip(after["setup_s"], after["startup_s"], strict=True)
+    )
+    assert set(figures["goals"]) == {
+        "overhead_fraction",
+        "overhead_met",
+        "startup_s",
+        "startup_met",
+        "setup_met",
+    }

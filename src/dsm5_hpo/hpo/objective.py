@@ -351,6 +351,7 @@ class Objective:
                 settle_checkpoints(checkpoints)
             raise
         finally:
+            clock.training_start(trainer.training_started_at)
             clock.first_step(trainer.first_step_at)
         fence()
         if checkpoints is not None:

@@ -43,6 +43,7 @@ TIME_FIGURES: tuple[str, ...] = (
     "evaluation_s",
     "overhead_s",
     "overhead_fraction",
+    "trial_setup_s",
     "trial_startup_s",
     "trial_teardown_s",
 )
@@ -108,6 +109,7 @@ def trial_row(trial: FrozenTrial, storage: TrialStorage | None, now: datetime) -
         "best_epoch": trial.user_attrs.get("best_epoch"),
         "params": dict(trial.params),
         "duration_s": _duration(trial, now),
+        "setup_s": timing.setup_s if timing else None,
         "startup_s": timing.startup_s if timing else None,
         "teardown_s": timing.teardown_s if timing else None,
         "device": trial.user_attrs.get("device"),
@@ -152,6 +154,7 @@ def time_figures(
         "evaluation_s": round(evaluation, 3),
         "overhead_s": round(overhead, 3),
         "overhead_fraction": round(overhead / wall_time_s, 4) if wall_time_s > 0 else None,
+        "trial_setup_s": _spread([t.setup_s for t in timings if t.setup_s is not None]),
         "trial_startup_s": _spread([t.startup_s for t in timings if t.startup_s is not None]),
         "trial_teardown_s": _spread([t.teardown_s for t in timings if t.teardown_s is not None]),
     }

@@ -1,6 +1,8 @@
 """Where a trial's time goes, for the study's overhead figures (summary_report.json ``time``, the study's
-MLflow run): seconds spent training and validating, its start-up (from its start to its first optimizer
-step) and its teardown (from the end of its last epoch to its end).
+MLflow run): seconds spent training and validating, its set-up (from its start to its first training batch:
+nothing trains before), its start-up (from its start to its first optimizer step done: the set-up plus that
+step's own work, a whole forward, backward and update) and its teardown (from the end of its last epoch to
+its end).
 
 The objective keeps one :class:`TrialTiming` per trial attempt. The trainer's own timings reach it
 through :class:`TimedRun`: the trial's run tracker, wrapped, notes ``epoch_seconds`` and ``val_seconds``
@@ -9,7 +11,8 @@ the end of each attempt, in the trial's Optuna user attr ``timing`` and in its t
 of a resumed or retried trial add up. An attempt killed outright (SIGKILL, the OOM killer) stores
 nothing: its time then counts as overhead, which it was.
 
-Instants are ``time.perf_counter()`` values, the trainer's clock (``Trainer.first_step_at``); the
+Instants are ``time.perf_counter()`` values, the trainer's clock (``Trainer.training_started_at``,
+``Trainer.first_step_at``); the
 arithmetic is here, the objective supplies the instants.
 """
 
@@ -44,8 +47,10 @@ class TrialTiming:
     """Training part of every epoch this trial ran (all attempts)."""
     evaluation_s: float = 0.0
     """Validation after every epoch (all attempts)."""
+    setup_s: float | None = None
+    """Last attempt: from its start to its first training batch (None: it never trained)."""
     startup_s: float | None = None
-    """Last attempt: from its start to its first optimizer step (None: it never stepped)."""
+    """Last attempt: from its start to its first optimizer step done (None: it never stepped)."""
     teardown_s: float | None = None
     """Last attempt: from the end of its last epoch (validated, checkpoint started, reported) to its
     end; None when it ended otherwise (failed or stopped mid-epoch)."""
@@ -58,6 +63,7 @@ class TrialTiming:
         return cls(
             training_s=_seconds(stored.get("training_s")) or 0.0,
             evaluation_s=_seconds(stored.get("evaluation_s")) or 0.0,
+            setup_s=_seconds(stored.get("setup_s")),
             startup_s=_seconds(stored.get("startup_s")),
             teardown_s=_seconds(stored.get("teardown_s")),
         )
@@ -69,6 +75,7 @@ class TrialTiming:
         return {
             "training_s": rounded(self.training_s),
             "evaluation_s": rounded(self.evaluation_s),
+            "setup_s": rounded(self.setup_s),
             "startup_s": rounded(self.startup_s),
             "teardown_s": rounded(self.teardown_s),
         }
@@ -80,15 +87,21 @@ class TrialTiming:
 
 
 class AttemptClock:
-    """One attempt of a trial: its start, its first optimizer step and the end of its last epoch (all
-    ``time.perf_counter()``), turned into the start-up and teardown of its :class:`TrialTiming`."""
+    """One attempt of a trial: its start, its first training batch, its first optimizer step and the end of
+    its last epoch (all ``time.perf_counter()``), turned into the set-up, start-up and teardown of its
+    :class:`TrialTiming`."""
 
     def __init__(self, started: float, timing: TrialTiming) -> None:
         self.started = started
         self.timing = timing
         """The trial's timing so far: earlier attempts' sums, this attempt's added as it goes."""
         self.epoch_ended: float | None = None
-        self.timing.startup_s = self.timing.teardown_s = None  # this attempt's, not an earlier one's
+        self.timing.setup_s = self.timing.startup_s = self.timing.teardown_s = None  # this attempt's only
+
+    def training_start(self, at: float | None) -> None:
+        """The trainer's first batch (``Trainer.training_started_at``; None: it never trained)."""
+        if at is not None:
+            self.timing.setup_s = max(0.0, at - self.started)
 
     def first_step(self, at: float | None) -> None:
         """The trainer's first optimizer step (``Trainer.first_step_at``; None: it never stepped)."""

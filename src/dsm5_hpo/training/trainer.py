@@ -106,8 +106,10 @@ class Trainer:
         self.loss = loss_settings(config)
         self._stepped = False
         self.plan = StepPlan(compiled=False, fast_dropout=False, gradient_checkpointing=False)
+        # time.perf_counter() when this trainer began its first batch (a trial's set-up ends: model built,
+        # resume point read, plan made) and when its first optimizer step was done (its start-up ends).
+        self.training_started_at: float | None = None
         self.first_step_at: float | None = None
-        """time.perf_counter() when this trainer's first optimizer step was done: where a trial's start-up ends."""
 
     def fit(self, train: WindowFeatures | Sequence[WindowFeatures], validation: EvaluationData) -> FitResult:
         """Train from the latest valid checkpoint (or from scratch) to ``max_epochs``.
@@ -152,6 +154,7 @@ class Trainer:
                 set_log_context(epoch=epoch)
                 ddp.seed_epoch(context, config.seed, epoch)
                 started = time.perf_counter()
+                self.training_started_at = self.training_started_at or started
                 epoch_loss, global_step = self._train_epoch(
                     forward, per_epoch[epoch], shards[epoch], epoch, optimizer, scheduler, global_step
                 )

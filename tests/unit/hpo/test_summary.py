@@ -124,6 +124,7 @@ def test_the_time_neither_training_nor_evaluating_is_the_overhead() -> None:
             "/e/trial_a",
             training_s=900.0,
             evaluation_s=60.0,
+            setup_s=0.25,
             startup_s=2.0,
             teardown_s=1.0,
         ),
@@ -147,10 +148,11 @@ def test_the_time_neither_training_nor_evaluating_is_the_overhead() -> None:
     time = summary["time"]
     assert (time["training_s"], time["evaluation_s"]) == (1600.0, 200.0)  # trial 1 counted once, in 2
     assert time["overhead_s"] == 3600.0 - 1800.0 and time["overhead_fraction"] == 0.5
+    assert time["trial_setup_s"] == {"median": 0.25, "max": 0.25, "trials": 1}  # trial 2's record predates it
     assert time["trial_startup_s"] == {"median": 1.25, "max": 2.0, "trials": 2}
     assert time["trial_teardown_s"] == {"median": 2.0, "max": 3.0, "trials": 2}
     best = summary["best_trial"]
-    assert (best["startup_s"], best["teardown_s"]) == (2.0, 1.0)
+    assert (best["setup_s"], best["startup_s"], best["teardown_s"]) == (0.25, 2.0, 1.0)
 
 
 def test_without_timings_the_overhead_is_unknown_and_side_by_side_trials_read_none() -> None:

@@ -386,9 +386,12 @@ def test_fit_logs_validation_metrics_per_epoch(fitted: Fitted) -> None:
     losses = [v for _, v in fitted.metrics_by_key["train_loss_epoch"]]
     assert all(math.isfinite(v) and v > 0 for v in losses)
     # Where the time went (hpo/trial_timing.py reads these): training and validation of each epoch,
-    # and the instant of the first optimizer step (the end of a trial's start-up).
+    # and the instants of the first batch (the end of a trial's set-up) and of the first optimizer step
+    # done (the end of its start-up).
     assert all(v > 0 for key in ("epoch_seconds", "val_seconds") for _, v in fitted.metrics_by_key[key])
-    assert fitted.trainer.first_step_at is not None and fitted.trainer.first_step_at < time.perf_counter()
+    trainer = fitted.trainer
+    assert trainer.training_started_at is not None and trainer.first_step_at is not None
+    assert trainer.training_started_at < trainer.first_step_at < time.perf_counter()
 
 
 def test_epoch_callback_is_called_after_each_epoch(fitted: Fitted) -> None:
