@@ -97,6 +97,7 @@ def test_mlflow_holds_the_study_and_trial_runs(finished: FinishedStudy) -> None:
     assert "best_joint_f1" in parent.data.metrics  # the study's metric, as it improved
     # summary_report.json's time figures, logged at the end of the study
     assert 0 < parent.data.metrics["overhead_fraction"] < 1 and parent.data.metrics["training_s"] > 0
+    assert 0 < parent.data.metrics["trial_setup_median_s"] < parent.data.metrics["trial_startup_median_s"]
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status == "FINISHED"

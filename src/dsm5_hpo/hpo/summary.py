@@ -47,7 +47,8 @@ TIME_FIGURES: tuple[str, ...] = (
     "trial_startup_s",
     "trial_teardown_s",
 )
-"""What :func:`time_figures` adds to the summary's ``time`` (the study run's metrics take the first four)."""
+"""What :func:`time_figures` adds to the summary's ``time`` (the study run's metrics: the first four, and
+the medians of the others)."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,9 @@ def study_time_metrics(
     wall_time_s = _wall_time(record, now)
     figures = time_figures(trials, wall_time_s, _float_or_none(record.get("test_evaluation_s")))
     metrics = {"wall_time_s": wall_time_s, **{key: figures[key] for key in TIME_FIGURES[:4]}}
+    # ... and the trials' median set-up, start-up and teardown (trial_setup_median_s, ...).
+    for key in TIME_FIGURES[4:]:
+        metrics[key.removesuffix("_s") + "_median_s"] = (figures[key] or {}).get("median")
     return {key: float(value) for key, value in metrics.items() if value is not None}
 
 

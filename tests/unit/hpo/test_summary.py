@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from dsm5_hpo.hpo.summary import (
     TrialStorage,
     build_summary,
+    study_time_metrics,
     trial_row,
     trial_storage,
     validate_summary,
@@ -153,6 +154,17 @@ def test_the_time_neither_training_nor_evaluating_is_the_overhead() -> None:
     assert time["trial_teardown_s"] == {"median": 2.0, "max": 3.0, "trials": 2}
     best = summary["best_trial"]
     assert (best["setup_s"], best["startup_s"], best["teardown_s"]) == (0.25, 2.0, 1.0)
+    # The study's MLflow run: the same figures, the trials' spreads as their medians.
+    assert study_time_metrics(done, trials, end) == {
+        "wall_time_s": 3600.0,
+        "training_s": 1600.0,
+        "evaluation_s": 200.0,
+        "overhead_s": 1800.0,
+        "overhead_fraction": 0.5,
+        "trial_setup_median_s": 0.25,
+        "trial_startup_median_s": 1.25,
+        "trial_teardown_median_s": 2.0,
+    }
 
 
 def test_without_timings_the_overhead_is_unknown_and_side_by_side_trials_read_none() -> None:
