@@ -32,10 +32,15 @@ from optuna.trial import TrialState, create_trial
 
 from dsm5_hpo.config import study_config_from_mapping
 from dsm5_hpo.hpo.records import read_study_record
-from dsm5_hpo.hpo.sampling import make_pruner, make_sampler
+from dsm5_hpo.hpo.sampling import make_sampler
 from dsm5_hpo.hpo.search_space import suggest_params
 from dsm5_hpo.hpo.trial_callbacks import ProgressReport, retention_after_trial
 from dsm5_hpo.tracking.tracker import NullRunTracker
+
+try:
+    from dsm5_hpo.hpo.pruners import make_pruner
+except ImportError:  # a checkout from before hpo.pruner (--before adc54cc): it was in hpo/sampling.py
+    from dsm5_hpo.hpo.sampling import make_pruner  # type: ignore[attr-defined,no-redef]
 
 try:
     from dsm5_hpo.hpo.trial_callbacks import SummaryAfterTrial

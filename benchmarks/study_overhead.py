@@ -2,7 +2,7 @@
 
     python benchmarks/study_overhead.py                     # the default study (make train), once
     python benchmarks/study_overhead.py --before REF        # ... and the same study on commit REF
-    python benchmarks/study_overhead.py --quick             # tiny model, 2 trials of 1 epoch: a smoke run
+    python benchmarks/study_overhead.py --quick             # tiny model, 2 trials of 1 epoch (+20 ended): a smoke run
     python benchmarks/study_overhead.py data.max_posts=120 train.max_epochs=3 hpo.n_trials=3   # smaller
 
 Runs the study through `make train`'s entry point (``python -m dsm5_hpo.cli.train --config
@@ -279,7 +279,8 @@ def main() -> None:
                     process_s = run_study(code, experiments, cache, overrides)
                     runs[name].append(figures_of(experiments, process_s))
                     print(_line(name, runs[name][-1]), flush=True)
-            trials = 0 if args.quick else args.long_study_trials
+            # A smoke run checks the long-study measurement too, on 20 ended trials (2 s).
+            trials = min(args.long_study_trials, 20) if args.quick else args.long_study_trials
             late = (
                 {name: after_trial_costs(code, root / f"{name}_0", trials) for name, code in codes.items()}
                 if trials

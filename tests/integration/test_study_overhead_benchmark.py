@@ -42,6 +42,10 @@ def test_quick_study_overhead_benchmark_reads_the_study_own_time_figures() -> No
     assert all(
         0 < setup < startup for setup, startup in zip(after["setup_s"], after["startup_s"], strict=True)
     )
+    # The end of a trial late in a study (benchmarks/after_trial_costs.py), on 20 ended trials here.
+    late = after["after_trial_late"]
+    assert late["trials"] == 20 and late["retention_ms"] > 0 and late["ask_and_sample_ms"] > 0
+    assert late["main_thread_ms"] >= late["retention_ms"]
     assert set(figures["goals"]) == {
         "overhead_fraction",
         "overhead_met",
