@@ -43,6 +43,8 @@ BENCHMARKS = {
     # The default study's overhead_fraction, start-up and teardown per trial (make train, about 15
     # minutes on one core), and the same study on adc54cc (the measurement, before the cuts of issue 20).
     "study_overhead": ("study_overhead.py", ["--before", "adc54cc"], ["--quick"]),
+    # The padding share of length-grouped and random batches (no model runs: seconds), packing's ceiling.
+    "padding": ("padding.py", [], ["data.max_posts=60"]),
 }
 
 
