@@ -7,10 +7,14 @@ as the CLI and only override what makes them fast.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,3 +117,18 @@ def captured_logs(name: str) -> Iterator[list[logging.LogRecord]]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous)
+
+
+def run_benchmark(script: str, *args: str, timeout: int = 600) -> tuple[list[str], dict[str, Any]]:
+    """``benchmarks/<script> args`` as ``make bench`` runs it: the lines it printed and its figures (the
+    JSON object of its last line). A failed run fails the test with the end of its output."""
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    return lines, json.loads(lines[-1])

@@ -8,37 +8,19 @@ unique-byte count, every trial keeps its best model, and the temporary folder is
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import run_benchmark
 
 pytestmark = pytest.mark.integration
 
 
 def test_quick_checkpoint_size_benchmark_measures_every_method_and_study(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "benchmarks" / "checkpoint_size.py"),
-            "--quick",
-            "--trials",
-            "2",
-            "--dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    lines, figures = run_benchmark(
+        "checkpoint_size.py", "--quick", "--trials", "2", "--dir", str(tmp_path), timeout=300
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    figures = json.loads(lines[-1])
     assert figures["model"] == "tiny" and (figures["trials"], figures["epochs"]) == (2, 2)
     assert lines[0].startswith("machine: ") and lines[1].startswith("command: ")
     full = figures["full"]["checkpoint_bytes"]
@@ -56,5 +38,5 @@ def test_quick_checkpoint_size_benchmark_measures_every_method_and_study(tmp_pat
     assert figures["full_keep_all"]["retained_bytes"] > figures["full"]["retained_bytes"]
     for goal in figures["goals"].values():
         assert goal["met"] == (goal["ratio"] <= goal["goal"])
-    assert "PASS" in done.stdout or "MISS" in done.stdout
+    assert any("PASS" in line or "MISS" in line for line in lines)
     assert list(tmp_path.iterdir()) == []  # the temporary experiments folder is gone

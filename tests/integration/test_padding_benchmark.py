@@ -3,29 +3,16 @@ length and not, and the ceiling it leaves for packing."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import run_benchmark
 
 pytestmark = pytest.mark.integration
 
 
 def test_padding_benchmark_counts_the_tokens_of_the_trainer_batches() -> None:
-    done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "padding.py"), "data.max_posts=60"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
+    lines, figures = run_benchmark("padding.py", "data.max_posts=60", timeout=300)
     assert lines[0].startswith("machine: ")
-    figures = json.loads(lines[-1])
     grouped, random = figures["grouped"], figures["random"]
     # The same windows over the same epochs: only the batching differs.
     assert grouped["real_tokens"] == random["real_tokens"] > 0

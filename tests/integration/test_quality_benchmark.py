@@ -4,28 +4,15 @@ model is not expected to be good; the baselines' figures are checked for sense."
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import run_benchmark
 
 pytestmark = pytest.mark.integration
 
 
 def test_quick_quality_benchmark_compares_the_study_with_both_baselines() -> None:
-    done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "benchmarks" / "quality.py"), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    figures = json.loads(lines[-1])
+    lines, figures = run_benchmark("quality.py", "--quick", timeout=900)
     assert figures["model"] == "tiny" and figures["precision"] in ("fp32", "bf16")
     assert figures["posts"] == {"train": 12, "validation": 6, "test": 6}
     assert figures["study_seconds"] > 0

@@ -3,34 +3,16 @@ figures it measured read back (a smoke test: timings are checked for sense, neve
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import run_benchmark
 
 pytestmark = pytest.mark.integration
 
 
 def test_quick_study_overhead_benchmark_reads_the_study_own_time_figures() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(
-                REPO_ROOT / "benchmarks" / "study_overhead.py",
-            ),
-            "--quick",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.stdout.startswith("machine: ")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    lines, figures = run_benchmark("study_overhead.py", "--quick")
+    assert lines[0].startswith("machine: ")
     after = figures["after"]
     assert "model=tiny" in figures["study"] and "before" not in figures
     assert after["training_s"] > 0 and after["evaluation_s"] > after["test_evaluation_s"] > 0
