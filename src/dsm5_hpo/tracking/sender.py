@@ -103,18 +103,24 @@ class OutboxSender:
         with contextlib.suppress(AttributeError, OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         last_send = time.monotonic()
+        sending = False  # once a send is due, the rest follows at once: the outbox is emptied
         while not self._stop.is_set():
             with contextlib.suppress(OSError):  # a full disk must not kill the sender; the next sync retries
                 self.outbox.sync()  # every poll_s: what was logged survives a crash within a second
             # While failing, send_some's own backoff (1, 2, 4, 8, 16 s) sets the pace.
             due = (
-                self._failures > 0
+                sending
+                or self._failures > 0
                 or self._wake.is_set()
                 or time.monotonic() - last_send >= self._send_interval_s
             )
             self._wake.clear()
-            if due and self.send_some():
-                continue  # more may be waiting: send it now
+            # More may be waiting after a send: send it now. (Without ``sending`` a woken sender, a
+            # drain's, sent one chunk and then waited out the rest of send_interval_s: 3 s at a
+            # study's end.)
+            sending = due and self.send_some()
+            if sending:
+                continue
             if due:
                 last_send = time.monotonic()
             self._wake.wait(self._poll_s)

@@ -259,6 +259,26 @@ def test_size_warning(tmp_path: Path) -> None:
     assert len(warnings) == 1  # once, not at every append
 
 
+def test_a_woken_sender_sends_everything_waiting_not_one_chunk_per_interval(
+    tmp_path: Path, client: FakeClient
+) -> None:
+    outbox = Outbox(tmp_path)
+    # A long interval: only the wake (a drain's) can make these go out within the test.
+    sender = OutboxSender(outbox, client, poll_s=0.01, send_interval_s=3600.0)
+    sender.start()
+    try:
+        # Four chunks: two runs' metrics, a param, a terminate (each its own MLflow call).
+        outbox.append(
+            [metric("r1", "loss", s) for s in range(5)] + [metric("r2", "loss", s) for s in range(5)]
+        )
+        outbox.append([{"op": "param", "run": "r1", "key": "lr", "value": "1"}])
+        outbox.append([{"op": "terminate", "run": "r1", "status": "FINISHED", "ts": 1}])
+        assert sender.drain(5.0)
+    finally:
+        sender.stop()
+    assert len(client.metrics[("r1", "loss")]) == len(client.metrics[("r2", "loss")]) == 5
+
+
 def test_the_thread_drains_and_stops(tmp_path: Path, client: FakeClient) -> None:
     outbox = Outbox(tmp_path)
     sender = OutboxSender(outbox, client, poll_s=0.01)
