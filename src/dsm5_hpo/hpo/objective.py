@@ -290,9 +290,8 @@ class Objective:
         hpo = self.config.hpo
 
         def report(point: ReportPoint, metrics: dict[str, float | None]) -> None:
-            clock.epoch_end(
-                time.perf_counter()
-            )  # the trial's last validation so far: its teardown starts here
+            # The trial's last validation so far: its teardown starts here.
+            clock.epoch_end(time.perf_counter())
             value = metrics[hpo.metric]
             assert value is not None and math.isfinite(value)
             fence()  # still this worker's trial (no checkpoint may have been written to tell, e.g. --no-checkpoint)

@@ -154,7 +154,8 @@ class Trainer:
                 set_log_context(epoch=epoch)
                 ddp.seed_epoch(context, config.seed, epoch)
                 started = time.perf_counter()
-                self.training_started_at = self.training_started_at or started
+                if self.training_started_at is None:
+                    self.training_started_at = started
                 epoch_loss, global_step = self._train_epoch(
                     forward, per_epoch[epoch], shards[epoch], epoch, optimizer, scheduler, global_step
                 )
@@ -198,10 +199,13 @@ class Trainer:
     def _probe_step(self, train: WindowFeatures, module: torch.nn.Module, indices: list[int]) -> None:
         """Forward, loss and backward of one batch, as a step runs them (CompileProbe times it)."""
         eager = module is self.model and self.config.fast_dropout and self.device.type == "cpu"
-        batch = {k: v.to(self.device) for k, v in collate(train, indices, COMPILED_LENGTH_MULTIPLE).items()}
+        batch = self._batch(train, indices, COMPILED_LENGTH_MULTIPLE)
         with autocast(self.device, self.precision), StepPlan(False, eager, False).forward_context():
             output = forward_batch(module, batch)
         self._loss(output, batch).total.backward()
+
+    def _batch(self, train: WindowFeatures, indices: list[int], multiple: int) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in collate(train, indices, multiple).items()}
 
     def _end_epoch(
         self,
@@ -330,9 +334,7 @@ class Trainer:
             last = batch_number == len(batches) - 1
             step_now = (batch_number + 1) % accumulation == 0 or last
             filler = batch_number >= len(batches) - shard.padding
-            batch = {
-                k: v.to(self.device) for k, v in collate(train, indices, self.plan.length_multiple).items()
-            }
+            batch = self._batch(train, indices, self.plan.length_multiple)
             with ddp.gradient_sync(model, step_now):  # DDP all-reduces once per optimizer step
                 with autocast(self.device, self.precision), self.plan.forward_context():
                     output = forward_batch(model, batch)
