@@ -51,18 +51,25 @@ TINY = (
 MINILM = (f"data.local_dir={SAMPLE}", "data.max_posts=12", "train.max_epochs=1", "hpo.pruner=none")
 
 
-def train(experiments: Path, cache: Path, *overrides: str) -> float:
-    """Wall seconds of one study through the train CLI."""
+def checkout_environment(code: Path) -> dict[str, str]:
+    """The environment of a process that runs the checkout at ``code`` (its src/ first on the path)."""
+    return {**os.environ, "PYTHONPATH": str(code / "src"), "PYTHONUNBUFFERED": "1"}
+
+
+def train(experiments: Path, cache: Path, *overrides: str, code: Path = ROOT) -> float:
+    """Wall seconds of one study through the train CLI of the checkout at ``code`` (this one by default)."""
     command = [
         sys.executable,
         "-m",
         "dsm5_hpo.cli.train",
         "--config",
-        str(ROOT / "configs" / "hpo_study.yaml"),
+        str(code / "configs" / "hpo_study.yaml"),
     ]
     args = [*overrides, f"paths.experiments_dir={experiments}", f"paths.cache_dir={cache}"]
     started = time.monotonic()
-    done = subprocess.run([*command, *args], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(
+        [*command, *args], cwd=code, env=checkout_environment(code), capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(f"study failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
     return time.monotonic() - started

@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from checkpoint_size import machine_line  # noqa: E402
+from devices import checkout_environment, train  # noqa: E402
 
 QUICK = (
     "model=tiny",
@@ -87,8 +87,13 @@ prepare_inputs(compose_config(Path(sys.argv[1]), sys.argv[2:]))
 """
 
 
-def _environment(src: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(src), "PYTHONUNBUFFERED": "1"}
+def _figures_of_script(command: list[str], code: Path) -> dict[str, float]:
+    """The JSON object a measuring script prints last, run in the checkout at ``code``."""
+    done = subprocess.run(
+        command, cwd=code, env=checkout_environment(code), check=True, capture_output=True, text=True
+    )
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def fill_cache(cache: Path, overrides: list[str]) -> None:
@@ -98,7 +103,7 @@ def fill_cache(cache: Path, overrides: list[str]) -> None:
     subprocess.run(
         [sys.executable, "-c", FILL_CACHE, config, *args],
         cwd=ROOT,
-        env=_environment(ROOT / "src"),
+        env=checkout_environment(ROOT),
         check=True,
     )
 
@@ -108,35 +113,7 @@ def encoder_copy_or_load(cache: Path, overrides: list[str]) -> dict[str, float]:
     kept in memory (what a per-study cache would do), medians of 5 after a first load."""
     config = str(ROOT / "configs" / "hpo_study.yaml")
     args = [*overrides, f"paths.experiments_dir={cache.parent / 'unused'}", f"paths.cache_dir={cache}"]
-    done = subprocess.run(
-        [sys.executable, "-c", ENCODER, config, *args],
-        cwd=ROOT,
-        env=_environment(ROOT / "src"),
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    return figures
-
-
-def run_study(code: Path, experiments: Path, cache: Path, overrides: list[str]) -> float:
-    """Wall seconds of one study through the train CLI of the checkout at ``code``."""
-    command = [
-        sys.executable,
-        "-m",
-        "dsm5_hpo.cli.train",
-        "--config",
-        str(code / "configs" / "hpo_study.yaml"),
-    ]
-    args = [*overrides, f"paths.experiments_dir={experiments}", f"paths.cache_dir={cache}"]
-    started = time.monotonic()
-    done = subprocess.run(
-        [*command, *args], cwd=code, env=_environment(code / "src"), capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"study failed ({done.returncode}): {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return time.monotonic() - started
+    return _figures_of_script([sys.executable, "-c", ENCODER, config, *args], ROOT)
 
 
 def _at(stamp: str) -> datetime:
@@ -203,21 +180,10 @@ def _line(name: str, figures: dict[str, Any]) -> str:
 
 def after_trial_costs(code: Path, experiments: Path, trials: int) -> dict[str, float]:
     """benchmarks/after_trial_costs.py on ``code``'s checkout: the end of a trial late in a long study."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "after_trial_costs.py"),
-            str(experiments),
-            "--trials",
-            str(trials),
-        ],
-        cwd=code,
-        env=_environment(code / "src"),
-        check=True,
-        capture_output=True,
-        text=True,
+    script = ROOT / "benchmarks" / "after_trial_costs.py"
+    figures = _figures_of_script(
+        [sys.executable, str(script), str(experiments), "--trials", str(trials)], code
     )
-    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     # What the study's main thread spends between the trial's end and the next trial's start.
     main = ("ended_trial_copy_ms", "progress_ms", "retention_ms", "summary_main_thread_ms")
     figures["main_thread_ms"] = round(sum(figures[key] for key in main), 1)
@@ -276,7 +242,7 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for name, code in codes.items():  # alternating: a busy spell of the machine hits both
                     experiments = root / f"{name}_{repeat}"
-                    process_s = run_study(code, experiments, cache, overrides)
+                    process_s = train(experiments, cache, *overrides, code=code)
                     runs[name].append(figures_of(experiments, process_s))
                     print(_line(name, runs[name][-1]), flush=True)
             # A smoke run checks the long-study measurement too, on 20 ended trials (2 s).
